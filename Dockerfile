@@ -1,0 +1,18 @@
+# One image for the web process and the workers; compose.yaml picks the command.
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 VAR_DIR=/data
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY webapp webapp
+COPY trainer trainer
+COPY workers workers
+COPY templates templates
+COPY manage.py ./
+# torch is pinned to 2.13.0 in pyproject.toml; on GPU hosts build with
+# --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128 to take a CUDA build of that version.
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+RUN pip install --extra-index-url "$TORCH_INDEX" . && useradd --create-home loraworks && mkdir -p /data \
+    && chown loraworks /data
+USER loraworks
+EXPOSE 8000
+CMD ["gunicorn", "webapp.wsgi", "--bind", "0.0.0.0:8000", "--worker-class", "gthread", "--threads", "8"]

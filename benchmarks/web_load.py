@@ -1,0 +1,157 @@
+"""Load on the job list and a job page: N jobs in a temporary SQLite database, gunicorn on loopback, C concurrent
+clients for a bounded time. Prints requests/s, p50/p95 latency, errors, and the SQL queries per page at N/10 and N
+jobs (equal counts: no N+1).
+
+  .venv/bin/python benchmarks/web_load.py [--jobs 1000] [--clients 50] [--seconds 20] [--workers 2]
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def setup_django(folder: Path) -> dict:
+    env = dict(os.environ, VAR_DIR=str(folder), DATABASE_URL=f"sqlite:///{folder}/db.sqlite3",
+               DJANGO_SETTINGS_MODULE="webapp.settings", DEBUG="0", LOG_LEVEL="WARNING")
+    os.environ.update(env)
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    return env
+
+
+def make_jobs(team, count: int, start: int) -> None:
+    from webapp.catalog.models import BaseModel
+    from webapp.datasets.models import Dataset
+    from webapp.jobs.models import Job
+
+    model = BaseModel.objects.get_or_create(name="bench model", defaults={"source": "demo/bench", "status": "ready"})[0]
+    dataset = Dataset.objects.get_or_create(team=team, name="bench data", defaults={
+        "file": "datasets/bench.jsonl", "status": "ready", "task": "causal-lm", "format": "prompt_completion"})[0]
+    states = ("queued", "running", "succeeded", "failed", "cancelled")
+    Job.objects.bulk_create(Job(team=team, name=f"job {i}", base_model=model, dataset=dataset, task="causal-lm",
+                                settings={}, state=states[i % len(states)], progress={"step": 3, "total_steps": 10})
+                            for i in range(start, start + count))
+
+
+def queries_per_page(client, job_id: int) -> tuple[int, int]:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    counts = []
+    for url in ("/jobs/", f"/jobs/{job_id}/"):
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get(url).status_code == 200, url
+        counts.append(len(captured))
+    return tuple(counts)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def load(port: int, cookie: str, urls: list[str], clients: int, seconds: float) -> tuple[list[float], int]:
+    latencies, errors, lock = [], [0], threading.Lock()
+    stop_at = time.monotonic() + seconds
+
+    def client(offset: int) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        i = offset
+        while time.monotonic() < stop_at:
+            started = time.perf_counter()
+            try:
+                connection.request("GET", urls[i % len(urls)], headers={"Cookie": cookie})
+                response = connection.getresponse()
+                response.read()
+                ok = response.status == 200
+            except OSError:
+                ok = False
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            with lock:
+                latencies.append(time.perf_counter() - started) if ok else None
+                errors[0] += not ok
+            i += 1
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies, errors[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (8 threads each)")
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="loraworks-web-load-"))
+    env = setup_django(folder)
+    from django.conf import settings
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    from webapp.teams.accounts import add_user_to_team
+    from webapp.teams.models import Team
+
+    get_user_model().objects.create_user("bench", password="bench-password-1")
+    add_user_to_team("bench", "Bench", "member")
+    team = Team.objects.get(name="Bench")
+    client = Client(HTTP_HOST="127.0.0.1")
+    client.force_login(get_user_model().objects.get(username="bench"))
+    small = max(1, args.jobs // 10)
+    make_jobs(team, small, 0)
+    from webapp.jobs.models import Job
+
+    first = Job.objects.order_by("pk").first().pk
+    before = queries_per_page(client, first)
+    make_jobs(team, args.jobs - small, small)
+    after = queries_per_page(client, first)
+    cookie = f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "webapp.wsgi", "--bind", f"127.0.0.1:{port}",
+                               "--worker-class", "gthread", "--workers", str(args.workers), "--threads", "8",
+                               "--log-level", "warning"], cwd=ROOT, env=env)
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        urls = ["/jobs/", f"/jobs/{first}/"]
+        latencies, errors = load(port, cookie, urls, args.clients, args.seconds)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    latencies.sort()
+    p95 = latencies[int(0.95 * (len(latencies) - 1))] if latencies else float("nan")
+    print(f"jobs={args.jobs} clients={args.clients} seconds={args.seconds} gunicorn={args.workers}x8 threads")
+    print(f"{'page':<12}{'queries@' + str(small):>14}{'queries@' + str(args.jobs):>16}")
+    print(f"{'job list':<12}{before[0]:>14}{after[0]:>16}")
+    print(f"{'job page':<12}{before[1]:>14}{after[1]:>16}")
+    print(f"{'requests':>10}{'req/s':>10}{'p50 ms':>10}{'p95 ms':>10}{'errors':>8}")
+    print(f"{len(latencies):>10}{len(latencies) / args.seconds:>10.1f}"
+          f"{statistics.median(latencies) * 1000 if latencies else float('nan'):>10.1f}{p95 * 1000:>10.1f}{errors:>8}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""`loraworks`: the command-line client of a Loraworks server's JSON API (standard library only)."""

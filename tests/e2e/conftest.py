@@ -1,0 +1,78 @@
+"""The browser suite's fixtures: Debian's Chromium driven by Playwright against the live server, a person signed
+in through the login page, and screenshots saved under test-artifacts/screenshots/ (the README shows some)."""
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
+                 "--no-first-run", "--disable-component-update", "--disable-sync"]
+PASSWORD = "pw-for-tests-1"
+
+sys.path.insert(0, str(ROOT / "tests" / "webapp"))  # jobs_helpers: tiny catalog entries, waiting on a worker
+
+
+def chromium_path() -> str | None:
+    return next(filter(None, (shutil.which(name) for name in ("chromium", "chromium-browser"))), None)
+
+
+def no_browser(reason: str):
+    """Without a browser the suite is skipped here, but fails in CI, where it must run."""
+    if os.environ.get("CI"):
+        pytest.fail(f"the browser suite must run in CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def browser(monkeypatch):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    executable = chromium_path()
+    if executable is None:
+        no_browser("no Chromium on PATH (apt-get install chromium)")
+    # Playwright's sync API keeps an event loop in this thread; the test's own ORM calls are still plain sync code.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_api.sync_playwright() as playwright:
+        try:
+            launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        except sync_api.Error as error:
+            no_browser(f"Chromium at {executable} did not start: {error}")
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def signed_in(browser, live_server, make_member):
+    """signed_in(username, team) -> a page of a new member of `team`, signed in through the login form."""
+    def sign_in(username: str, team: str):
+        make_member(username, team, password=PASSWORD)
+        page = browser.new_context(base_url=live_server.url, accept_downloads=True,
+                                   viewport={"width": 1280, "height": 900}).new_page()
+        page.set_default_timeout(30_000)
+        page.goto("/login/")
+        page.fill("#id_username", username)
+        page.fill("#id_password", PASSWORD)
+        with page.expect_navigation():
+            page.click("button[type=submit]")
+        assert "/login/" not in page.url, page.inner_text("main")
+        return page
+
+    return sign_in
+
+
+@pytest.fixture
+def shoot(request):
+    """shoot(page, "upload") saves a full-page screenshot as <test name>-<nn>-upload.png."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    prefix = request.node.name.removeprefix("test_")
+    count = iter(range(1, 100))
+
+    def save(page, what: str) -> Path:
+        path = SCREENSHOTS / f"{prefix}-{next(count):02d}-{what}.png"
+        page.screenshot(path=str(path), full_page=True)
+        return path
+
+    return save

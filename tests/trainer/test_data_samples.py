@@ -1,0 +1,67 @@
+"""The sample datasets: sizes, determinism, validity, and that the ticket labels are learnable from the words."""
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter, defaultdict
+
+from trainer.data.split import split_indices
+from trainer.data.validate import validate_file
+from trainer.samples import SAMPLES, instructions, sample_path, support_tickets, write_sample
+
+
+def test_support_tickets_have_enough_varied_rows_in_at_least_four_classes():
+    rows = support_tickets.rows()
+    labels = Counter(row["label"] for row in rows)
+    assert len(rows) >= 400 and len(labels) >= 4 and min(labels.values()) >= 100
+    assert len({row["text"] for row in rows}) == len(rows)
+
+
+def test_instructions_have_at_least_300_distinct_rows_with_correct_sums():
+    rows = instructions.rows()
+    assert len(rows) >= 300 and len({(r["instruction"], r["input"]) for r in rows}) == len(rows)
+    for row in rows:
+        match = re.fullmatch(r"Add (\d+) and (\d+)\.", row["instruction"])
+        if match:
+            assert row["output"] == f"{match[1]} + {match[2]} = {int(match[1]) + int(match[2])}."
+
+
+def test_samples_are_byte_identical_for_the_same_seed(tmp_path):
+    for name in SAMPLES:
+        first = write_sample(name, tmp_path / "a").read_bytes()
+        assert write_sample(name, tmp_path / "b").read_bytes() == first
+
+
+def test_sample_path_writes_once_and_reuses_the_file(tmp_path):
+    path = sample_path("support-tickets", tmp_path)
+    stamp = path.stat().st_mtime_ns
+    assert sample_path("support-tickets", tmp_path) == path and path.stat().st_mtime_ns == stamp
+    assert json.loads(path.read_text().splitlines()[0]).keys() == {"text", "label"}
+
+
+def test_samples_validate_as_their_declared_format(tmp_path):
+    for name, sample in SAMPLES.items():
+        report = validate_file(write_sample(name, tmp_path))
+        assert report.usable and report.problem_count == 0
+        assert (report.format, report.task) == (sample.format, sample.task)
+
+
+def test_ticket_labels_are_learnable_by_naive_bayes_on_held_out_rows():
+    rows = support_tickets.rows()
+    labels = [row["label"] for row in rows]
+    train, held_out = split_indices(len(rows), 0.2, seed=0, labels=labels)
+    words = lambda text: re.findall(r"[a-z]+", text.lower())  # noqa: E731
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for i in train:
+        counts[labels[i]].update(words(rows[i]["text"]))
+    vocabulary = set().union(*counts.values())
+
+    def predict(text: str) -> str:
+        def score(label):
+            total = sum(counts[label].values()) + len(vocabulary)
+            return sum(math.log((counts[label][w] + 1) / total) for w in words(text))
+        return max(counts, key=score)
+
+    accuracy = sum(predict(rows[i]["text"]) == labels[i] for i in held_out) / len(held_out)
+    assert accuracy >= 0.9

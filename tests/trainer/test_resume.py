@@ -1,0 +1,135 @@
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from trainer.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from trainer.config import LoraSettings, TrainConfig
+from trainer.errors import ConfigError
+from trainer.reporter import NullReporter
+from trainer.schedule import make_scheduler
+from trainer.train import train
+
+
+def _setup(scramble=False):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.5), torch.nn.Linear(4, 1))
+    model[0].weight.requires_grad_(False)  # a frozen base tensor is not part of the checkpoint
+    if scramble:  # what a fresh run has before the checkpoint is loaded: other trainable values and RNG
+        torch.manual_seed(99)
+        for param in model.parameters():
+            if param.requires_grad:
+                torch.nn.init.normal_(param)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    return model, optimizer, make_scheduler(optimizer, "cosine", 10, 2)
+
+
+def _step(model, optimizer, scheduler):
+    loss = model(torch.randn(3, 4)).pow(2).mean()
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad()
+
+
+def test_checkpoint_restores_weights_optimizer_schedule_and_every_rng(tmp_path):
+    model, optimizer, scheduler = _setup()
+    for _ in range(3):
+        _step(model, optimizer, scheduler)
+    save_checkpoint(tmp_path, 3, model, optimizer, scheduler, position={"epoch": 0, "batch": 3},
+                    history=[{"step": 3, "loss": 1.5, "lr": 0.1}], extra={"base_eval": {"eval_loss": 2.0}})
+    expected_draws = (random.random(), np.random.rand(), torch.rand(1).item())
+    for _ in range(2):
+        _step(model, optimizer, scheduler)
+    expected = [p.detach().clone() for p in model.parameters()]
+
+    resumed, resumed_opt, resumed_sched = _setup(scramble=True)
+    restored = load_checkpoint(latest_checkpoint(tmp_path), resumed, resumed_opt, resumed_sched)
+    assert restored["position"] == {"epoch": 0, "batch": 3}
+    assert restored["history"] == [{"step": 3, "loss": 1.5, "lr": 0.1}]
+    assert restored["extra"]["base_eval"] == {"eval_loss": 2.0}
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected_draws
+    for _ in range(2):
+        _step(resumed, resumed_opt, resumed_sched)
+    trainable = [i for i, p in enumerate(model.parameters()) if p.requires_grad]
+    for i in trainable:
+        torch.testing.assert_close(list(resumed.parameters())[i], expected[i])
+
+
+def test_only_the_newest_checkpoints_are_kept_and_partial_ones_ignored(tmp_path):
+    model, optimizer, scheduler = _setup()
+    for step in (5, 10, 15):
+        save_checkpoint(tmp_path, step, model, optimizer, scheduler, position={}, history=[], keep=2)
+    (tmp_path / "step-000020").mkdir()  # a folder without state.pt is not a checkpoint
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000010", "step-000015"]
+    assert latest_checkpoint(tmp_path).name == "step-000015"
+    assert latest_checkpoint(tmp_path / "missing") is None
+
+
+def test_loading_a_checkpoint_for_other_trainable_tensors_is_a_config_error(tmp_path):
+    model, optimizer, scheduler = _setup()
+    folder = save_checkpoint(tmp_path, 1, model, optimizer, scheduler, position={}, history=[])
+    other, other_opt, other_sched = _setup()
+    other[0].weight.requires_grad_(True)
+    with pytest.raises(ConfigError, match="different LoRA settings"):
+        load_checkpoint(folder, other, other_opt, other_sched)
+
+
+class _StopAfter(NullReporter):
+    def __init__(self, steps):
+        self.steps, self.seen = steps, 0
+
+    def on_step(self, step, total_steps, loss, lr, tokens_per_s, eta_s):
+        self.seen = step
+
+    def should_stop(self):
+        return self.seen >= self.steps
+
+
+def _prompt_data(path):
+    words = ["red", "blue", "green", "gold", "pink", "gray", "teal", "navy", "plum"]
+    rows = [{"prompt": f"Say {w}:", "completion": f" {w} and {w}"} for w in words] * 2
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+@pytest.mark.parametrize("grad_accum", [1, 2])
+def test_stopping_then_resuming_gives_the_same_adapter_as_training_straight_through(tmp_path, tiny_llama_dir,
+                                                                                   grad_accum):
+    data = _prompt_data(tmp_path / "data.jsonl")
+
+    def config(out, **overrides):
+        # 16 train rows, batches of 4: 4 batches an epoch, so 7 steps cross epochs; dropout draws from the RNG.
+        return TrainConfig(model=str(tiny_llama_dir), data=str(data), out=str(tmp_path / out), max_steps=7,
+                           batch_size=4, grad_accum=grad_accum, lr=1e-2, eval_fraction=0.1, checkpoint_every=0,
+                           lora=LoraSettings(rank=4, dropout=0.2), **overrides)
+
+    straight = train(config("straight"))
+    stopped = train(config("parts"), _StopAfter(3))
+    assert stopped["status"] == "stopped" and stopped["steps"] == 3
+    assert not (tmp_path / "parts" / "adapter").exists()
+    resumed = train(config("parts", resume=True))
+
+    assert resumed["status"] == "completed" and resumed["resumed_from_step"] == 3
+    assert [h["step"] for h in resumed["history"]] == list(range(1, 8))
+    assert [h["loss"] for h in resumed["history"]] == pytest.approx([h["loss"] for h in straight["history"]],
+                                                                     rel=1e-5)
+    assert resumed["train_tokens"] == straight["train_tokens"]
+    expected = load_file(str(tmp_path / "straight" / "adapter" / "adapter_model.safetensors"))
+    got = load_file(str(tmp_path / "parts" / "adapter" / "adapter_model.safetensors"))
+    assert set(got) == set(expected)
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=1e-5, atol=1e-6)
+    assert any(expected[key].abs().sum() > 0 for key in expected if "lora_B" in key)  # it did train
+
+
+def test_resuming_with_a_different_number_of_steps_is_refused(tmp_path, tiny_llama_dir):
+    data = _prompt_data(tmp_path / "data.jsonl")
+    base = dict(model=str(tiny_llama_dir), data=str(data), out=str(tmp_path / "run"), batch_size=4,
+                lora=LoraSettings(rank=2))
+    train(TrainConfig(max_steps=2, **base), _StopAfter(1))
+    with pytest.raises(ConfigError, match="resume"):
+        train(TrainConfig(max_steps=5, resume=True, **base))

@@ -1,0 +1,176 @@
+"""Who may open what, route by route: every page and API route in the URL resolver is requested as an anonymous
+visitor (login redirect, or 401 from the API), as a member of another team (404 for team objects; lists show none
+of them) and as a member of the owning team (answered). A route added without a case here fails the first test."""
+import sys
+from pathlib import Path
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from finished_jobs import build_artifacts, make_job  # noqa: E402
+
+pytestmark = pytest.mark.django_db
+PUBLIC = {"login", "logout", "api:schema", "api:reference", "api:unknown"}  # open to all by design
+
+
+def route_names(patterns=None, prefix="") -> set[str]:
+    names = set()
+    for entry in get_resolver().url_patterns if patterns is None else patterns:
+        if isinstance(entry, URLResolver):
+            if entry.namespace != "admin":  # Django's own admin: staff only, checked separately below
+                names |= route_names(entry.url_patterns, f"{prefix}{entry.namespace}:" if entry.namespace else prefix)
+        elif isinstance(entry, URLPattern) and entry.name:
+            names.add(prefix + entry.name)
+    return names
+
+
+# route name -> (method, path from the fixture's objects, whether it is one team object, member's statuses).
+# POSTs that change things act on objects made for them and run after the other-team attempt; a POST's query string
+# is sent as its form body.
+PAGES = {
+    "dashboard": ("GET", lambda o: "/", False, {200}),
+    "switch_team": ("POST", lambda o: f"/teams/switch/?team={o.team.pk}", True, {302}),
+    "team_detail": ("GET", lambda o: f"/teams/{o.team.pk}/", True, {200}),
+    "models:list": ("GET", lambda o: "/models/", False, {200}),
+    "models:detail": ("GET", lambda o: f"/models/{o.job.base_model.pk}/", False, {200}),  # global catalog
+    "datasets:list": ("GET", lambda o: "/datasets/", False, {200}),
+    "datasets:upload": ("GET", lambda o: "/datasets/upload/", False, {200}),
+    "datasets:use_sample": ("POST", lambda o: "/datasets/samples/nonexistent/", False, {302}),
+    "datasets:detail": ("GET", lambda o: f"/datasets/{o.dataset.pk}/", True, {200}),
+    "datasets:status": ("GET", lambda o: f"/datasets/{o.dataset.pk}/status/", True, {200}),
+    "datasets:analyse": ("POST", lambda o: f"/datasets/{o.dataset.pk}/analysis/", True, {200, 302, 400}),
+    "datasets:column_mapping": ("POST", lambda o: f"/datasets/{o.dataset.pk}/columns/", True, {200, 302, 400}),
+    "datasets:delete": ("POST", lambda o: f"/datasets/{o.spare_dataset.pk}/delete/", True, {302}),
+    "jobs:list": ("GET", lambda o: "/jobs/", False, {200}),
+    "jobs:create": ("GET", lambda o: "/jobs/new/", False, {200}),
+    "jobs:estimate": ("GET", lambda o: f"/jobs/estimate/?base_model={o.job.base_model.pk}", False, {200, 400}),
+    "jobs:detail": ("GET", lambda o: f"/jobs/{o.job.pk}/", True, {200}),
+    "jobs:cancel": ("POST", lambda o: f"/jobs/{o.job.pk}/cancel/", True, {302}),
+    "jobs:progress": ("GET", lambda o: f"/jobs/{o.job.pk}/progress/", True, {200}),
+    "jobs:events": ("GET", lambda o: f"/jobs/{o.job.pk}/events/", True, {200}),
+    "results:job": ("GET", lambda o: f"/jobs/{o.job.pk}/results/", True, {200}),
+    "results:compare": ("GET", lambda o: f"/jobs/compare/?job={o.job.pk}", False, {200}),
+    "results:download": ("GET", lambda o: f"/jobs/{o.job.pk}/download/adapter/", True, {200}),
+    "results:playground": ("GET", lambda o: "/playground/", False, {200}),
+    "results:playground_run": ("POST", lambda o: "/playground/run/", False, {400}),  # empty form: field errors
+    "results:playground_stream": ("GET", lambda o: f"/playground/stream/{o.request_id}/", True, {200}),
+    "accounts:settings": ("GET", lambda o: "/account/settings/", False, {200}),
+    "accounts:revoke_token": ("POST", lambda o: f"/account/tokens/{o.spare_token.pk}/revoke/", True, {302}),
+}
+API = {
+    "api:me": ("GET", lambda o: "/api/me", False),
+    "api:models": ("GET", lambda o: "/api/models", False),
+    "api:model": ("GET", lambda o: f"/api/models/{o.job.base_model.pk}", False),
+    "api:datasets": ("GET", lambda o: "/api/datasets", False),
+    "api:dataset": ("GET", lambda o: f"/api/datasets/{o.dataset.pk}", True),
+    "api:jobs": ("GET", lambda o: "/api/jobs", False),
+    "api:job": ("GET", lambda o: f"/api/jobs/{o.job.pk}", True),
+    "api:job_events": ("GET", lambda o: f"/api/jobs/{o.job.pk}/events", True),
+    "api:job_cancel": ("POST", lambda o: f"/api/jobs/{o.job.pk}/cancel", True),
+    "api:job_adapter": ("GET", lambda o: f"/api/jobs/{o.job.pk}/adapter", True),
+    "api:job_merged": ("GET", lambda o: f"/api/jobs/{o.job.pk}/merged", True),
+    "api:job_metrics": ("GET", lambda o: f"/api/jobs/{o.job.pk}/metrics", True),
+    "api:job_playground": ("POST", lambda o: f"/api/jobs/{o.job.pk}/playground", True),
+}
+
+
+class Objects:
+    """Team A's things: a finished job with its artifacts, its dataset, a spare dataset and token to delete."""
+
+    def __init__(self, tmp_path, make_member):
+        from webapp.accounts.tokens import issue_token
+        from webapp.datasets.models import Dataset
+        from webapp.results import playground
+        from webapp.teams.models import Team
+
+        self.alice, self.bob = make_member("alice", "Team A"), make_member("bob", "Team B")
+        self.team = Team.objects.get(name="Team A")
+        self.job = make_job(self.team, build_artifacts("bert", tmp_path), merged=False)
+        self.dataset = self.job.dataset
+        self.spare_dataset = Dataset.objects.create(team=self.team, name="spare", original_filename="s.jsonl",
+                                                    file="datasets/none.jsonl", status="ready")
+        self.token, self.secret = issue_token(self.alice, self.team, "matrix")
+        self.spare_token, _ = issue_token(self.alice, self.team, "to revoke")
+        self.other_token, self.other_secret = issue_token(self.bob, Team.objects.get(name="Team B"), "other")
+        self.request_id = "matrix-request"
+        playground.redis_client().set(playground.owner_key(self.request_id), self.team.pk, ex=60)
+
+
+@pytest.fixture
+def objects(tmp_path, make_member):
+    return Objects(tmp_path, make_member)
+
+
+def call(client, method, path, **headers):
+    if method == "POST":
+        path, _, form = path.partition("?")
+        headers["content_type"] = "application/x-www-form-urlencoded"
+        response = client.generic(method, path, form, **headers)
+    else:
+        response = client.generic(method, path, **headers)
+    # An event stream's body is never read: its status is what matters here. (Closing it would send
+    # request_finished, which closes the test's database connection.)
+    return response
+
+
+def test_every_route_has_a_case():
+    assert route_names() - PUBLIC == set(PAGES) | set(API)
+
+
+def test_anonymous_visitors_are_sent_to_sign_in_and_the_api_answers_401(client, objects):
+    for name, (method, path, _, _) in PAGES.items():
+        response = call(client, method, path(objects))
+        assert response.status_code == 302 and response["Location"].startswith("/login/?next="), name
+    for name, (method, path, _) in API.items():
+        assert call(client, method, path(objects)).status_code == 401, name
+        assert call(client, method, path(objects), HTTP_AUTHORIZATION="Bearer nonsense").status_code == 401, name
+
+
+def test_another_teams_member_gets_404_for_each_team_object_and_sees_none_in_lists(client, objects):
+    client.force_login(objects.bob)
+    for name, (method, path, scoped, expected) in PAGES.items():
+        response = call(client, method, path(objects))
+        if scoped:
+            assert response.status_code == 404, name
+        elif method == "GET":
+            assert response.status_code in expected, name
+            assert objects.job.name not in response.content.decode(), name
+    bearer = {"HTTP_AUTHORIZATION": f"Bearer {objects.other_secret}"}
+    for name, (method, path, scoped) in API.items():
+        response = call(client, method, path(objects), **bearer)
+        if scoped:
+            assert response.status_code == 404, name
+        else:
+            assert response.status_code == 200 and objects.job.name not in response.content.decode(), name
+    objects.spare_dataset.refresh_from_db()
+    objects.spare_token.refresh_from_db()
+    assert objects.spare_token.revoked_at is None
+
+
+def test_a_member_of_the_owning_team_is_answered_on_every_route(client, objects):
+    client.force_login(objects.alice)
+    refused = {name: status for name, (method, path, _, expected) in PAGES.items()
+               if (status := call(client, method, path(objects)).status_code) not in expected}
+    assert refused == {}
+    bearer = {"HTTP_AUTHORIZATION": f"Bearer {objects.secret}"}
+    for name, (method, path, _) in API.items():
+        status = call(client, method, path(objects), **bearer).status_code
+        # merged: this job did not merge (404 saying so); cancel of a finished job and an empty playground body
+        # are refused as requests (409/400), which is still the owner being answered, not shut out.
+        assert status in {200, 202, 400, 404 if name == "api:job_merged" else 200, 409}, (name, status)
+
+
+def test_the_admin_is_for_staff_only(client, objects):
+    assert client.get("/admin/").status_code == 302
+    client.force_login(objects.bob)
+    response = client.get("/admin/datasets/dataset/")
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_the_matrix_counts_its_attempts(objects):
+    """The README's figure: cross-team attempts made by this file (pages + API routes on team objects, and every
+    list page and collection checked for leaks)."""
+    scoped = sum(case[2] for case in PAGES.values()) + sum(case[2] for case in API.values())
+    assert scoped >= 20 and len(PAGES) + len(API) == len(route_names() - PUBLIC)

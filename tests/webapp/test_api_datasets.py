@@ -1,0 +1,129 @@
+"""/api/datasets against a live server with a real worker: multipart upload, validation to ready or invalid,
+the row errors, listing, another team's 404s, delete, and every refusal (400, 413) in the API's JSON shape."""
+import json
+
+import pytest
+from django.core.files.storage import default_storage
+
+from test_api_schema import api, assert_matches_schema, other_api  # noqa: F401  (fixtures)
+from webapp.datasets.models import Dataset
+
+pytestmark = pytest.mark.usefixtures("celery_worker")
+
+ROWS = [{"prompt": f"What is {i} plus {i}?", "completion": f"{2 * i}"} for i in range(20)]
+
+
+def write(tmp_path, name: str, content: bytes):
+    path = tmp_path / name
+    path.write_bytes(content)
+    return path
+
+
+def jsonl(rows) -> bytes:
+    return "".join(json.dumps(row) + "\n" for row in rows).encode()
+
+
+def upload_ready(api, tmp_path, rows=ROWS, name="sums") -> dict:
+    created = api("POST", "/api/datasets", fields={"name": name},
+                  files={"file": write(tmp_path, f"{name}.jsonl", jsonl(rows))})
+    assert created.status_code == 201, created.content
+    return api.wait_for(f"/api/datasets/{created.json()['id']}", lambda d: d["status"] != "validating")
+
+
+def test_an_upload_is_validated_by_the_worker_and_becomes_ready(api, tmp_path):
+    created = api("POST", "/api/datasets", fields={"name": "sums"},
+                  files={"file": write(tmp_path, "sums.jsonl", jsonl(ROWS))})
+    assert created.status_code == 201
+    assert_matches_schema(created, "/api/datasets", "post")
+    assert created.json()["status"] == "validating"
+    dataset_id = created.json()["id"]
+    detail = api.wait_for(f"/api/datasets/{dataset_id}", lambda d: d["status"] != "validating")
+    assert (detail["status"], detail["format"], detail["task"], detail["rows"]) == (
+        "ready", "prompt_completion", "causal-lm", 20)
+    assert detail["errors"] == [] and detail["stats"]["valid_rows"] == 20
+    assert_matches_schema(api("GET", f"/api/datasets/{dataset_id}"), "/api/datasets/{dataset_id}")
+    stored = Dataset.objects.get(pk=dataset_id)
+    assert stored.original_filename == "sums.jsonl" and stored.file.name.startswith("datasets/")
+    assert default_storage.open(stored.file.name).read() == jsonl(ROWS)
+
+
+def test_bad_rows_are_reported_with_row_numbers(api, tmp_path):
+    content = jsonl(ROWS[:3]) + b'{"prompt": "broken\n' + jsonl([{"prompt": "no answer"}])
+    created = api("POST", "/api/datasets", files={"file": write(tmp_path, "bad.jsonl", content)})
+    detail = api.wait_for(f"/api/datasets/{created.json()['id']}", lambda d: d["status"] != "validating")
+    rows_with_errors = {e["row"] for e in detail["errors"]}
+    assert 4 in rows_with_errors and all(e["message"] for e in detail["errors"])
+
+
+def test_a_file_with_no_usable_rows_is_invalid(api, tmp_path):
+    created = api("POST", "/api/datasets", files={"file": write(tmp_path, "empty.csv", b"text,label\n")})
+    detail = api.wait_for(f"/api/datasets/{created.json()['id']}", lambda d: d["status"] != "validating")
+    assert detail["status"] == "invalid" and "no data rows" in detail["error"]
+
+
+def test_a_column_mapping_is_applied(api, tmp_path):
+    rows = [{"question": f"q{i}", "answer": f"a{i}"} for i in range(10)]
+    created = api("POST", "/api/datasets", fields={"column_mapping": json.dumps({"prompt": "question",
+                                                                                 "completion": "answer"})},
+                  files={"file": write(tmp_path, "qa.jsonl", jsonl(rows))})
+    assert created.status_code == 201
+    detail = api.wait_for(f"/api/datasets/{created.json()['id']}", lambda d: d["status"] != "validating")
+    assert detail["status"] == "ready" and detail["rows"] == 10
+    assert detail["column_mapping"] == {"prompt": "question", "completion": "answer"}
+
+
+@pytest.mark.parametrize("fields, files, field", [
+    ({"name": "no file"}, None, "file"),
+    ({}, {"file": "notes.docx"}, "file"),
+    ({"column_mapping": "{not json"}, {"file": "ok.jsonl"}, "column_mapping"),
+    ({"column_mapping": '{"colour": "x"}'}, {"file": "ok.jsonl"}, "column_mapping"),
+])
+def test_bad_uploads_are_400_naming_the_field_and_store_nothing(api, tmp_path, fields, files, field):
+    files = {k: write(tmp_path, v, jsonl(ROWS[:2])) for k, v in (files or {}).items()}
+    response = api("POST", "/api/datasets", fields=fields, files=files)
+    assert response.status_code == 400 and response.json()["error"]["field"] == field
+    assert_matches_schema(response, "/api/datasets", "post")
+    assert not Dataset.objects.exists()
+
+
+def test_a_json_body_instead_of_multipart_is_400(api):
+    response = api("POST", "/api/datasets", json_body={"file": "x"})
+    assert response.status_code == 400 and response.json()["error"]["field"] == "file"
+
+
+def test_a_file_over_the_limit_is_413_and_nothing_is_kept(api, tmp_path, settings):
+    settings.MAX_UPLOAD_MB = 1
+    big = jsonl([{"text": "x" * 1000}] * 1100)  # about 1.1 MB
+    before = stored_files()
+    response = api("POST", "/api/datasets", files={"file": write(tmp_path, "big.jsonl", big)})
+    assert response.status_code == 413 and response.json()["error"]["code"] == "too_large"
+    assert_matches_schema(response, "/api/datasets", "post")
+    assert not Dataset.objects.exists()
+    assert stored_files() == before
+
+
+def stored_files() -> set:
+    return set(default_storage.listdir("datasets")[1]) if default_storage.exists("datasets") else set()
+
+
+def test_lists_and_lookups_see_only_the_tokens_team(api, other_api, tmp_path):
+    mine = upload_ready(api, tmp_path, name="mine")
+    theirs = upload_ready(other_api, tmp_path, name="theirs")
+    listed = api("GET", "/api/datasets")
+    assert_matches_schema(listed, "/api/datasets")
+    assert [d["name"] for d in listed.json()["items"]] == ["mine"]
+    for method in ("GET", "DELETE"):
+        response = api(method, f"/api/datasets/{theirs['id']}")
+        assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+        assert_matches_schema(response, "/api/datasets/{dataset_id}", method)
+    assert Dataset.objects.filter(pk=theirs["id"]).exists()
+    assert api("GET", f"/api/datasets/{mine['id']}").status_code == 200
+
+
+def test_deleting_a_dataset_removes_the_row_and_its_file(api, tmp_path):
+    dataset = upload_ready(api, tmp_path)
+    stored = Dataset.objects.get(pk=dataset["id"]).file.name
+    response = api("DELETE", f"/api/datasets/{dataset['id']}")
+    assert response.status_code == 204 and response.content == b""
+    assert api("GET", f"/api/datasets/{dataset['id']}").status_code == 404
+    assert not default_storage.exists(stored)

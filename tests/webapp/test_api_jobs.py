@@ -1,0 +1,224 @@
+"""/api/jobs against a live server and a real worker: create (the page form's rules, the engine's messages on
+API field names), list, detail, events, cancel, downloads, metrics, playground, rate limits, and each error code."""
+import io
+import zipfile
+
+import pytest
+
+import finished_jobs
+from jobs_helpers import completion_rows, make_job, stored_dataset, tiny_entry
+from test_api_schema import api, assert_matches_schema, other_api  # noqa: F401  (fixtures)
+from webapp.jobs.models import Job
+from webapp.teams.models import Team
+
+pytestmark = pytest.mark.usefixtures("celery_worker")
+
+
+@pytest.fixture(scope="module")
+def tiny_dirs(tmp_path_factory):
+    return tmp_path_factory.mktemp("api-tiny-models")
+
+
+@pytest.fixture
+def team(api):
+    return Team.objects.get(name="Team A")
+
+
+@pytest.fixture
+def llama(tiny_dirs, transactional_db):
+    return tiny_entry("llama", tiny_dirs / "llama")
+
+
+@pytest.fixture
+def dataset(team):
+    return stored_dataset(team, completion_rows(), task="causal-lm")
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    return finished_jobs.build_artifacts("llama", tmp_path_factory.mktemp("api-run"), merge=True)
+
+
+def body(model, data_set, **changes):
+    data = {"name": "api job", "base_model": model.pk, "dataset": data_set.pk,
+            "lora": {"rank": 4, "alpha": 8, "targets": "attention"},
+            "training": {"max_steps": 2, "batch_size": 4, "max_length": 64, "lr": 1e-3}}
+    data.update(changes)
+    return data
+
+
+def test_a_job_is_created_with_the_page_forms_rules_and_shows_up_everywhere(api, llama, dataset):
+    created = api("POST", "/api/jobs", json_body=body(llama, dataset))
+    assert created.status_code == 201, created.content
+    assert_matches_schema(created, "/api/jobs", "post")
+    job_id = created.json()["id"]
+    assert created.json()["status"] == "queued"
+    stored = Job.objects.get(pk=job_id)
+    assert stored.task == "causal-lm" and stored.settings["lora"]["rank"] == 4
+    assert stored.settings["max_steps"] == 2 and stored.settings["epochs"] == 3.0  # unset: the form's default
+    detail = api("GET", f"/api/jobs/{job_id}")
+    assert_matches_schema(detail, "/api/jobs/{job_id}")
+    assert detail.json()["params"]["trainable"] > 0  # the form's estimate until the trainer has counted
+    listed = api("GET", "/api/jobs")
+    assert_matches_schema(listed, "/api/jobs")
+    assert [j["id"] for j in listed.json()["items"]] == [job_id]
+    events = api("GET", f"/api/jobs/{job_id}/events")
+    assert_matches_schema(events, "/api/jobs/{job_id}/events")
+    first = events.json()["items"][0]
+    assert first["to_state"] == "queued" and first["from_state"] is None
+    newer = api("GET", f"/api/jobs/{job_id}/events?after={events.json()['next_after']}").json()
+    assert all(e["id"] > first["id"] for e in newer["items"])
+
+
+def test_a_model_can_be_named_by_its_source(api, llama, dataset):
+    created = api("POST", "/api/jobs", json_body=body(llama, dataset, base_model=llama.source))
+    assert created.status_code == 201 and Job.objects.get(pk=created.json()["id"]).base_model == llama
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"lora": {"rank": 0}}, "lora.rank"),
+    ({"training": {"lr": 5}}, "training.lr"),
+    ({"training": {"batch_size": "many"}}, "training.batch_size"),
+    ({"training": {"scheduler": "cosine"}}, "training.scheduler"),
+    ({"lora": {"targets": "re:("}}, "lora.targets"),
+    ({"colour": "blue"}, "colour"),
+    ({"lora": [1, 2]}, "lora"),
+    ({"task": "classification"}, "dataset"),  # a causal-lm dataset cannot train a classifier
+    ({"task": "translation"}, "task"),
+    ({"dataset": "one"}, "dataset"),
+])
+def test_invalid_settings_are_400_naming_the_field(api, llama, dataset, change, field):
+    response = api("POST", "/api/jobs", json_body=body(llama, dataset, **change))
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["field"] == field
+    assert_matches_schema(response, "/api/jobs", "post")
+    assert not Job.objects.exists()
+
+
+def test_a_body_that_is_not_a_json_object_is_400(api):
+    for raw in (b"[1, 2]", b"{not json"):
+        response = api("POST", "/api/jobs", raw=raw)
+        assert response.status_code == 400 and response.json()["error"]["code"] == "invalid"
+
+
+def test_another_teams_dataset_or_an_unknown_model_is_404_naming_the_field(api, other_api, llama, dataset):
+    theirs = stored_dataset(Team.objects.get(name="Team B"), completion_rows(), task="causal-lm")
+    response = api("POST", "/api/jobs", json_body=body(llama, theirs))
+    assert response.status_code == 404 and response.json()["error"]["field"] == "dataset"
+    unknown = api("POST", "/api/jobs", json_body=body(llama, dataset, base_model="org/nothing-like-it"))
+    assert unknown.status_code == 404 and unknown.json()["error"]["field"] == "base_model"
+    assert_matches_schema(unknown, "/api/jobs", "post")
+
+
+def test_an_invalid_dataset_is_a_409(api, llama, team):
+    invalid = stored_dataset(team, completion_rows(), task="causal-lm", status="invalid", error="no rows")
+    response = api("POST", "/api/jobs", json_body=body(llama, invalid))
+    assert response.status_code == 409 and response.json()["error"]["field"] == "dataset"
+
+
+def test_a_body_over_the_limit_is_413(api, llama, dataset, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 2000
+    response = api("POST", "/api/jobs", json_body=body(llama, dataset, name="x" * 3000))
+    assert response.status_code == 413 and response.json()["error"]["code"] == "too_large"
+
+
+def test_job_creation_is_rate_limited_per_token(api, other_api, llama, dataset, settings):
+    settings.API_RATE_LIMIT_JOBS = "2/hour"
+    statuses = [api("POST", "/api/jobs", json_body=body(llama, dataset)).status_code for _ in range(3)]
+    assert statuses == [201, 201, 429]
+    limited = api("POST", "/api/jobs", json_body=body(llama, dataset))
+    assert limited.json()["error"]["code"] == "rate_limited" and int(limited["Retry-After"]) > 0
+    assert_matches_schema(limited, "/api/jobs", "post")
+    assert api("GET", "/api/jobs").status_code == 200  # reading is not limited
+    assert Job.objects.count() == 2
+
+
+def test_another_teams_job_is_404_on_every_route(api, other_api, llama, team):
+    theirs = make_job(Team.objects.get(name="Team B"), llama,
+                      stored_dataset(Team.objects.get(name="Team B"), completion_rows(), task="causal-lm"),
+                      state="succeeded")
+    for method, suffix in (("GET", ""), ("GET", "/events"), ("POST", "/cancel"), ("GET", "/adapter"),
+                           ("GET", "/merged"), ("GET", "/metrics"), ("POST", "/playground")):
+        response = api(method, f"/api/jobs/{theirs.pk}{suffix}", json_body={} if method == "POST" else None)
+        assert response.status_code == 404, (suffix, response.content)
+        assert_matches_schema(response, "/api/jobs/{job_id}" + suffix, method)
+    assert Job.objects.get(pk=theirs.pk).state == "succeeded"
+
+
+def test_cancelling_a_waiting_job_cancels_it_and_again_is_a_409(api, llama, team):
+    waiting_on = stored_dataset(team, completion_rows(), task="causal-lm", status="validating")
+    job = make_job(team, llama, waiting_on, state="validating")
+    response = api("POST", f"/api/jobs/{job.pk}/cancel")
+    assert response.status_code == 200 and response.json() == {"id": job.pk, "status": "cancelled",
+                                                               "outcome": "cancelled"}
+    assert_matches_schema(response, "/api/jobs/{job_id}/cancel", "post")
+    again = api("POST", f"/api/jobs/{job.pk}/cancel")
+    assert again.status_code == 409 and again.json()["error"]["code"] == "conflict"
+    assert_matches_schema(again, "/api/jobs/{job_id}/cancel", "post")
+    events = api("GET", f"/api/jobs/{job.pk}/events").json()["items"]
+    assert [e["to_state"] for e in events] == ["validating", "cancelled"]
+
+
+def test_a_finished_job_downloads_its_adapter_and_merged_model_as_zips(api, team, finished_run):
+    job = finished_jobs.make_job(team, finished_run, merged=True)
+    adapter = api("GET", f"/api/jobs/{job.pk}/adapter")
+    assert adapter.status_code == 200 and adapter["Content-Type"] == "application/zip"
+    assert_matches_schema(adapter, "/api/jobs/{job_id}/adapter")
+    names = zipfile.ZipFile(io.BytesIO(adapter.content)).namelist()
+    assert any(n.endswith("adapter_model.safetensors") for n in names)
+    assert any(n.endswith("adapter_config.json") for n in names)
+    merged = api("GET", f"/api/jobs/{job.pk}/merged")
+    assert merged.status_code == 200
+    assert any(n.endswith("config.json") for n in zipfile.ZipFile(io.BytesIO(merged.content)).namelist())
+    metrics = api("GET", f"/api/jobs/{job.pk}/metrics")
+    assert_matches_schema(metrics, "/api/jobs/{job_id}/metrics")
+    assert metrics.json()["metrics"]["final_eval"]["eval_loss"] == 3.1
+    detail = api("GET", f"/api/jobs/{job.pk}").json()
+    assert detail["final_eval"]["perplexity"] == 22.2 and detail["params"]["trainable"] > 0
+
+
+def test_downloads_of_an_unfinished_job_are_409_and_a_missing_merge_is_404(api, team, llama, dataset,
+                                                                           finished_run):
+    running = make_job(team, llama, dataset, state="running")
+    for kind in ("adapter", "merged"):
+        response = api("GET", f"/api/jobs/{running.pk}/{kind}")
+        assert response.status_code == 409
+        assert_matches_schema(response, f"/api/jobs/{{job_id}}/{kind}")
+    unmerged = finished_jobs.make_job(team, finished_run, merged=False)
+    response = api("GET", f"/api/jobs/{unmerged.pk}/merged")
+    assert response.status_code == 404 and "merge" in response.json()["error"]["message"]
+
+
+def test_the_playground_answers_with_base_and_tuned_side_by_side(api, team, finished_run):
+    job = finished_jobs.make_job(team, finished_run)
+    response = api("POST", f"/api/jobs/{job.pk}/playground",
+                   json_body={"prompt": "Hello", "temperature": 0, "max_new_tokens": 8})
+    assert response.status_code == 200, response.content
+    assert_matches_schema(response, "/api/jobs/{job_id}/playground", "post")
+    answer = response.json()
+    assert isinstance(answer["base"], str) and isinstance(answer["tuned"], str)
+    assert answer["base"] != answer["tuned"]  # the adapter has random, non-zero weights
+
+
+def test_playground_refusals(api, team, llama, dataset, finished_run, settings):
+    running = make_job(team, llama, dataset, state="running")
+    busy = api("POST", f"/api/jobs/{running.pk}/playground", json_body={"prompt": "Hi"})
+    assert busy.status_code == 409
+    job = finished_jobs.make_job(team, finished_run)
+    for payload, field in (({"prompt": "   "}, "prompt"), ({"prompt": "Hi", "temperature": 9}, "temperature"),
+                           ({"prompt": "Hi", "seed": 1}, "seed"), ({}, "prompt")):
+        response = api("POST", f"/api/jobs/{job.pk}/playground", json_body=payload)
+        assert response.status_code == 400 and response.json()["error"]["field"] == field, response.content
+        assert_matches_schema(response, "/api/jobs/{job_id}/playground", "post")
+    settings.API_RATE_LIMIT_PLAYGROUND = "1/minute"
+    api("POST", f"/api/jobs/{job.pk}/playground", json_body={"prompt": ""})
+    limited = api("POST", f"/api/jobs/{job.pk}/playground", json_body={"prompt": "Hi"})
+    assert limited.status_code == 429 and limited["Retry-After"]
+
+
+def test_a_dataset_an_active_job_uses_cannot_be_deleted(api, team, llama, dataset):
+    job = make_job(team, llama, dataset, state="running")
+    response = api("DELETE", f"/api/datasets/{dataset.pk}")
+    assert response.status_code == 409 and job.name in response.json()["error"]["message"]
+    assert_matches_schema(response, "/api/datasets/{dataset_id}", "delete")
+    assert api("GET", f"/api/datasets/{dataset.pk}").status_code == 200

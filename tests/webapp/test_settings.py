@@ -1,0 +1,123 @@
+"""Settings are read from the environment; bad values stop start-up with a clear ImproperlyConfigured."""
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from webapp import env
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_env_bool_reads_yes_and_no_words(monkeypatch):
+    monkeypatch.setenv("FLAG", "Yes")
+    assert env.env_bool("FLAG", False) is True
+    monkeypatch.setenv("FLAG", "off")
+    assert env.env_bool("FLAG", True) is False
+
+
+def test_env_bool_rejects_a_word_that_is_not_yes_or_no(monkeypatch):
+    monkeypatch.setenv("DEBUG", "maybe")
+    with pytest.raises(ImproperlyConfigured, match=r"DEBUG='maybe' is not a yes/no value"):
+        env.env_bool("DEBUG", False)
+
+
+def test_env_int_rejects_text_and_out_of_range_values(monkeypatch):
+    monkeypatch.setenv("MAX_UPLOAD_MB", "lots")
+    with pytest.raises(ImproperlyConfigured, match="MAX_UPLOAD_MB='lots' is not a whole number"):
+        env.env_int("MAX_UPLOAD_MB", 1024, minimum=1)
+    monkeypatch.setenv("MAX_UPLOAD_MB", "0")
+    with pytest.raises(ImproperlyConfigured, match="MAX_UPLOAD_MB=0 is out of range"):
+        env.env_int("MAX_UPLOAD_MB", 1024, minimum=1)
+    monkeypatch.setenv("MAX_UPLOAD_MB", " 12 ")
+    assert env.env_int("MAX_UPLOAD_MB", 1024, minimum=1) == 12
+
+
+def test_env_list_splits_on_commas_and_drops_blanks(monkeypatch):
+    monkeypatch.setenv("ALLOWED_HOSTS", "a.example, b.example,,")
+    assert env.env_list("ALLOWED_HOSTS", []) == ["a.example", "b.example"]
+
+
+def test_sqlite_url_is_relative_to_the_project_unless_absolute(tmp_path):
+    relative = env.database_from_url("sqlite:///var/db.sqlite3", tmp_path)
+    assert relative["NAME"] == str(tmp_path / "var/db.sqlite3")
+    absolute = env.database_from_url("sqlite:////tmp/x.sqlite3", tmp_path)
+    assert absolute["NAME"] == "/tmp/x.sqlite3"
+
+
+def test_postgres_url_gives_each_connection_part():
+    db = env.database_from_url("postgres://bob:p%40ss@db.internal:6543/jobs?sslmode=require", Path("/"))
+    assert (db["ENGINE"], db["NAME"], db["USER"], db["PASSWORD"], db["HOST"], db["PORT"]) == (
+        "django.db.backends.postgresql", "jobs", "bob", "p@ss", "db.internal", "6543")
+    assert db["OPTIONS"] == {"sslmode": "require"}
+
+
+@pytest.mark.parametrize("url, message", [
+    ("mysql://x/y", "unsupported scheme 'mysql'"),
+    ("postgres://host/", "names no database"),
+    ("postgres://host:port/db", "port that is not a number"),
+    ("sqlite://", "names no SQLite file"),
+])
+def test_bad_database_urls_say_what_is_wrong(url, message):
+    with pytest.raises(ImproperlyConfigured, match=message):
+        env.database_from_url(url, Path("/"))
+
+
+def test_secret_key_is_generated_once_and_kept_private(tmp_path, monkeypatch):
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    key_file = tmp_path / "var" / "secret_key"
+    first = env.secret_key(False, key_file)
+    assert len(first) >= 50
+    assert env.secret_key(False, key_file) == first
+    assert key_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_production_requires_a_long_secret_key(tmp_path, monkeypatch):
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    with pytest.raises(ImproperlyConfigured, match="SECRET_KEY is required"):
+        env.secret_key(True, tmp_path / "k")
+    monkeypatch.setenv("SECRET_KEY", "short")
+    with pytest.raises(ImproperlyConfigured, match="at least 32 characters"):
+        env.secret_key(True, tmp_path / "k")
+
+
+def load_settings(**environ) -> subprocess.CompletedProcess:
+    """Import webapp.settings in a fresh interpreter with the given environment."""
+    child_env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "SECRET_KEY", "PRODUCTION"}}
+    child_env.update(environ)
+    code = "import webapp.settings as s; print(s.DEBUG, s.MAX_UPLOAD_MB, s.DATABASES['default']['ENGINE'])"
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=child_env, capture_output=True, text=True)
+
+
+def test_settings_module_fails_clearly_on_a_bad_value(tmp_path):
+    result = load_settings(VAR_DIR=str(tmp_path), MAX_UPLOAD_MB="-5")
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: MAX_UPLOAD_MB=-5 is out of range" in result.stderr
+
+
+def test_playground_bounds_come_from_the_environment_and_are_checked(tmp_path):
+    result = load_settings(VAR_DIR=str(tmp_path), PLAYGROUND_CACHE_SIZE="0")
+    assert "ImproperlyConfigured: PLAYGROUND_CACHE_SIZE=0 is out of range" in result.stderr
+
+
+def test_settings_module_defaults_to_sqlite_and_debug_locally(tmp_path):
+    result = load_settings(VAR_DIR=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "1024", "django.db.backends.sqlite3"]
+
+
+def test_production_settings_refuse_to_start_without_a_secret_key(tmp_path):
+    result = load_settings(VAR_DIR=str(tmp_path), PRODUCTION="1")
+    assert "SECRET_KEY is required when PRODUCTION is on" in result.stderr
+
+
+def test_check_deploy_is_clean_with_production_settings(tmp_path):
+    child_env = dict(os.environ, VAR_DIR=str(tmp_path), PRODUCTION="1", SECRET_KEY=secrets.token_urlsafe(50),
+                     ALLOWED_HOSTS="loraworks.example", DATABASE_URL=f"sqlite:///{tmp_path}/db.sqlite3")
+    result = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+                            cwd=ROOT, env=child_env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

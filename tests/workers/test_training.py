@@ -1,0 +1,253 @@
+"""Training jobs on a real Celery worker: success with artifacts in storage, actionable failures, cancel (queued
+and running), the dataset gate, a SIGKILLed worker's job resumed from its last uploaded checkpoint, and the
+stale-heartbeat sweep."""
+import json
+import time
+from datetime import timedelta
+
+import pytest
+from django.core.files.storage import default_storage
+from django.utils import timezone
+
+from jobs_helpers import classification_rows, completion_rows, make_job, stored_dataset, tiny_entry, wait_for
+
+from webapp.jobs import live, queue, states
+from webapp.jobs.models import Job
+from webapp.teams.models import Team
+
+pytestmark = pytest.mark.django_db(transaction=True)
+LORA = {"rank": 4, "alpha": 8.0, "dropout": 0.0, "targets": "attention", "rslora": False}
+
+
+def small(**changes) -> dict:
+    return {"max_steps": 6, "batch_size": 4, "max_length": 64, "eval_fraction": 0.2, "lr": 1e-3,
+            "checkpoint_every": 3, "lora": LORA, **changes}
+
+
+@pytest.fixture(scope="module")
+def tiny_dirs(tmp_path_factory):
+    return tmp_path_factory.mktemp("tiny-models")
+
+
+@pytest.fixture
+def team(db):
+    return Team.objects.get_or_create(name="Trainers", slug="trainers")[0]
+
+
+@pytest.fixture
+def llama(tiny_dirs, db):
+    return tiny_entry("llama", tiny_dirs / "llama")
+
+
+def submit(job):
+    queue.submit(job)  # outside a transaction: sent at once
+    return job
+
+
+def reload(job):
+    return Job.objects.get(pk=job.pk)
+
+
+def wait_state(job, *wanted, timeout_s=180, worker=None):
+    def done():
+        current = reload(job)
+        return current if current.state in wanted else None
+    try:
+        return wait_for(done, timeout_s, what=f"job {job.pk} to become {'/'.join(wanted)}")
+    except AssertionError:
+        current = reload(job)
+        raise AssertionError(f"job is {current.state}: {current.error}\n{current.log_tail}\n"
+                             + (worker.log()[-4000:] if worker else "")) from None
+
+
+def checkpoint_pointer(job) -> dict | None:
+    """This job's checkpoint pointer in storage (ids repeat across test databases: the owner tells them apart)."""
+    name = f"jobs/{job.pk}/checkpoints/latest.json"
+    if not default_storage.exists(name):
+        return None
+    with default_storage.open(name) as handle:
+        pointer = json.load(handle)
+    return pointer if pointer.get("job") == f"{job.pk}@{job.created_at.isoformat()}" else None
+
+
+def test_a_causal_lm_job_trains_and_uploads_its_artifacts(celery_worker, team, llama):
+    job = submit(make_job(team, llama, stored_dataset(team, completion_rows(), task="causal-lm"), settings=small()))
+    job = wait_state(job, "succeeded", "failed", worker=celery_worker)
+    assert job.state == "succeeded", job.error
+    assert [(e.from_state, e.to_state) for e in job.events.all()] == [("", "queued"), ("queued", "running"),
+                                                                       ("running", "succeeded")]
+    assert job.progress["step"] == job.progress["total_steps"] == 6 and job.progress["tokens_per_s"] > 0
+    assert [p["step"] for p in job.history if "loss" in p] == [1, 2, 3, 4, 5, 6]
+    assert {p["stage"] for p in job.history if "eval" in p} == {"base", "final"}
+    assert job.metrics["steps"] == 6 and job.metrics["trainable_params"] > 0
+    assert job.artifacts == {"adapter": f"jobs/{job.pk}/adapter/", "merged": None,
+                             "metrics": f"jobs/{job.pk}/metrics.json"}
+    _, adapter_files = default_storage.listdir(job.artifacts["adapter"])
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= set(adapter_files)
+    with default_storage.open(job.artifacts["metrics"]) as handle:
+        assert json.load(handle)["steps"] == 6
+    assert checkpoint_pointer(job)["checkpoint"] == "step-000006"
+    assert job.started_at <= job.finished_at and job.worker_name == celery_worker.name
+    assert "done" in job.log_tail and live.latest(job.pk)["step"] == 6
+
+
+def test_a_classification_job_with_merge_uploads_the_merged_model(celery_worker, team, tiny_dirs):
+    bert = tiny_entry("bert", tiny_dirs / "bert")
+    dataset = stored_dataset(team, classification_rows(), task="classification")
+    job = submit(make_job(team, bert, dataset, settings=small(merge=True, lora={**LORA, "targets": "attention"})))
+    job = wait_state(job, "succeeded", "failed", worker=celery_worker)
+    assert job.state == "succeeded", job.error
+    assert job.artifacts["merged"] == f"jobs/{job.pk}/merged/"
+    assert "config.json" in default_storage.listdir(job.artifacts["merged"])[1]
+    assert job.metrics["final_eval"]["accuracy"] is not None and job.metrics["label_mapping"]
+
+
+def test_a_job_whose_targets_match_nothing_fails_with_a_message_listing_the_layers(celery_worker, team, llama):
+    dataset = stored_dataset(team, completion_rows(), task="causal-lm")
+    job = submit(make_job(team, llama, dataset, settings=small(lora={**LORA, "targets": "re:nothing.*"})))
+    job = wait_state(job, "failed", "succeeded", worker=celery_worker)
+    assert job.state == "failed" and "q_proj" in job.error
+    assert "failed:" in job.log_tail and job.finished_at is not None
+    assert job.events.last().reason == job.error
+
+
+def test_a_job_whose_dataset_file_is_gone_fails_saying_so(celery_worker, team, llama):
+    dataset = stored_dataset(team, completion_rows(), task="causal-lm")
+    default_storage.delete(dataset.file.name)
+    job = wait_state(submit(make_job(team, llama, dataset, settings=small())), "failed", worker=celery_worker)
+    assert "missing from storage" in job.error
+
+
+def test_a_job_waits_for_its_datasets_validation_then_runs(celery_worker, team, llama):
+    dataset = stored_dataset(team, completion_rows(), task="causal-lm", status="validating")
+    job = submit(make_job(team, llama, dataset, state="validating", settings=small(max_steps=2)))
+    time.sleep(4)
+    assert reload(job).state == "validating"
+    type(dataset).objects.filter(pk=dataset.pk).update(status="ready")
+    job = wait_state(job, "succeeded", "failed", worker=celery_worker)
+    assert [e.to_state for e in job.events.all()] == ["validating", "queued", "running", "succeeded"]
+
+
+def test_a_job_whose_dataset_turns_out_invalid_fails_saying_so(celery_worker, team, llama):
+    dataset = stored_dataset(team, completion_rows(), task="causal-lm", status="invalid",
+                             error="row 3: missing field completion")
+    job = submit(make_job(team, llama, dataset, state="validating", settings=small()))
+    job = wait_state(job, "failed", worker=celery_worker)
+    assert "is invalid: row 3: missing field completion" in job.error
+
+
+def test_cancelling_a_running_job_stops_it_at_a_step_and_keeps_a_checkpoint(celery_worker, team, llama):
+    dataset = stored_dataset(team, completion_rows(), task="causal-lm")
+    job = submit(make_job(team, llama, dataset, settings=small(max_steps=100000, checkpoint_every=1000)))
+    wait_for(lambda: (live.latest(job.pk) or {}).get("step", 0) >= 3, 180, what="three steps")
+    assert queue.cancel(reload(job), "alice") == "stopping"
+    job = wait_state(job, "cancelled", "failed", "succeeded", worker=celery_worker)
+    assert job.state == "cancelled" and job.events.last().reason == "cancelled while running"
+    stopped_at = job.progress["step"]
+    assert 3 <= stopped_at < 100000
+    assert checkpoint_pointer(job)["checkpoint"] == f"step-{stopped_at:06d}"
+    assert "stopped at step" in job.log_tail and not job.artifacts
+
+
+def test_cancelling_a_queued_job_takes_it_off_the_queue(celery_worker, team, llama):
+    from workers.health_tasks import health
+
+    dataset = stored_dataset(team, completion_rows(), task="causal-lm")
+    # A task through the `train` queue first: the broker's routes are in place before the worker goes away.
+    health.apply_async(queue="train").get(timeout=60)
+    celery_worker.stop()
+    try:
+        first = submit(make_job(team, llama, dataset, settings=small(max_steps=2)))
+        second = submit(make_job(team, llama, dataset, settings=small(max_steps=2)))
+        assert (queue.queue_position(first), queue.queue_position(second)) == (1, 2)
+        assert queue.cancel(first, "alice") == "cancelled"
+        assert queue.queue_position(reload(second)) == 1
+    finally:
+        celery_worker.start()
+    wait_state(second, "succeeded", worker=celery_worker)
+    first = reload(first)
+    assert first.state == "cancelled" and first.started_at is None
+    assert [e.to_state for e in first.events.all()] == ["queued", "cancelled"]
+
+
+def test_a_job_on_a_sigkilled_worker_resumes_from_its_last_checkpoint(celery_worker, team, llama):
+    dataset = stored_dataset(team, completion_rows(96), task="causal-lm")
+    job = submit(make_job(team, llama, dataset, settings=small(max_steps=100000, checkpoint_every=5)))
+    wait_for(lambda: (checkpoint_pointer(job) or {}).get("checkpoint", "") >= "step-000010", 300,
+             what="a checkpoint in storage")
+    original_env = dict(celery_worker.env)
+    celery_worker.kill()
+    try:
+        killed = reload(job)
+        saved_step = int(checkpoint_pointer(job)["checkpoint"].split("-")[1])
+        assert killed.state == "running" and saved_step >= 10
+        # Celery hands an unacknowledged task out again once it is older than the visibility timeout, and the
+        # workers' sweep resumes a job silent for the heartbeat timeout: both short here, whichever comes first.
+        celery_worker.env.update(CELERY_VISIBILITY_TIMEOUT="10", JOB_HEARTBEAT_TIMEOUT_S="15")
+        time.sleep(11)
+        celery_worker.start()
+        wait_for(lambda: job.events.filter(from_state="running", to_state="running").exists(), 120,
+                 what="the resume")
+        wait_for(lambda: (live.latest(job.pk) or {}).get("step", 0) >= saved_step + 3, 300, what="steps after it")
+        assert queue.cancel(reload(job), "alice") == "stopping"
+        job = wait_state(job, "cancelled", "failed", worker=celery_worker)
+    finally:
+        celery_worker.stop()
+        celery_worker.env = original_env
+        celery_worker.start()
+    resumed = job.events.filter(from_state="running", to_state="running").first()
+    assert "after its worker was lost" in resumed.reason and job.state == "cancelled"
+    assert f"resuming from the checkpoint at step {saved_step}" in job.log_tail
+    assert f"resumed from step-{saved_step:06d}" in job.log_tail
+    steps = [p["step"] for p in job.history if "loss" in p]
+    assert steps == list(range(1, steps[-1] + 1))  # every step once: none lost, none repeated
+    assert steps[-1] >= saved_step + 3
+
+
+def test_the_sweep_resumes_a_silent_job_and_fails_one_already_resumed_too_often(celery_worker, team, llama):
+    from webapp.jobs import conf
+    from workers.training_tasks import sweep_stale_jobs
+
+    dataset = stored_dataset(team, completion_rows(), task="causal-lm")
+    now = timezone.now()
+    silent = make_job(team, llama, dataset, state="running", heartbeat_at=now, worker_name="lost@host",
+                      settings=small(max_steps=3))
+    hopeless = make_job(team, llama, dataset, state="running", heartbeat_at=now, worker_name="lost@host")
+    for _ in range(conf.MAX_RESUMES):
+        states.move(hopeless, states.RUNNING, reason="resumed after its worker was lost")
+    Job.objects.filter(pk=hopeless.pk).update(heartbeat_at=now)
+    fresh = make_job(team, llama, dataset, state="running")
+    Job.objects.filter(pk=fresh.pk).update(heartbeat_at=now + timedelta(seconds=conf.HEARTBEAT_TIMEOUT_S))
+
+    # Judged from the future, so the real worker's own sweep (judging from now) leaves these rows to this one.
+    later = now + timedelta(seconds=conf.HEARTBEAT_TIMEOUT_S + 5)
+    assert sweep_stale_jobs(now=later) == {"resumed": [silent.pk], "failed": [hopeless.pk]}
+    hopeless = reload(hopeless)
+    assert hopeless.state == "failed" and "stopped sending heartbeats" in hopeless.error
+    assert "lower batch size" in hopeless.error
+    assert reload(fresh).state == "running"
+    silent = wait_state(silent, "succeeded", "failed", worker=celery_worker)
+    assert silent.state == "succeeded", silent.error
+    assert "after its worker was lost" in silent.events.get(from_state="running", to_state="running").reason
+    assert sweep_stale_jobs(now=later) == {"resumed": [], "failed": []}
+    states.move(fresh, states.CANCELLED, reason="end of test")  # nobody runs it: keep the real sweep away
+
+
+@pytest.mark.slow
+def test_the_demo_minilm_trains_on_the_sample_ticket_dataset(celery_worker, team, tmp_path):
+    """The demo path end to end on a worker: built-in model name, the project's sample dataset."""
+    from trainer.samples import SAMPLES, write_sample
+
+    from webapp.catalog.demo import register_demo_models
+    from webapp.catalog.models import BaseModel
+
+    register_demo_models(BaseModel)
+    minilm = BaseModel.objects.get(source="demo/minilm-l6")
+    rows = [json.loads(line) for line in write_sample("support-tickets", tmp_path).read_text().splitlines()]
+    assert SAMPLES["support-tickets"].task == "classification"
+    dataset = stored_dataset(team, rows, task="classification")
+    job = submit(make_job(team, minilm, dataset, settings=small(max_steps=4, batch_size=8, max_length=48)))
+    job = wait_state(job, "succeeded", "failed", timeout_s=300, worker=celery_worker)
+    assert job.state == "succeeded", job.error
+    assert job.metrics["base_eval"]["accuracy"] is not None and job.metrics["final_eval"]["accuracy"] is not None
+    assert len(job.metrics["label_mapping"]) >= 4

@@ -1,0 +1,196 @@
+"""`python -m trainer`: inspect, validate, train, merge, generate and classify from a shell.
+
+Every command prints one JSON document on stdout; progress and log lines go to stderr (a progress bar when
+stderr is a terminal). Exit codes: 0 done, 1 `validate` found the file unusable, 2 a problem the message on
+stderr explains (bad settings, missing model, unusable data, out of memory) or a usage error.
+Heavy modules (torch, transformers) are imported inside the commands, so `--help` is instant.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from trainer.config import SCHEDULERS, TASKS, LoraSettings, TrainConfig
+from trainer.errors import TrainerError
+
+EXIT_UNUSABLE = 1
+EXIT_ERROR = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.command(args)
+    except TrainerError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m trainer", description="Loraworks LoRA fine-tuning engine.")
+    commands = parser.add_subparsers(dest="name", required=True, metavar="COMMAND")
+
+    inspect = commands.add_parser("inspect", help="architecture, linear layers and parameter counts of a model")
+    inspect.add_argument("--model", required=True, help="local folder, Hugging Face id or built-in demo/... name")
+    inspect.set_defaults(command=cmd_inspect)
+
+    validate = commands.add_parser("validate", help="check a dataset row by row (exit 1 if unusable)")
+    validate.add_argument("--data", required=True)
+    validate.add_argument("--eval-data", help="a separate eval file, checked for labels unseen in training")
+    validate.add_argument("--model", help="count tokens with this model's tokenizer (else estimated)")
+    validate.add_argument("--task", choices=TASKS)
+    validate.add_argument("--format", default="auto")
+    validate.add_argument("--max-length", type=int, default=512)
+    validate.set_defaults(command=cmd_validate)
+
+    _add_train_parser(commands)
+
+    merge = commands.add_parser("merge", help="fold an adapter into its base and write a plain HF model folder")
+    merge.add_argument("--model", required=True)
+    merge.add_argument("--adapter", required=True)
+    merge.add_argument("--out", required=True)
+    merge.set_defaults(command=cmd_merge)
+
+    generate = commands.add_parser("generate", help="generate text with a base model, optionally + adapter")
+    generate.add_argument("--model", required=True)
+    generate.add_argument("--adapter")
+    generate.add_argument("--prompt", required=True)
+    generate.add_argument("--temperature", type=float, default=0.7)
+    generate.add_argument("--top-p", type=float, default=0.9)
+    generate.add_argument("--top-k", type=int, default=50)
+    generate.add_argument("--max-new-tokens", type=int, default=128)
+    generate.add_argument("--repetition-penalty", type=float, default=1.1)
+    generate.add_argument("--seed", type=int, default=0)
+    generate.set_defaults(command=cmd_generate)
+
+    classify = commands.add_parser("classify", help="label probabilities for a text")
+    classify.add_argument("--model", required=True)
+    classify.add_argument("--adapter")
+    classify.add_argument("--text", required=True)
+    classify.set_defaults(command=cmd_classify)
+    return parser
+
+
+def _add_train_parser(commands) -> None:
+    # Defaults are None here so TrainConfig / LoraSettings stay the one place that defines them.
+    train = commands.add_parser("train", help="fine-tune a LoRA adapter; writes OUT/adapter, OUT/metrics.json")
+    train.add_argument("--model", required=True)
+    train.add_argument("--data", required=True)
+    train.add_argument("--out", required=True)
+    train.add_argument("--task", choices=TASKS, help="default: the task of the data's format")
+    train.add_argument("--format")
+    train.add_argument("--eval-data", help="a separate eval file (instead of splitting off --eval-fraction)")
+    train.add_argument("--eval-fraction", type=float)
+    train.add_argument("--rank", type=int)
+    train.add_argument("--alpha", type=float)
+    train.add_argument("--dropout", type=float)
+    train.add_argument("--targets", help="attention | attention+mlp | all-linear | NAME,NAME | re:REGEX")
+    train.add_argument("--rslora", action="store_true", default=None)
+    train.add_argument("--epochs", type=float)
+    train.add_argument("--max-steps", type=int, help="optimizer steps; overrides --epochs")
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--grad-accum", type=int)
+    train.add_argument("--lr", type=float)
+    train.add_argument("--warmup", type=float, help="fraction of the steps")
+    train.add_argument("--scheduler", choices=SCHEDULERS)
+    train.add_argument("--weight-decay", type=float)
+    train.add_argument("--max-grad-norm", type=float)
+    train.add_argument("--max-length", type=int)
+    train.add_argument("--packing", action="store_true", default=None)
+    train.add_argument("--train-on-prompt", action="store_true", default=None)
+    train.add_argument("--gradient-checkpointing", action="store_true", default=None)
+    train.add_argument("--eval-every", type=int)
+    train.add_argument("--checkpoint-every", type=int)
+    train.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
+    train.add_argument("--seed", type=int)
+    train.add_argument("--merge", action="store_true", default=None)
+    train.add_argument("--resume", action="store_true", default=None)
+    train.set_defaults(command=cmd_train)
+
+
+LORA_FLAGS = ("rank", "alpha", "dropout", "targets", "rslora")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    given = {k: v for k, v in vars(args).items() if v is not None and k not in ("command", "name")}
+    lora = LoraSettings(**{k: given.pop(k) for k in LORA_FLAGS if k in given})
+    return TrainConfig(lora=lora, **given)
+
+
+def _print_json(value) -> None:
+    json.dump(value, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def cmd_inspect(args) -> int:
+    from trainer.inspect_model import inspect
+
+    _print_json(inspect(args.model))
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from trainer.data.validate import validate_file
+
+    tokenizer = None
+    if args.model:
+        from trainer.models import load_tokenizer, resolve_model_path
+
+        tokenizer = load_tokenizer(resolve_model_path(args.model))
+    report = validate_file(args.data, format=args.format, task=args.task, tokenizer=tokenizer,
+                           max_length=args.max_length, eval_path=args.eval_data)
+    _print_json(report.to_dict())
+    return 0 if report.usable else EXIT_UNUSABLE
+
+
+def cmd_train(args) -> int:
+    config = config_from_args(args)
+    config.check()  # before importing torch: a bad setting fails at once
+    if args.task is None:
+        config.task = _task_of_data(config.data, config.format)
+    from trainer.reporter import ConsoleReporter
+    from trainer.train import train
+
+    _print_json(train(config, ConsoleReporter()))
+    return 0
+
+
+def _task_of_data(path: str, fmt: str) -> str:
+    """classification for a classification file, else causal-lm (what the file's format can train)."""
+    from trainer.data.formats import task_for_format
+    from trainer.data.reader import open_rows
+    from trainer.data.validate import checked_rows
+
+    with open_rows(path) as stream:
+        detected, _ = checked_rows(stream, fmt)
+    return task_for_format(detected) if detected else "causal-lm"
+
+
+def cmd_merge(args) -> int:
+    from trainer.merge import merge_to_folder
+
+    out = merge_to_folder(args.model, args.adapter, args.out)
+    _print_json({"merged": str(out or args.out)})
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from trainer.inference import generate, load_for_inference
+
+    model, tokenizer = load_for_inference(args.model, adapter_dir=args.adapter, task="causal-lm")
+    text = generate(model, tokenizer, args.prompt, temperature=args.temperature, top_p=args.top_p,
+                    top_k=args.top_k, max_new_tokens=args.max_new_tokens,
+                    repetition_penalty=args.repetition_penalty, seed=args.seed)
+    _print_json({"prompt": args.prompt, "text": text})
+    return 0
+
+
+def cmd_classify(args) -> int:
+    from trainer.inference import classify, load_for_inference
+
+    model, tokenizer = load_for_inference(args.model, adapter_dir=args.adapter, task="classification")
+    probabilities = classify(model, tokenizer, args.text)
+    best = max(probabilities, key=probabilities.get)
+    _print_json({"text": args.text, "label": best, "probabilities": probabilities})
+    return 0

@@ -1,0 +1,160 @@
+"""The settings of one fine-tuning job, as dataclasses with their defaults and range checks.
+
+Pure Python (no torch) so the web process can validate a job's settings with the same rules as the engine.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field, fields
+
+from trainer.errors import ConfigError
+
+TASKS = ("causal-lm", "classification")
+TARGET_PRESETS = ("attention", "attention+mlp", "all-linear")
+SCHEDULERS = ("cosine", "linear")
+
+MAX_RANK = 1024
+MAX_LENGTH_LIMIT = 32768
+MAX_TARGET_REGEX_LENGTH = 200
+
+
+@dataclass
+class LoraSettings:
+    """How the adapter is shaped: rank r, scaling alpha/r (alpha/sqrt(r) with rsLoRA), where it goes."""
+
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.05
+    # A preset name, a comma-separated list of module-name suffixes, or "re:<regex>" on full module names.
+    targets: str = "attention"
+    rslora: bool = False
+
+    @property
+    def scaling(self) -> float:
+        return self.alpha / (math.sqrt(self.rank) if self.rslora else self.rank)
+
+    def check(self) -> None:
+        _require(isinstance(self.rank, int) and 1 <= self.rank <= MAX_RANK,
+                 f"rank must be a whole number from 1 to {MAX_RANK}", "rank")
+        _require(_finite(self.alpha) and 0 < self.alpha <= 100_000, "alpha must be a positive number", "alpha")
+        _require(_finite(self.dropout) and 0 <= self.dropout < 1, "dropout must be at least 0 and below 1",
+                 "dropout")
+        _require(isinstance(self.targets, str) and self.targets.strip() != "", "targets must not be empty",
+                 "targets")
+        if self.targets.startswith("re:"):
+            _require(len(self.targets) <= MAX_TARGET_REGEX_LENGTH,
+                     f"a target regex may be at most {MAX_TARGET_REGEX_LENGTH} characters", "targets")
+            check_target_regex(self.targets[3:])
+
+
+@dataclass
+class TrainConfig:
+    """Everything `trainer.train` needs for one job. Paths are local files/folders."""
+
+    model: str
+    data: str
+    out: str
+    task: str = "causal-lm"
+    format: str = "auto"
+    eval_data: str | None = None
+    eval_fraction: float = 0.1
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    epochs: float = 3.0
+    max_steps: int | None = None  # overrides epochs when set
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 2e-4
+    warmup: float = 0.03  # fraction of total steps
+    scheduler: str = "cosine"
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    max_length: int = 512
+    packing: bool = False
+    train_on_prompt: bool = False
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    merge: bool = False
+    resume: bool = False
+    eval_every: int = 0  # steps; 0 = only before and after training
+    checkpoint_every: int = 50  # steps; a checkpoint is also written at the end and on stop
+    device: str = "auto"  # auto | cpu | cuda | mps
+    column_mapping: dict[str, str] = field(default_factory=dict)  # {canonical field: column in the file}
+
+    def check(self) -> None:
+        """Raise ConfigError naming the first setting that is out of range."""
+        _require(self.task in TASKS, f"task must be one of {', '.join(TASKS)}", "task")
+        self.lora.check()
+        _require(_finite(self.epochs) and 0 < self.epochs <= 1000, "epochs must be above 0 and at most 1000",
+                 "epochs")
+        _require(self.max_steps is None or (isinstance(self.max_steps, int) and 1 <= self.max_steps <= 10_000_000),
+                 "max_steps must be a positive whole number", "max_steps")
+        _require(isinstance(self.batch_size, int) and 1 <= self.batch_size <= 4096,
+                 "batch_size must be from 1 to 4096", "batch_size")
+        _require(isinstance(self.grad_accum, int) and 1 <= self.grad_accum <= 1024,
+                 "grad_accum must be from 1 to 1024", "grad_accum")
+        _require(_finite(self.lr) and 0 < self.lr <= 1, "lr must be a number above 0 and at most 1", "lr")
+        _require(_finite(self.warmup) and 0 <= self.warmup < 1, "warmup is a fraction of steps, from 0 to below 1",
+                 "warmup")
+        _require(self.scheduler in SCHEDULERS, f"scheduler must be one of {', '.join(SCHEDULERS)}", "scheduler")
+        _require(isinstance(self.max_length, int) and 8 <= self.max_length <= MAX_LENGTH_LIMIT,
+                 f"max_length must be from 8 to {MAX_LENGTH_LIMIT}", "max_length")
+        _require(_finite(self.eval_fraction) and 0 <= self.eval_fraction < 1,
+                 "eval_fraction must be from 0 to below 1", "eval_fraction")
+        _require(_finite(self.max_grad_norm) and self.max_grad_norm >= 0, "max_grad_norm must be 0 or more",
+                 "max_grad_norm")
+        _require(isinstance(self.seed, int) and 0 <= self.seed < 2**32, "seed must be a whole number from 0 to 2^32-1",
+                 "seed")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}", sorted(unknown)[0])
+        values = dict(data)
+        if isinstance(values.get("lora"), dict):
+            values["lora"] = LoraSettings(**values["lora"])
+        return cls(**values)
+
+
+def check_target_regex(pattern: str) -> None:
+    """Refuse a target regex that does not compile, or that nests one repetition inside another: such patterns
+    ((a*)*, (?:.*.*)*) can take exponential time on a layer name, and they are matched in the web process."""
+    try:
+        parsed = re._parser.parse(pattern)
+    except re.error as error:
+        raise ConfigError(f"targets: {pattern!r} is not a valid regular expression: {error}", "targets") from None
+    if _nested_repeat(parsed, inside_repeat=False):
+        raise ConfigError("targets: the regex repeats a group that itself repeats (like (a*)*), which can take "
+                          "forever to match; write it without the nested repetition", "targets")
+
+
+def _nested_repeat(items, inside_repeat: bool) -> bool:
+    for op, value in items:
+        if op in (re._constants.MAX_REPEAT, re._constants.MIN_REPEAT, re._constants.POSSESSIVE_REPEAT):
+            low, high, body = value
+            if inside_repeat or _nested_repeat(body, inside_repeat=high > 1):
+                return True
+        elif op == re._constants.SUBPATTERN:
+            if _nested_repeat(value[-1], inside_repeat):
+                return True
+        elif op == re._constants.BRANCH:
+            if any(_nested_repeat(branch, inside_repeat) for branch in value[1]):
+                return True
+        elif op in (re._constants.ASSERT, re._constants.ASSERT_NOT):
+            if _nested_repeat(value[1], inside_repeat):
+                return True
+    return False
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _require(ok: bool, message: str, field_name: str) -> None:
+    if not ok:
+        raise ConfigError(f"{field_name}: {message}", field_name)

@@ -1,0 +1,35 @@
+"""Merged export: fold an adapter into its base model and write a plain Hugging Face model folder.
+
+The folder (safetensors weights, config, tokenizer with its chat template, generation config for generators)
+loads with `transformers` alone. The base is loaded in the dtype its checkpoint is stored in and each update
+s·B@A is added in float32 and rounded once (trainer.lora), so a bf16 model stays bf16 without extra error.
+A classification adapter's label names (label_mapping.json) become the merged config's id2label.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from trainer.adapter_io import load_adapter, read_adapter_config, read_label_mapping, saved_head_width
+from trainer.inject import merge_and_unload
+
+TASK_FOR_TYPE = {"CAUSAL_LM": "causal-lm", "SEQ_CLS": "classification"}
+
+
+def merge_to_folder(model_path_or_id: str, adapter_dir, out_dir) -> Path:
+    """Write base `model_path_or_id` + the adapter in `adapter_dir`, merged, into `out_dir`; returns it."""
+    from trainer.inspect_model import checkpoint_dtype
+    from trainer.models import load_model, resolve_model_path
+
+    config = read_adapter_config(adapter_dir)
+    task = TASK_FOR_TYPE.get(config.get("task_type"), "causal-lm")
+    id2label = read_label_mapping(adapter_dir)
+    num_labels = saved_head_width(adapter_dir) if task == "classification" and id2label is None else None
+    base_folder = resolve_model_path(model_path_or_id)
+    dtype = checkpoint_dtype(base_folder, None)
+    model, tokenizer = load_model(model_path_or_id, task, id2label=id2label, num_labels=num_labels, dtype=dtype)
+    merge_and_unload(load_adapter(model, adapter_dir))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

@@ -1,0 +1,303 @@
+"""One fine-tuning run, start to finish: `train(config, reporter) -> metrics`.
+
+data -> base model + LoRA -> eval of the untouched model -> AdamW loop -> final eval -> OUT/adapter (PEFT
+layout), OUT/merged (with config.merge), OUT/metrics.json. Checkpoints go to OUT/checkpoints every
+`checkpoint_every` optimizer steps, at the end, and when the reporter asks to stop; `config.resume` continues
+from the newest one exactly (same weights, optimizer, schedule, RNG and batch order as an unbroken run).
+
+A step is one optimizer update over `grad_accum` micro-batches. Its loss is the mean over every target in
+those micro-batches (tokens with a label for causal LM, examples for classification), so accumulating gives
+the same gradient as one big batch. The loop syncs with the device once a step (the loss for the reporter).
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from contextlib import nullcontext
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from trainer import checkpoint
+from trainer.adapter_io import save_adapter
+from trainer.config import TrainConfig
+from trainer.data.batching import batch_order, collate
+from trainer.data.dataset import prepare
+from trainer.errors import ConfigError, OutOfMemoryError
+from trainer.evaluate import evaluate, forward_logits, loss_sum, target_count
+from trainer.inject import apply_lora
+from trainer.models import load_model, load_tokenizer, pick_device, resolve_model_path
+from trainer.params import parameter_report
+from trainer.reporter import NullReporter, Reporter
+from trainer.schedule import make_scheduler, warmup_steps_for
+
+METRICS_FILE = "metrics.json"
+EVAL_BATCH_SIZE_FACTOR = 2  # no activations kept for backward: eval batches can be bigger
+
+
+def train(config: TrainConfig, reporter: Reporter | None = None) -> dict:
+    """Run the job described by `config`; returns the metrics also written to OUT/metrics.json."""
+    reporter = reporter or NullReporter()
+    config.check()
+    try:
+        return _Run(config, reporter).run()
+    except torch.OutOfMemoryError:
+        raise OutOfMemoryError(_oom_message(config)) from None
+    except RuntimeError as error:
+        if "out of memory" in str(error) or "can't allocate memory" in str(error):
+            raise OutOfMemoryError(_oom_message(config)) from None
+        raise
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)  # CPU and every CUDA device
+    try:
+        import numpy as np
+    except ImportError:
+        return
+    np.random.seed(seed)
+
+
+def precision(device: str):
+    """(autocast context factory, GradScaler or None): bf16 autocast on CUDA when supported, else fp16 with a
+    scaler; fp32 elsewhere (CPU autocast is slower than fp32 for these small matmuls)."""
+    if device != "cuda":
+        return nullcontext, None
+    if torch.cuda.is_bf16_supported():
+        return partial(torch.autocast, "cuda", dtype=torch.bfloat16), None
+    return partial(torch.autocast, "cuda", dtype=torch.float16), torch.amp.GradScaler("cuda")
+
+
+class _Run:
+    def __init__(self, config: TrainConfig, reporter: Reporter):
+        self.config, self.reporter = config, reporter
+        self.out = Path(config.out)
+        self.checkpoints = self.out / "checkpoints"
+
+    def run(self) -> dict:
+        config, reporter = self.config, self.reporter
+        self.out.mkdir(parents=True, exist_ok=True)
+        seed_everything(config.seed)
+        self.device = pick_device(config.device)
+        self.autocast, self.scaler = precision(self.device)
+        reporter.on_log(f"preparing data from {config.data}")
+        tokenizer = load_tokenizer(resolve_model_path(config.model))
+        # prepare raises DataError when no usable training example is left.
+        self.train_features, self.eval_features, self.label_mapping, self.data_stats = prepare(config, tokenizer)
+        self._load_model()
+        self._plan()
+        state = self._start()
+        if state["base_eval"] is None and self.eval_features:
+            state["base_eval"] = self._evaluate()
+            reporter.on_eval({"stage": "base", **state["base_eval"]})
+        stopped = self._loop(state)
+        return self._finish(state, stopped)
+
+    # --- setup -------------------------------------------------------------------------------------------
+
+    def _load_model(self) -> None:
+        config = self.config
+        self.reporter.on_log(f"loading {config.model} on {self.device}")
+        id2label = dict(enumerate(self.label_mapping)) if self.label_mapping else None
+        self.model, self.tokenizer = load_model(config.model, config.task, id2label=id2label, device=self.device)
+        self.lora = apply_lora(self.model, config.lora, config.task)
+        if config.gradient_checkpointing:
+            self.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        self.model.train()
+        self.params = parameter_report(self.model)
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=config.lr, weight_decay=config.weight_decay)
+
+    def _plan(self) -> None:
+        config = self.config
+        self.batches_per_epoch = len(self._epoch_batches(0))
+        self.steps_per_epoch = math.ceil(self.batches_per_epoch / config.grad_accum)
+        self.total_steps = config.max_steps or max(1, math.ceil(config.epochs * self.steps_per_epoch))
+        self.scheduler = make_scheduler(self.optimizer, config.scheduler, self.total_steps,
+                                        warmup_steps_for(self.total_steps, config.warmup))
+        self.reporter.on_log(f"{len(self.train_features)} training examples, {self.steps_per_epoch} steps an "
+                             f"epoch, {self.total_steps} steps; {len(self.eval_features)} held out")
+
+    def _epoch_batches(self, epoch: int) -> list[list[int]]:
+        config = self.config
+        return batch_order(self.train_features, config.batch_size, seed=config.seed, epoch=epoch)
+
+    def _start(self) -> dict:
+        """Fresh run state, or the newest checkpoint's when resuming."""
+        state = {"step": 0, "epoch": 0, "batch": 0, "history": [], "eval_history": [], "base_eval": None,
+                 "train_tokens": 0, "padded_tokens": 0, "runtime_s": 0.0, "resumed_from_step": None}
+        if not self.config.resume:
+            return state
+        found = checkpoint.latest_checkpoint(self.checkpoints)
+        if found is None:
+            self.reporter.on_log("no checkpoint to resume from: starting from the beginning")
+            return state
+        restored = checkpoint.load_checkpoint(found, self.model, self.optimizer, self.scheduler)
+        extra = restored["extra"]
+        if extra.get("total_steps") != self.total_steps:
+            raise ConfigError(f"{found} was written for a run of {extra.get('total_steps')} steps, this one has "
+                              f"{self.total_steps}: resume with the same data and settings", "resume")
+        state.update(extra["state"], step=restored["step"], history=restored["history"],
+                     epoch=restored["position"]["epoch"], batch=restored["position"]["batch"],
+                     resumed_from_step=restored["step"])
+        self.reporter.on_log(f"resumed from {found.name}")
+        return state
+
+    # --- the loop ----------------------------------------------------------------------------------------
+
+    def _windows(self, epoch: int, batch: int):
+        """Yield (epoch, next batch index, [collated micro-batches]) for each optimizer step, across epochs."""
+        while True:
+            order = self._epoch_batches(epoch)
+            for start in range(batch, len(order), self.config.grad_accum):
+                chosen = order[start:start + self.config.grad_accum]
+                features = [[self.train_features[i] for i in indices] for indices in chosen]
+                yield epoch, start + len(chosen), [collate(f, self.tokenizer.pad_token_id) for f in features]
+            epoch, batch = epoch + 1, 0
+
+    def _loop(self, state: dict) -> bool:
+        """Train until total_steps or a stop request; returns True when stopped early."""
+        config, reporter = self.config, self.reporter
+        started, tokens_at_start = time.perf_counter(), state["train_tokens"]
+        runtime_before = state["runtime_s"]
+        windows = self._windows(state["epoch"], state["batch"])
+        while state["step"] < self.total_steps:
+            epoch, next_batch, window = next(windows)
+            lr = self.optimizer.param_groups[0]["lr"]
+            loss = self._step(window)
+            state["step"] += 1
+            state["epoch"], state["batch"] = epoch, next_batch
+            for batch in window:
+                state["train_tokens"] += int(batch["attention_mask"].sum())
+                state["padded_tokens"] += batch["attention_mask"].numel()
+            elapsed = time.perf_counter() - started
+            state["runtime_s"] = runtime_before + elapsed
+            state["history"].append({"step": state["step"], "loss": loss, "lr": lr})
+            tokens_per_s = (state["train_tokens"] - tokens_at_start) / max(elapsed, 1e-9)
+            done_here = state["step"] - (state["resumed_from_step"] or 0)
+            eta_s = elapsed / done_here * (self.total_steps - state["step"])
+            reporter.on_step(state["step"], self.total_steps, loss, lr, tokens_per_s, eta_s)
+            if (config.eval_every and self.eval_features and state["step"] % config.eval_every == 0
+                    and state["step"] < self.total_steps):
+                metrics = self._evaluate()
+                state["eval_history"].append({"step": state["step"], **metrics})
+                reporter.on_eval({"stage": "during", "step": state["step"], **metrics})
+            if reporter.should_stop():
+                self._checkpoint(state)
+                reporter.on_log(f"stopped at step {state['step']}; checkpoint saved")
+                return True
+            if config.checkpoint_every and state["step"] % config.checkpoint_every == 0:
+                self._checkpoint(state)
+        return False
+
+    def _step(self, window: list[dict]) -> float:
+        """One optimizer update over the micro-batches in `window`; returns the mean loss per target."""
+        task = self.config.task
+        targets = sum(target_count(batch, task) for batch in window)
+        total = torch.zeros((), device=self.device)
+        for batch in window:
+            with self.autocast():
+                logits = forward_logits(self.model, batch, self.device)
+            loss = loss_sum(logits, batch["labels"].to(self.device, non_blocking=True), task) / max(targets, 1)
+            (self.scaler.scale(loss) if self.scaler else loss).backward()
+            total += loss.detach()
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        if self.config.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.trainable, self.config.max_grad_norm)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return total.item()
+
+    def _evaluate(self) -> dict | None:
+        if not self.eval_features:
+            return None
+        size = self.config.batch_size * EVAL_BATCH_SIZE_FACTOR
+        order = sorted(range(len(self.eval_features)), key=lambda i: len(self.eval_features[i]["input_ids"]))
+        batches = (collate([self.eval_features[i] for i in order[start:start + size]], self.tokenizer.pad_token_id)
+                   for start in range(0, len(order), size))
+        return evaluate(self.model, batches, self.config.task, label_names=self.label_mapping or None,
+                        device=self.device, autocast=self.autocast)
+
+    def _checkpoint(self, state: dict) -> None:
+        kept = {key: state[key] for key in ("eval_history", "base_eval", "train_tokens", "padded_tokens",
+                                            "runtime_s")}
+        checkpoint.save_checkpoint(self.checkpoints, state["step"], self.model, self.optimizer, self.scheduler,
+                                   position={"epoch": state["epoch"], "batch": state["batch"]},
+                                   history=state["history"],
+                                   extra={"state": kept, "total_steps": self.total_steps})
+
+    # --- the end -----------------------------------------------------------------------------------------
+
+    def _finish(self, state: dict, stopped: bool) -> dict:
+        config, out = self.config, self.out
+        final_eval = None
+        if not stopped:
+            if not (config.checkpoint_every and state["step"] % config.checkpoint_every == 0):
+                self._checkpoint(state)  # the loop has not just written this step's
+            final_eval = self._evaluate()
+            if final_eval is not None:
+                self.reporter.on_eval({"stage": "final", **final_eval})
+            id2label = dict(enumerate(self.label_mapping)) if self.label_mapping else None
+            save_adapter(self.model, out / "adapter", base_model_name_or_path=config.model, task=config.task,
+                         settings=config.lora, target_modules=self.lora.target_modules,
+                         modules_to_save=self.lora.modules_to_save, label_mapping=id2label)
+            if config.merge:
+                self._merge()
+        metrics = self._metrics(state, final_eval, stopped)
+        (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=str) + "\n")
+        return metrics
+
+    def _merge(self) -> None:
+        from trainer.merge import merge_to_folder
+
+        self.reporter.on_log("writing the merged model")
+        merge_to_folder(self.config.model, self.out / "adapter", self.out / "merged")
+
+    def _metrics(self, state: dict, final_eval: dict | None, stopped: bool) -> dict:
+        params = self.params
+        return {
+            "status": "stopped" if stopped else "completed",
+            "task": self.config.task,
+            "device": self.device,
+            "trainable_params": params["trainable"],
+            "total_params": params["total"],
+            "trainable_percent": params["percent"],
+            "adapter_bytes": params["adapter_bytes"],
+            "base_model_bytes": params["base_model_bytes"],
+            "size_ratio": params["ratio"],
+            "target_modules": self.lora.target_modules,
+            "modules_to_save": self.lora.modules_to_save,
+            "base_eval": state["base_eval"],
+            "final_eval": final_eval,
+            "eval_history": state["eval_history"],
+            "train_examples": len(self.train_features),
+            "eval_examples": len(self.eval_features),
+            "train_tokens": state["train_tokens"],
+            "train_runtime_s": state["runtime_s"],
+            "tokens_per_s": state["train_tokens"] / max(state["runtime_s"], 1e-9),
+            "steps": state["step"],
+            "total_steps": self.total_steps,
+            "steps_per_epoch": self.steps_per_epoch,
+            "padding_fraction": 1 - state["train_tokens"] / max(state["padded_tokens"], 1),
+            "resumed_from_step": state["resumed_from_step"],
+            "history": state["history"],
+            "label_mapping": dict(enumerate(self.label_mapping)) if self.label_mapping else None,
+            "data": self.data_stats,
+            "config": self.config.to_dict(),
+        }
+
+
+def _oom_message(config: TrainConfig) -> str:
+    hint = "" if config.gradient_checkpointing else ", or turn on gradient checkpointing"
+    return (f"training ran out of memory: lower batch_size (now {config.batch_size}, raise grad_accum to keep the "
+            f"effective batch), max_length (now {config.max_length}) or rank (now {config.lora.rank}){hint}")

@@ -1,0 +1,1 @@
+"""A person's own settings: their named API tokens (shown once, stored hashed)."""

@@ -1,0 +1,7 @@
+"""App config for accounts."""
+from django.apps import AppConfig
+
+
+class AccountsConfig(AppConfig):
+    name = "webapp.accounts"
+    label = "accounts"

@@ -1,0 +1,7 @@
+"""App config for api."""
+from django.apps import AppConfig
+
+
+class ApiConfig(AppConfig):
+    name = "webapp.api"
+    label = "api"

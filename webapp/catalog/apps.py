@@ -1,0 +1,7 @@
+"""App config for catalog."""
+from django.apps import AppConfig
+
+
+class CatalogConfig(AppConfig):
+    name = "webapp.catalog"
+    label = "catalog"

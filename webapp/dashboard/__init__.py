@@ -1,0 +1,1 @@
+"""The signed-in home page: what the current team has, at a glance."""

@@ -1,0 +1,75 @@
+"""Forms of the datasets pages: upload, how to measure lengths (base model tokenizer, max length), column mapping."""
+from django import forms
+from django.apps import apps
+
+from webapp.datasets.uploads import ACCEPT, extension_problem
+
+# Canonical fields a file's columns can be mapped to, in the order the mapping form shows them.
+MAPPABLE_FIELDS = ("prompt", "completion", "instruction", "input", "output", "text", "label", "messages",
+                   "conversations")
+MAX_LENGTH_CHOICES = (128, 256, 512, 1024, 2048, 4096)
+
+
+class UploadForm(forms.Form):
+    name = forms.CharField(max_length=200, required=False,
+                           help_text="Shown in lists. Leave empty to use the file's name.")
+    file = forms.FileField(label="Training file", widget=forms.ClearableFileInput(attrs={"accept": ACCEPT}),
+                           help_text="JSONL, JSON array or CSV in UTF-8, optionally gzip-compressed.")
+    eval_file = forms.FileField(label="Evaluation file (optional)", required=False,
+                                widget=forms.ClearableFileInput(attrs={"accept": ACCEPT}),
+                                help_text="Held-out rows in the same format. Without one, jobs split off a part.")
+
+    def clean_file(self):
+        return _accepted(self.cleaned_data["file"])
+
+    def clean_eval_file(self):
+        return _accepted(self.cleaned_data.get("eval_file"))
+
+
+def _accepted(uploaded):
+    if uploaded:
+        problem = extension_problem(uploaded.name)
+        if problem:
+            raise forms.ValidationError(problem)
+    return uploaded
+
+
+def ready_base_models():
+    """Catalog models whose tokenizer can measure a dataset (ready ones)."""
+    BaseModel = apps.get_model("catalog", "BaseModel")
+    return BaseModel.objects.filter(status=BaseModel.Status.READY)
+
+
+class AnalysisForm(forms.Form):
+    analysis_model = forms.ModelChoiceField(queryset=None, required=False, label="Count tokens with",
+                                            empty_label="An estimate (UTF-8 bytes / 4), no tokenizer")
+    max_length = forms.TypedChoiceField(choices=[(n, f"{n} tokens") for n in MAX_LENGTH_CHOICES], coerce=int,
+                                        label="Max length", help_text="Rows longer than this are cut in training.")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["analysis_model"].queryset = ready_base_models()
+
+
+class ColumnMappingForm(forms.Form):
+    """One select per canonical field, offering the file's own columns."""
+
+    def __init__(self, columns: list[str], *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.columns = columns
+        choices = [("", "—")] + [(c, c) for c in columns]
+        for name in MAPPABLE_FIELDS:
+            self.fields[name] = forms.ChoiceField(choices=choices, required=False, label=name)
+
+    def clean(self):
+        mapping = {name: column for name, column in self.cleaned_data.items() if column}
+        used = [column for column in mapping.values()]
+        twice = sorted({column for column in used if used.count(column) > 1})
+        if twice:
+            raise forms.ValidationError(f"column {twice[0]!r} is mapped to more than one field")
+        self.mapping = mapping
+        return self.cleaned_data
+
+    @classmethod
+    def initial_for(cls, mapping: dict) -> dict:
+        return {name: column for name, column in mapping.items() if name in MAPPABLE_FIELDS}

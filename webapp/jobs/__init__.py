@@ -1,0 +1,1 @@
+"""Fine-tuning jobs: create (with a live parameter/memory estimate), queue, watch, cancel, results, downloads, playground."""

@@ -1,0 +1,165 @@
+"""The job form: every setting with its default and a one-line explanation, checked by the engine's own rules.
+
+Field names are TrainConfig's, so `trainer.config.TrainConfig.check()` errors (ConfigError.field) land on the
+field they are about, with the engine's wording. `settings_dict()` is what the job row stores and the worker turns
+into a TrainConfig; `initial_from(job)` turns it back into form values (Clone).
+"""
+from __future__ import annotations
+
+from django import forms
+
+from trainer.config import TARGET_PRESETS, LoraSettings, TrainConfig
+from trainer.errors import ConfigError, TrainerError
+from webapp.catalog.models import BaseModel
+from webapp.jobs import states
+
+CUSTOM = "custom"
+DEFAULTS = TrainConfig(model="", data="", out="")
+LORA_FIELDS = ("rank", "alpha", "dropout", "rslora")
+TRAINING_FIELDS = ("epochs", "max_steps", "lr", "batch_size", "grad_accum", "max_length", "warmup",
+                   "eval_fraction", "seed", "merge")
+
+
+class JobForm(forms.Form):
+    name = forms.CharField(max_length=200, required=False,
+                           help_text="A name to find this job by; left empty, it is made from the model and dataset.")
+    base_model = forms.ModelChoiceField(queryset=BaseModel.objects.all(), empty_label=None,
+                                        help_text="The pretrained model the adapter is trained on top of.")
+    dataset = forms.ModelChoiceField(queryset=None, empty_label=None,
+                                     help_text="The examples to learn from (upload one on the Datasets page).")
+    eval_dataset = forms.ModelChoiceField(queryset=None, required=False, empty_label="— split from the dataset —",
+                                          help_text="Optional held-out examples; otherwise a fraction of the "
+                                                    "dataset is held out (eval fraction).")
+    task = forms.ChoiceField(choices=[("", "— as the dataset says —")] + [(t, t) for t in states.TASKS],
+                             required=False,
+                             help_text="causal-lm learns to write the completions; classification learns the labels.")
+    rank = forms.IntegerField(initial=DEFAULTS.lora.rank,
+                              help_text="r: width of the low-rank update. Higher learns more, costs more (4–64).")
+    alpha = forms.FloatField(initial=DEFAULTS.lora.alpha,
+                             help_text="Scales the update by alpha/r; twice the rank is a common choice.")
+    dropout = forms.FloatField(initial=DEFAULTS.lora.dropout,
+                               help_text="Dropout on the LoRA branch's input, against overfitting small datasets.")
+    targets = forms.ChoiceField(choices=[(p, p) for p in TARGET_PRESETS] + [(CUSTOM, "custom list…")],
+                                initial=DEFAULTS.lora.targets,
+                                help_text="Which linear layers get an adapter: attention only, attention and MLP, "
+                                          "or every linear layer.")
+    custom_targets = forms.CharField(required=False, max_length=500,
+                                     help_text='Module-name suffixes separated by commas ("q_proj,v_proj"), or '
+                                               '"re:" and a regular expression on full names.')
+    rslora = forms.BooleanField(required=False, initial=DEFAULTS.lora.rslora,
+                                help_text="Rank-stabilised LoRA: scale by alpha/√r, steadier at high ranks.")
+    epochs = forms.FloatField(initial=DEFAULTS.epochs,
+                              help_text="Passes over the training examples (fractions allowed).")
+    max_steps = forms.IntegerField(required=False,
+                                   help_text="Stop after this many optimizer steps instead (overrides epochs).")
+    lr = forms.FloatField(initial=DEFAULTS.lr, label="Learning rate",
+                          help_text="Peak learning rate; LoRA usually wants 1e-4 to 5e-4.")
+    batch_size = forms.IntegerField(initial=DEFAULTS.batch_size,
+                                    help_text="Examples per forward pass; lower it if memory runs out.")
+    grad_accum = forms.IntegerField(initial=DEFAULTS.grad_accum, label="Gradient accumulation",
+                                    help_text="Batches summed per optimizer step: a bigger effective batch for "
+                                              "the same memory.")
+    max_length = forms.IntegerField(initial=DEFAULTS.max_length,
+                                    help_text="Tokens kept per example; longer ones are cut. Memory grows with it.")
+    warmup = forms.FloatField(initial=DEFAULTS.warmup,
+                              help_text="Fraction of the steps during which the learning rate ramps up from 0.")
+    eval_fraction = forms.FloatField(initial=DEFAULTS.eval_fraction,
+                                     help_text="Fraction of the dataset held out to evaluate before and after.")
+    seed = forms.IntegerField(initial=DEFAULTS.seed,
+                              help_text="Makes the split, the shuffling and the initialisation repeatable.")
+    merge = forms.BooleanField(required=False, initial=DEFAULTS.merge, label="Merge at the end",
+                               help_text="Also export a full model with the adapter merged in (bigger download).")
+
+    def __init__(self, *args, datasets=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["dataset"].queryset = datasets
+        self.fields["eval_dataset"].queryset = datasets
+
+    def clean(self):
+        data = super().clean()
+        model, dataset, eval_dataset = data.get("base_model"), data.get("dataset"), data.get("eval_dataset")
+        if dataset is not None and not data.get("task"):
+            data["task"] = dataset.task or (model.default_task if model else "causal-lm")
+        if data.get("targets") == CUSTOM:
+            if not data.get("custom_targets", "").strip():
+                self.add_error("custom_targets", "List the module names to target, or pick a preset.")
+                return data
+        if self.errors:
+            return data
+        task = data["task"]  # read once: add_error() drops a field from cleaned_data
+        self._check_model(model, task)
+        for field, chosen in (("dataset", dataset), ("eval_dataset", eval_dataset)):
+            if chosen is not None:
+                self._check_dataset(field, chosen, task)
+        if eval_dataset is not None and eval_dataset == dataset:
+            self.add_error("eval_dataset", "Pick a different dataset to evaluate on, or leave it empty to hold "
+                                           "out a fraction of the training one.")
+        self._check_settings(task)
+        if not self.errors and model.is_ready:
+            self._check_targets(model, task)
+        if not data.get("name"):
+            data["name"] = f"{model.name} · {dataset.name}"[:200]
+        return data
+
+    def _check_model(self, model, task):
+        if model.status == BaseModel.Status.FAILED:
+            self.add_error("base_model", f"{model.name} is unavailable: {model.error}")
+        elif not model.is_ready:
+            self.add_error("base_model", f"{model.name} is still being inspected; try again in a moment.")
+        elif model.task_types and task not in model.task_types:
+            self.add_error("task", f"{model.name} cannot be trained for {task}; it supports "
+                                   f"{', '.join(model.task_types)}.")
+
+    def _check_dataset(self, field, dataset, task):
+        if dataset.status == "invalid":
+            self.add_error(field, f"{dataset.name} did not pass validation: {dataset.error or 'see its page'}.")
+        elif dataset.status == "ready" and dataset.task and dataset.task != task:
+            self.add_error(field, f"{dataset.name} is a {dataset.task} dataset, but this job's task is {task}.")
+
+    def _check_settings(self, task):
+        values = self.settings_dict()
+        try:
+            TrainConfig.from_dict({**values, "model": "-", "data": "-", "out": "-", "task": task}).check()
+        except ConfigError as error:
+            field = error.field if error.field in self.fields else None
+            if field == "targets" and self.cleaned_data.get("targets") == CUSTOM:
+                field = "custom_targets"
+            self.add_error(field, str(error).split(": ", 1)[-1] if field else str(error))
+
+    def _check_targets(self, model, task):
+        """The targets must match layers of this model: the estimate resolves them as the engine will."""
+        from trainer.estimate import estimate
+
+        data = self.cleaned_data
+        try:
+            estimate(model.info, targets=self.targets_spec(), rank=data["rank"], task=task,
+                     batch_size=data["batch_size"], max_length=data["max_length"])
+        except TrainerError as error:
+            self.add_error("custom_targets" if data["targets"] == CUSTOM else "targets", str(error))
+
+    def targets_spec(self) -> str:
+        data = self.cleaned_data
+        return data["custom_targets"].strip() if data.get("targets") == CUSTOM else data.get("targets", "")
+
+    def settings_dict(self) -> dict:
+        """The TrainConfig-shaped settings the job stores (no paths, no model, no task)."""
+        data = self.cleaned_data
+        lora = {name: data.get(name) for name in LORA_FIELDS}
+        lora["targets"] = self.targets_spec()
+        values = {name: data.get(name) for name in TRAINING_FIELDS}
+        if data.get("eval_dataset") is not None:
+            values["eval_fraction"] = 0.0
+        return {**values, "lora": lora}
+
+
+def initial_from(job) -> dict:
+    """Form values that reproduce `job`'s settings (for Clone)."""
+    settings = dict(job.settings)
+    lora = settings.pop("lora", {})
+    initial = {name: settings[name] for name in TRAINING_FIELDS if name in settings}
+    initial.update({name: lora[name] for name in LORA_FIELDS if name in lora})
+    targets = lora.get("targets", LoraSettings().targets)
+    initial.update({"targets": targets} if targets in TARGET_PRESETS else {"targets": CUSTOM, "custom_targets": targets})
+    initial.update(name=f"{job.name} (copy)"[:200], base_model=job.base_model_id, dataset=job.dataset_id,
+                   eval_dataset=job.eval_dataset_id, task=job.task)
+    return initial

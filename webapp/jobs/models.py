@@ -1,0 +1,74 @@
+"""Job: one fine-tuning run of a team, from the form's settings to its metrics and artifacts; JobEvent: its history.
+
+A job's `state` changes only through `webapp.jobs.states.move`, which also records a JobEvent. `progress` and
+`history` are the database copy of what the worker streams to Redis every step (written every few seconds and at
+every state change). Artifacts are storage names under `jobs/<id>/`, set only once the files are complete.
+"""
+from django.db import models
+
+from webapp.jobs import states
+from webapp.teams.models import TeamOwned
+
+
+class Job(TeamOwned):
+    name = models.CharField(max_length=200)
+    base_model = models.ForeignKey("catalog.BaseModel", on_delete=models.PROTECT, related_name="jobs")
+    dataset = models.ForeignKey("datasets.Dataset", on_delete=models.PROTECT, related_name="jobs")
+    eval_dataset = models.ForeignKey("datasets.Dataset", on_delete=models.PROTECT, null=True, blank=True,
+                                     related_name="eval_jobs")
+    task = models.CharField(max_length=20, choices=[(t, t) for t in states.TASKS])
+    # The TrainConfig-shaped dict of LoRA and training settings (no paths: the worker fills those in).
+    settings = models.JSONField(default=dict)
+    state = models.CharField(max_length=20, choices=states.CHOICES, default=states.QUEUED, db_index=True)
+    celery_task_id = models.CharField(max_length=100, blank=True)
+    worker_name = models.CharField(max_length=200, blank=True)
+    # step, total_steps, loss, lr, tokens_per_s, eta_s, elapsed_s
+    progress = models.JSONField(default=dict, blank=True)
+    # [{"step", "loss", "lr"}] train points and [{"step", "eval": {...}}] eval points
+    history = models.JSONField(default=list, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    log_tail = models.TextField(blank=True)
+    # {"adapter": "jobs/<id>/adapter/", "merged": "jobs/<id>/merged/" or None, "metrics": "jobs/<id>/metrics.json"}
+    artifacts = models.JSONField(default=dict, blank=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["team", "-created_at"]), models.Index(fields=["state", "queued_at"])]
+
+    def __str__(self):
+        return f"{self.name} ({self.state})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in states.TERMINAL
+
+    @property
+    def percent(self) -> float:
+        total = self.progress.get("total_steps") or 0
+        if self.state == states.SUCCEEDED:
+            return 100.0
+        return round(100.0 * min(self.progress.get("step", 0) / total, 1.0), 1) if total else 0.0
+
+    def storage_prefix(self) -> str:
+        return f"jobs/{self.pk}/"
+
+
+class JobEvent(models.Model):
+    """One state change of a job: from, to, why, when (written by states.move in the same transaction)."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="events")
+    from_state = models.CharField(max_length=20, blank=True)
+    to_state = models.CharField(max_length=20)
+    reason = models.TextField(blank=True)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["at", "pk"]
+
+    def __str__(self):
+        return f"job {self.job_id}: {self.from_state or '-'} -> {self.to_state}"

@@ -1,0 +1,80 @@
+"""Putting jobs on the training queue, taking them off (cancel), and where a queued job stands in line.
+
+The web process never imports the task code: it sends the task by name (`workers.jobs.train`, queue `train`).
+"""
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from webapp.jobs import conf, live, states
+
+TRAIN_TASK = "workers.jobs.train"
+
+
+def submit(job) -> None:
+    """Give a saved job its task id and send the task once the transaction commits."""
+    from webapp.jobs.models import Job
+
+    job.celery_task_id = uuid.uuid4().hex
+    Job.objects.filter(pk=job.pk).update(celery_task_id=job.celery_task_id)
+    pk, task_id = job.pk, job.celery_task_id
+    transaction.on_commit(lambda: send(pk, task_id))
+
+
+def send(job_id: int, task_id: str | None = None) -> None:
+    from workers.celery_app import app
+
+    app.send_task(TRAIN_TASK, args=[job_id], queue="train", task_id=task_id)
+
+
+def cancel(job, who: str) -> str:
+    """Cancel `job`: a waiting one is marked cancelled and its task revoked; a running one is asked to stop
+    (its worker checkpoints and ends it `cancelled`), unless its worker is silent. Returns what happened."""
+    if job.state in (states.VALIDATING, states.QUEUED):
+        try:
+            states.move(job, states.CANCELLED, reason=f"cancelled by {who} before it ran")
+        except states.TransitionRefused as refused:
+            if refused.current != states.RUNNING:
+                return f"it is already {refused.current}"
+            job.refresh_from_db()
+        else:
+            _revoke(job.celery_task_id)
+            return "cancelled"
+    if job.state == states.RUNNING:
+        if worker_is_silent(job):
+            states.move(job, states.CANCELLED, reason=f"cancelled by {who}; its worker was not responding")
+            return "cancelled"
+        live.request_cancel(job.pk)
+        live.publish(job.pk, {"type": "log", "line": f"cancel requested by {who}: stopping at the next step"})
+        return "stopping"
+    return f"it is already {job.state}"
+
+
+def _revoke(task_id: str) -> None:
+    if not task_id:
+        return
+    from workers.celery_app import app
+
+    # Best effort: a worker that never heard of the revoke still finds the job cancelled and skips it.
+    try:
+        app.control.revoke(task_id)
+    except Exception:  # broker down: the state check in the task is the real guard
+        pass
+
+
+def worker_is_silent(job) -> bool:
+    beat = job.heartbeat_at or job.started_at
+    return beat is None or timezone.now() - beat > timedelta(seconds=conf.HEARTBEAT_TIMEOUT_S)
+
+
+def queue_position(job) -> int | None:
+    """1 for the next queued job to start, counting every team's queued jobs (only the number is shown)."""
+    from webapp.jobs.models import Job
+
+    if job.state != states.QUEUED or job.queued_at is None:
+        return None
+    return Job.objects.filter(state=states.QUEUED, queued_at__lt=job.queued_at).count() + 1

@@ -1,0 +1,28 @@
+"""Creating jobs, shared by the job pages and the JSON API: which datasets a team may train on, and the one
+way a job row comes to exist (initial state, first event, task sent once committed)."""
+from django.db import transaction
+
+from webapp.datasets.models import Dataset
+from webapp.jobs import queue, states
+from webapp.jobs.models import Job
+from webapp.teams.scoping import team_queryset
+
+
+def selectable_datasets(request):
+    """The request team's datasets a job can use (validating ones too: the job waits for them)."""
+    return team_queryset(request, Dataset).exclude(status="invalid")
+
+
+def create_job(team, user, form) -> Job:
+    """Create the job a valid JobForm describes: `validating` while a dataset is, else `queued`."""
+    data = form.cleaned_data
+    waiting = any(d is not None and d.status == "validating" for d in (data["dataset"], data.get("eval_dataset")))
+    with transaction.atomic():
+        job = Job.objects.create(
+            team=team, created_by=user, name=data["name"], base_model=data["base_model"], dataset=data["dataset"],
+            eval_dataset=data.get("eval_dataset"), task=data["task"], settings=form.settings_dict(),
+            state=states.initial_state(waiting_for_dataset=waiting))
+        states.record_creation(job, f"created by {user}")
+        queue.submit(job)
+    job.refresh_from_db()
+    return job

@@ -1,0 +1,70 @@
+"""What the job page reads while a job runs: a snapshot (database + Redis's latest step) and a server-sent
+event stream relaying the job's Redis channel.
+
+The stream subscribes before it takes the snapshot, so no event falls between the two. It ends when the job
+reaches a terminal state, or after STREAM_MAX_S (the browser's EventSource reconnects by itself), which keeps a
+gunicorn thread from being held forever; a comment line every PING_S finds clients that went away.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+from django.http import StreamingHttpResponse
+
+from webapp.jobs import live, states
+
+STREAM_MAX_S = 300
+PING_S = 15
+RECONNECT_MS = 2000
+
+
+def progress_snapshot(job, since_step: int = -1) -> dict:
+    """The job's state and progress; during a run the step comes from Redis (fresher than the database)."""
+    progress = dict(job.progress)
+    log_lines = job.log_tail.splitlines()[-50:]
+    if job.state == states.RUNNING:
+        latest = live.latest(job.pk)
+        if latest and latest.get("step", 0) >= progress.get("step", 0):
+            progress = {k: v for k, v in latest.items() if k not in ("type", "t")}
+        log_lines = live.log_lines(job.pk) or log_lines
+    return {"id": job.pk, "state": job.state, "terminal": job.is_terminal, "error": job.error,
+            "progress": progress, "log": log_lines,
+            "history": [p for p in job.history if p.get("step", 0) > since_step]}
+
+
+def _event(data: dict, name: str | None = None) -> str:
+    head = f"event: {name}\n" if name else ""
+    return f"{head}data: {json.dumps(data)}\n\n"
+
+
+def events(job):
+    pubsub = live.subscribe(job.pk)
+    try:
+        snapshot = progress_snapshot(job)
+        yield f"retry: {RECONNECT_MS}\n" + _event(snapshot, "snapshot")
+        if snapshot["terminal"]:
+            return
+        started = last_sent = time.monotonic()
+        while time.monotonic() - started < STREAM_MAX_S:
+            message = pubsub.get_message(timeout=1.0)
+            if message is None:
+                if time.monotonic() - last_sent >= PING_S:
+                    last_sent = time.monotonic()
+                    yield ": ping\n\n"
+                continue
+            data = message["data"].decode()
+            last_sent = time.monotonic()
+            yield f"data: {data}\n\n"
+            event = json.loads(data)
+            if event.get("type") == "state" and event.get("state") in states.TERMINAL:
+                return
+    finally:
+        pubsub.close()
+
+
+def sse_response(job) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(events(job), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # a proxy in front must pass events on at once
+    return response

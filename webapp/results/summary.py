@@ -1,0 +1,121 @@
+"""What the results pages show, computed from a job's row: parameter savings, eval before/after, loss series,
+and its settings as flat rows (for the side-by-side comparison).
+
+Everything reads `job.metrics` (the trainer's metrics.json, stored when the job finished) and falls back to the
+job's own `history` for the loss curve. Pure functions: no storage, no templates.
+"""
+from __future__ import annotations
+
+import math
+
+# (key in an eval dict, label, higher is better)
+EVAL_METRICS = {
+    "causal-lm": [("eval_loss", "Eval loss", False), ("perplexity", "Perplexity", False)],
+    "classification": [("eval_loss", "Eval loss", False), ("accuracy", "Accuracy", True),
+                       ("macro_f1", "Macro-F1", True)],
+}
+PERCENT_METRICS = ("accuracy", "macro_f1")
+SETTING_LABELS = {
+    "lora.rank": "LoRA rank", "lora.alpha": "LoRA alpha", "lora.dropout": "LoRA dropout",
+    "lora.targets": "Target modules", "lora.rslora": "rsLoRA", "epochs": "Epochs", "max_steps": "Max steps",
+    "batch_size": "Batch size", "grad_accum": "Gradient accumulation", "lr": "Learning rate",
+    "warmup": "Warmup (fraction)", "max_length": "Max length", "eval_fraction": "Eval fraction", "seed": "Seed",
+    "merge": "Merge at end",
+}
+
+
+def savings(metrics: dict) -> dict | None:
+    """Trainable vs total parameters and adapter vs full-model size, or None when the job recorded none."""
+    needed = ("trainable_params", "total_params", "adapter_bytes", "base_model_bytes")
+    if not all(metrics.get(key) for key in needed):
+        return None
+    trainable, total = metrics["trainable_params"], metrics["total_params"]
+    adapter, full = metrics["adapter_bytes"], metrics["base_model_bytes"]
+    return {"trainable": trainable, "total": total, "percent": 100.0 * trainable / total,
+            "adapter_bytes": adapter, "full_bytes": full, "times_smaller": full / adapter}
+
+
+def eval_rows(task: str, before: dict | None, after: dict | None) -> list[dict]:
+    """Rows {label, before, after, change, improved} for the metrics both evals have."""
+    before, after = before or {}, after or {}
+    rows = []
+    for key, label, higher_is_better in EVAL_METRICS.get(task, []):
+        b, a = before.get(key), after.get(key)
+        if b is None and a is None:
+            continue
+        change = a - b if _number(a) and _number(b) else None
+        improved = None if change is None or change == 0 else (change > 0) == higher_is_better
+        percent = key in PERCENT_METRICS
+        rows.append({"key": key, "label": label, "before": b, "after": a, "change": change, "improved": improved,
+                     "percent": percent, "kind": "percent" if percent else "number"})
+    return rows
+
+
+def confusion(evaluation: dict | None) -> dict | None:
+    """{labels, rows: [(true label, [(count, shade 0..1, is diagonal)])]} for a table with shaded cells."""
+    matrix = (evaluation or {}).get("confusion_matrix")
+    if not matrix:
+        return None
+    peak = max((c for row in matrix["matrix"] for c in row), default=0) or 1
+    rows = [(label, [(count, round(count / peak, 3), i == j) for j, count in enumerate(row)])
+            for i, (label, row) in enumerate(zip(matrix["labels"], matrix["matrix"]))]
+    return {"labels": matrix["labels"], "rows": rows}
+
+
+def train_points(job) -> list[tuple[float, float]]:
+    history = (job.metrics or {}).get("history") or [p for p in job.history or [] if "loss" in p]
+    return [(p["step"], p["loss"]) for p in history if _number(p.get("loss"))]
+
+
+def eval_points(job) -> list[tuple[float, float]]:
+    """Eval loss at step 0 (the base model), at each periodic eval, and after training."""
+    metrics = job.metrics or {}
+    points = []
+    if _number((metrics.get("base_eval") or {}).get("eval_loss")):
+        points.append((0, metrics["base_eval"]["eval_loss"]))
+    for entry in metrics.get("eval_history") or []:
+        if _number(entry.get("eval_loss")):
+            points.append((entry["step"], entry["eval_loss"]))
+    final = (metrics.get("final_eval") or {}).get("eval_loss")
+    steps = metrics.get("steps")
+    if _number(final) and steps is not None and (steps, final) not in points:
+        points.append((steps, final))
+    return sorted(set(points))
+
+
+def loss_series(job, color: int = 0, prefix: str = "") -> list[dict]:
+    series = [{"name": f"{prefix}train loss", "points": train_points(job), "style": "line", "color": color}]
+    evals = eval_points(job)
+    if evals:
+        series.append({"name": f"{prefix}eval loss", "points": evals, "style": "dots", "color": color})
+    return series
+
+
+def flat_settings(job) -> dict[str, str]:
+    """The job's identity and settings as {label: text}, nested LoRA settings flattened."""
+    rows = {"Base model": str(job.base_model), "Dataset": str(job.dataset), "Task": job.task}
+    for key, value in _flatten(job.settings or {}):
+        rows[SETTING_LABELS.get(key, key.replace("_", " ").capitalize())] = _text(value)
+    return rows
+
+
+def _flatten(data: dict, prefix: str = ""):
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _text(value) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

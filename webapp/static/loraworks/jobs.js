@@ -1,0 +1,248 @@
+// Job pages: the create form's live estimate, and the job page's live progress (server-sent events, polling
+// fallback) with a loss chart drawn as inline SVG.
+"use strict";
+
+const fmt = {
+  count(n) { return n == null ? "—" : Math.round(n).toLocaleString("en-US"); },
+  bytes(n) {
+    if (n == null) return "—";
+    const units = ["B", "KB", "MB", "GB", "TB"];
+    let i = 0;
+    while (n >= 1024 && i < units.length - 1) { n /= 1024; i += 1; }
+    return `${n.toFixed(n >= 100 || i === 0 ? 0 : 1)} ${units[i]}`;
+  },
+  percent(p) { return p == null ? "—" : `${p < 0.01 ? p.toPrecision(2) : p.toFixed(p < 1 ? 3 : 2)} %`; },
+  duration(s) {
+    if (s == null || s === "" || !isFinite(s)) return "—";
+    s = Math.max(0, Math.round(s));
+    const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = s % 60;
+    return h ? `${h}h ${m}m` : m ? `${m}m ${sec}s` : `${sec}s`;
+  },
+  number(x, digits = 4) { return x == null ? "—" : Number(x).toPrecision(digits); },
+};
+
+// --- the create form ------------------------------------------------------------------------------------------
+
+function setupJobForm(form) {
+  const field = (name) => form.elements[name];
+  const panel = document.getElementById("estimate");
+  const show = (key, text) => { panel.querySelector(`[data-estimate="${key}"]`).textContent = text; };
+  const error = panel.querySelector('[data-estimate="error"]');
+  let timer = null, sequence = 0;
+
+  function toggleCustom() {
+    document.getElementById("field-custom_targets").hidden = field("targets").value !== "custom";
+  }
+  function presetTask() {
+    const option = field("dataset").selectedOptions[0];
+    if (option && option.dataset.task) field("task").value = option.dataset.task;
+  }
+  async function refresh() {
+    const targets = field("targets").value === "custom" ? field("custom_targets").value : field("targets").value;
+    if (!field("base_model").value) return;
+    const params = new URLSearchParams({
+      base_model: field("base_model").value, task: field("task").value, targets,
+      rank: field("rank").value, batch_size: field("batch_size").value, max_length: field("max_length").value,
+    });
+    const mine = ++sequence;
+    let data;
+    try {
+      const response = await fetch(`${form.getAttribute("data-estimate-url")}?${params}`, { headers: { Accept: "application/json" } });
+      data = await response.json();
+    } catch (e) { return; }
+    if (mine !== sequence) return;  // a newer request has been sent: its answer wins
+    error.hidden = !data.error;
+    error.textContent = data.error || "";
+    if (data.error) return;
+    show("trainable", fmt.count(data.trainable));
+    show("percent", fmt.percent(data.percent));
+    show("adapter", fmt.bytes(data.adapter_bytes));
+    show("base", `${fmt.bytes(data.base_model_bytes)} (adapter is ×${Math.round(1 / Math.max(data.ratio, 1e-12)).toLocaleString("en-US")} smaller)`);
+    show("memory", `≈ ${fmt.bytes(data.memory.total)}`);
+    panel.querySelector('[data-estimate="bar"]').setAttribute("width", Math.max(1, 200 * Math.min(data.ratio, 1)));
+  }
+  const schedule = () => { clearTimeout(timer); timer = setTimeout(refresh, 150); };
+  form.addEventListener("input", schedule);
+  form.addEventListener("change", (event) => {
+    if (event.target.name === "dataset") presetTask();
+    if (event.target.name === "targets") toggleCustom();
+    schedule();
+  });
+  toggleCustom();
+  if (!field("task").value) presetTask();
+  refresh();
+}
+
+// --- the loss chart -----------------------------------------------------------------------------------------
+
+const SVG = "http://www.w3.org/2000/svg";
+
+function drawLossChart(svg, history, totalSteps) {
+  const W = 640, H = 240, left = 48, right = 12, top = 12, bottom = 28;
+  const train = history.filter((p) => p.loss != null && !p.eval).map((p) => [p.step, p.loss]);
+  const evals = history.filter((p) => p.eval && p.eval.loss != null).map((p) => [p.step, p.eval.loss]);
+  const all = train.concat(evals);
+  svg.replaceChildren();
+  const add = (name, attrs, text) => {
+    const el = document.createElementNS(SVG, name);
+    for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+    if (text != null) el.textContent = text;
+    svg.appendChild(el);
+    return el;
+  };
+  if (!all.length) {
+    add("text", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "axis-label" }, "The loss appears here once training starts.");
+    return;
+  }
+  const maxX = Math.max(totalSteps || 0, ...all.map((p) => p[0]), 1);
+  let minY = Math.min(...all.map((p) => p[1])), maxY = Math.max(...all.map((p) => p[1]));
+  if (maxY - minY < 1e-9) { minY -= 0.5; maxY += 0.5; }
+  const pad = (maxY - minY) * 0.05;
+  minY -= pad; maxY += pad;
+  const x = (s) => left + (W - left - right) * (s / maxX);
+  const y = (v) => top + (H - top - bottom) * (1 - (v - minY) / (maxY - minY));
+  add("line", { x1: left, y1: H - bottom, x2: W - right, y2: H - bottom, class: "axis" });
+  add("line", { x1: left, y1: top, x2: left, y2: H - bottom, class: "axis" });
+  for (const v of [minY + pad, (minY + maxY) / 2, maxY - pad]) {
+    add("text", { x: left - 6, y: y(v) + 4, "text-anchor": "end", class: "axis-label" }, v.toPrecision(3));
+    add("line", { x1: left, y1: y(v), x2: W - right, y2: y(v), class: "grid-line" });
+  }
+  add("text", { x: W - right, y: H - 8, "text-anchor": "end", class: "axis-label" }, `step ${maxX}`);
+  add("text", { x: left, y: H - 8, "text-anchor": "start", class: "axis-label" }, "0");
+  const path = (points) => points.map((p, i) => `${i ? "L" : "M"}${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join("");
+  if (train.length) add("path", { d: path(train), class: "line train" });
+  if (evals.length) {
+    add("path", { d: path(evals), class: "line eval" });
+    for (const p of evals) add("circle", { cx: x(p[0]), cy: y(p[1]), r: 3.5, class: "dot eval" });
+  }
+}
+
+// --- the job page ---------------------------------------------------------------------------------------------
+
+function setupJobPage(root) {
+  const snapshot = JSON.parse(document.getElementById("job-snapshot").textContent);
+  const live = (key) => root.parentElement.querySelector(`[data-live="${key}"]`) || document.querySelector(`[data-live="${key}"]`);
+  const chart = document.getElementById("loss-chart");
+  const logBox = document.getElementById("log");
+  let history = snapshot.history || [];
+  let progress = snapshot.progress || {};
+  let state = snapshot.state;
+  let lastStep = progress.step || 0;
+  let drawPending = false;
+  let elapsedBase = { seconds: progress.elapsed_s, at: Date.now() };
+
+  function redraw() {
+    if (drawPending) return;
+    drawPending = true;
+    requestAnimationFrame(() => { drawPending = false; drawLossChart(chart, history, progress.total_steps); });
+  }
+  function showProgress(p) {
+    progress = p;
+    const total = p.total_steps || 0;
+    live("step").textContent = p.step || 0;
+    live("total").textContent = total || "?";
+    live("bar").style.width = `${total ? Math.min(100, 100 * (p.step || 0) / total) : 0}%`;
+    live("eta").textContent = fmt.duration(p.eta_s);
+    live("tps").textContent = p.tokens_per_s == null ? "—" : fmt.count(p.tokens_per_s);
+    live("loss").textContent = fmt.number(p.loss);
+    elapsedBase = { seconds: p.elapsed_s, at: Date.now() };
+    live("elapsed").textContent = fmt.duration(p.elapsed_s);
+  }
+  function appendLog(line) {
+    const atBottom = logBox.scrollTop + logBox.clientHeight >= logBox.scrollHeight - 8;
+    logBox.textContent += (logBox.textContent ? "\n" : "") + line;
+    const lines = logBox.textContent.split("\n");
+    if (lines.length > 300) logBox.textContent = lines.slice(-300).join("\n");
+    if (atBottom) logBox.scrollTop = logBox.scrollHeight;
+  }
+  function showState(newState, error) {
+    state = newState;
+    const badge = live("state");
+    badge.textContent = newState;
+    badge.className = `badge ${newState}`;
+    const waiting = document.querySelector('[data-live="waiting"]');
+    if (waiting && newState !== "queued" && newState !== "validating") waiting.hidden = true;
+    if (error) { live("error").hidden = false; live("error-text").textContent = error; }
+  }
+  function finished() {
+    // The page gains its end-of-run parts (results link, no cancel button): fetch it again.
+    setTimeout(() => window.location.reload(), 800);
+  }
+  function applySnapshot(s) {
+    history = s.history || [];
+    showProgress(s.progress || {});
+    lastStep = (s.progress || {}).step || 0;
+    if (s.log) logBox.textContent = s.log.join("\n");
+    if (s.state !== state) { showState(s.state, s.error); if (s.terminal) finished(); }
+    redraw();
+  }
+  function handle(event) {
+    if (event.type === "step") {
+      showProgress(event);
+      lastStep = event.step;
+      history.push({ step: event.step, loss: event.loss, lr: event.lr });
+      redraw();
+      if (state !== "running") showState("running");
+    } else if (event.type === "eval") {
+      history.push({ step: event.step, stage: event.stage, eval: event.eval });
+      redraw();
+    } else if (event.type === "log") {
+      appendLog(event.line);
+    } else if (event.type === "state") {
+      showState(event.state, event.state === "failed" ? event.reason : "");
+      if (["succeeded", "failed", "cancelled"].includes(event.state)) finished();
+    }
+  }
+
+  function poll() {
+    const tick = async () => {
+      try {
+        const response = await fetch(`${root.dataset.progressUrl}?since=${lastStep}`, { headers: { Accept: "application/json" } });
+        const s = await response.json();
+        history = history.concat(s.history || []);
+        if (s.log) logBox.textContent = s.log.join("\n");
+        showProgress(s.progress || {});
+        lastStep = (s.progress || {}).step || lastStep;
+        redraw();
+        if (s.state !== state) showState(s.state, s.error);
+        if (s.terminal) { finished(); return; }
+      } catch (e) { /* try again at the next tick */ }
+      setTimeout(tick, 2000);
+    };
+    tick();
+  }
+
+  function stream() {
+    if (!window.EventSource) { poll(); return; }
+    const source = new EventSource(root.dataset.eventsUrl);
+    let failures = 0;
+    source.addEventListener("snapshot", (e) => { failures = 0; applySnapshot(JSON.parse(e.data)); if (JSON.parse(e.data).terminal) source.close(); });
+    source.onmessage = (e) => {
+      failures = 0;
+      const event = JSON.parse(e.data);
+      handle(event);
+      if (event.type === "state" && ["succeeded", "failed", "cancelled"].includes(event.state)) source.close();
+    };
+    source.onerror = () => {
+      failures += 1;
+      if (failures >= 3) { source.close(); poll(); }  // the stream keeps failing (a proxy?): poll instead
+    };
+  }
+
+  showProgress(progress);
+  redraw();
+  setInterval(() => {
+    if (state === "running" && elapsedBase.seconds != null) {
+      live("elapsed").textContent = fmt.duration(elapsedBase.seconds + (Date.now() - elapsedBase.at) / 1000);
+    }
+  }, 1000);
+  logBox.scrollTop = logBox.scrollHeight;
+  if (!snapshot.terminal) stream();
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const form = document.getElementById("job-form");
+  if (form) setupJobForm(form);
+  const job = document.getElementById("job");
+  if (job) setupJobPage(job);
+});

@@ -1,0 +1,30 @@
+"""Team pages: switch the current team, and a team's page with its members."""
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_POST
+
+from webapp.teams.middleware import SESSION_KEY
+from webapp.teams.models import Membership, Team
+
+
+@login_required
+@require_POST
+def switch_team(request):
+    membership = get_object_or_404(Membership, user=request.user, team_id=request.POST.get("team") or 0)
+    request.session[SESSION_KEY] = membership.team_id
+    messages.success(request, f"Switched to team {membership.team.name}.")
+    target = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
+                                           require_https=request.is_secure()):
+        target = "dashboard"
+    return redirect(target)
+
+
+@login_required
+def team_detail(request, team_id: int):
+    # A team's page is visible to its members only; to anyone else it does not exist.
+    team = get_object_or_404(Team, pk=team_id, members=request.user)
+    memberships = team.memberships.select_related("user").order_by("user__username")
+    return render(request, "teams/detail.html", {"team": team, "memberships": memberships})

@@ -1,0 +1,40 @@
+"""Inspecting catalog entries: `trainer.inspect_model.inspect` on a worker, its result recorded on the entry.
+
+Entries are sent here by the admin (on add, or "Inspect again") and by `manage.py register_demo_models`, which
+`./run.sh` runs at start for the demo entries the migration registered.
+"""
+import logging
+
+from workers.celery_app import app
+
+log = logging.getLogger(__name__)
+
+
+@app.task(name="workers.catalog.inspect", acks_late=True, reject_on_worker_lost=True)
+def inspect_entry(entry_id: int) -> str:
+    from trainer.errors import TrainerError
+    from trainer.inspect_model import inspect
+
+    from webapp.catalog.models import BaseModel
+
+    entry = BaseModel.objects.filter(pk=entry_id).first()
+    if entry is None:
+        return "gone"
+    try:
+        info = inspect(entry.source)
+    except TrainerError as error:
+        return _failed(entry, str(error))
+    except Exception as error:  # a broken config or weight file: say what it was, keep the worker alive
+        log.exception("inspecting %s failed", entry.source)
+        return _failed(entry, f"could not inspect {entry.source}: {type(error).__name__}: {error}")
+    BaseModel.objects.filter(pk=entry.pk).update(
+        status=BaseModel.Status.READY, error="", info=info, architecture=info["architecture"],
+        model_type=info["model_type"], task_types=info["tasks"], is_demo=entry.is_demo or info["demo"])
+    return BaseModel.Status.READY
+
+
+def _failed(entry, reason: str) -> str:
+    from webapp.catalog.models import BaseModel
+
+    BaseModel.objects.filter(pk=entry.pk).update(status=BaseModel.Status.FAILED, error=reason)
+    return BaseModel.Status.FAILED

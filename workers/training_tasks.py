@@ -1,0 +1,294 @@
+"""Training a job on a worker (queue `train`), resuming it after a lost worker, and sweeping jobs whose worker
+went silent.
+
+`train_job` copies the dataset from storage to a local scratch folder, runs `trainer.train.train` with a
+`JobReporter`, uploads checkpoints to storage as they appear (`jobs/<id>/checkpoints/step-N/`, then a
+`latest.json` pointer written last, so a half-uploaded checkpoint is never used), and at the end uploads the
+adapter, the merged model and metrics.json before marking the job succeeded. Late acknowledgement means a task
+whose worker was killed is handed out again: the new delivery finds the job `running`, downloads the last
+checkpoint and continues (`resume=True`). The job lease (workers.progress) keeps two deliveries from both training.
+
+The sweeper (a thread in every worker) finds running jobs with no heartbeat for JOB_HEARTBEAT_TIMEOUT_S and
+enqueues their resumption, or fails them when they were already resumed JOB_MAX_RESUMES times.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import threading
+import traceback
+from datetime import timedelta
+from pathlib import Path
+
+from celery.signals import worker_ready
+from django.db import connection
+from django.utils import timezone
+
+from webapp.jobs import conf, queue, states
+from webapp.jobs.storage import delete_tree, get_file, job_prefix, put_bytes, put_file, put_tree, read_bytes
+from workers.celery_app import app
+from workers.progress import Heartbeat, JobReporter, job_lease, retry_db
+
+log = logging.getLogger(__name__)
+VALIDATION_POLL_S = 3
+
+
+@app.task(name=queue.TRAIN_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+def train_job(self, job_id: int) -> str:
+    job = _load(job_id)
+    if job is None or job.is_terminal:
+        return "nothing to do"
+    if job.state == states.VALIDATING:
+        dataset_state = _dataset_gate(job)
+        if dataset_state == "validating":
+            raise self.retry(countdown=VALIDATION_POLL_S)
+        if dataset_state == "failed":
+            return states.FAILED
+    with job_lease(job_id) as token:
+        if token is None:
+            return "duplicate delivery: another worker holds this job"
+        job = _load(job_id)
+        if job is None or job.is_terminal:
+            return "nothing to do"
+        resuming = job.state == states.RUNNING
+        if resuming and resume_count(job) >= conf.MAX_RESUMES:
+            _fail(job, None, lost_worker_message(job, resume_count(job)))
+            return states.FAILED
+        try:
+            states.move(job, states.RUNNING, worker_name=self.request.hostname or "", error="",
+                        celery_task_id=self.request.id or job.celery_task_id,
+                        reason=f"resumed on {self.request.hostname} after its worker was lost" if resuming
+                        else f"started on {self.request.hostname}")
+        except states.TransitionRefused:
+            return "cancelled before it started"
+        return _run(job, token, resuming)
+
+
+def _load(job_id: int):
+    from webapp.jobs.models import Job
+
+    return retry_db(lambda: Job.objects.select_related("base_model", "dataset", "eval_dataset")
+                    .filter(pk=job_id).first())
+
+
+def _dataset_gate(job) -> str:
+    """For a job waiting on its dataset's validation: `validating` (still), `failed`, or `ready` (now queued)."""
+    for dataset in filter(None, (job.dataset, job.eval_dataset)):
+        if dataset.status == "invalid":
+            _fail(job, None, f"dataset {dataset.name!r} is invalid: {dataset.error or 'see its page'}. "
+                             "Fix the file (the dataset page lists the rows at fault) and start a new job.")
+            return "failed"
+    if any(d.status == "validating" for d in filter(None, (job.dataset, job.eval_dataset))):
+        return "validating"
+    try:
+        states.move(job, states.QUEUED, reason="dataset validated")
+    except states.TransitionRefused:
+        return "failed"
+    return "ready"
+
+
+def resume_count(job) -> int:
+    return job.events.filter(from_state=states.RUNNING, to_state=states.RUNNING).count()
+
+
+def lost_worker_message(job, resumes: int) -> str:
+    return (f"the worker running this job ({job.worker_name or 'unknown'}) stopped sending heartbeats, and the job "
+            f"was already resumed {resumes} time(s) after losing its worker, so it is not resumed again. Workers "
+            "that die repeatedly on one job are often out of memory: lower batch size, max length or rank "
+            "(or raise gradient accumulation), then start it again with Clone.")
+
+
+# --- one run ---------------------------------------------------------------------------------------------------
+
+def _run(job, lease_token: str, resuming: bool) -> str:
+    from trainer.errors import TrainerError
+    from trainer.train import train
+
+    reporter = JobReporter(job)
+    heartbeat = Heartbeat(job.pk, lease_token)
+    heartbeat.start()
+    root = conf.work_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"job-{job.pk}-", dir=root))
+    try:
+        checkpoints = CheckpointSync(job, work / "out" / "checkpoints")
+        reporter.after_step = checkpoints.sync
+        if not resuming:
+            delete_tree(job_prefix(job.pk))  # whatever is there belongs to no run of this job
+        if resuming:
+            step = checkpoints.restore()
+            reporter.resume_from(step or 0)
+            reporter.on_log(f"worker lost: resuming from the checkpoint at step {step}" if step
+                            else "worker lost before any checkpoint: starting again from the beginning")
+        reporter.flush()
+        config = train_config(job, work, resume=resuming)
+        metrics = train(config, reporter)
+        checkpoints.sync()
+        return _finish(job, reporter, metrics, work / "out")
+    except TrainerError as error:
+        return _fail(job, reporter, str(error))
+    except FileNotFoundError as error:
+        return _fail(job, reporter, f"a file this job needs is missing from storage ({error.filename or error}); "
+                                    "upload the dataset again and start a new job")
+    except Exception as error:  # anything else: the person gets the type and message, the log the traceback
+        log.exception("job %s failed", job.pk)
+        reporter.on_log(traceback.format_exc())
+        return _fail(job, reporter, f"the worker hit an unexpected error: {type(error).__name__}: {error}. "
+                                    "The log has the details; if it happens again, tell an administrator.")
+    finally:
+        heartbeat.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def train_config(job, work: Path, *, resume: bool):
+    """The TrainConfig for `job`: its settings plus local copies of its data files and its work folders."""
+    from trainer.config import TrainConfig
+
+    data = _local_copy(job.dataset.file.name, work / "data")
+    eval_name = job.eval_dataset.file.name if job.eval_dataset else (job.dataset.eval_file.name or None)
+    values = {"checkpoint_every": conf.CHECKPOINT_EVERY, **job.settings,
+              "model": job.base_model.source, "task": job.task, "data": str(data), "out": str(work / "out"),
+              "eval_data": str(_local_copy(eval_name, work / "eval")) if eval_name else None,
+              "column_mapping": job.dataset.column_mapping or {}, "resume": resume}
+    config = TrainConfig.from_dict(values)
+    config.check()
+    return config
+
+
+def _local_copy(name: str, stem: Path) -> Path:
+    # Keep the extension: the reader tells JSONL, JSON and CSV apart by it.
+    return get_file(name, stem.with_suffix("".join(Path(name).suffixes)))
+
+
+def _finish(job, reporter: JobReporter, metrics: dict, out: Path) -> str:
+    if metrics.get("status") == "stopped":
+        reporter.on_log("cancelled: stopped at the next step, last checkpoint kept")
+        return _move_final(job, states.CANCELLED, "cancelled while running", **reporter.snapshot())
+    prefix = job_prefix(job.pk)
+    reporter.on_log("uploading the adapter" + (" and the merged model" if (out / "merged").is_dir() else ""))
+    put_tree(out / "adapter", prefix + "adapter/")
+    merged = None
+    if (out / "merged").is_dir():
+        put_tree(out / "merged", prefix + "merged/")
+        merged = prefix + "merged/"
+    put_file(out / "metrics.json", prefix + "metrics.json")
+    artifacts = {"adapter": prefix + "adapter/", "merged": merged, "metrics": prefix + "metrics.json"}
+    reporter.on_log("done")
+    saved = json.loads((out / "metrics.json").read_text())
+    return _move_final(job, states.SUCCEEDED, "training finished", metrics=saved, artifacts=artifacts,
+                       **reporter.snapshot())
+
+
+def _fail(job, reporter: JobReporter | None, message: str) -> str:
+    extra = {}
+    if reporter is not None:
+        reporter.on_log(f"failed: {message}")
+        extra = reporter.snapshot()
+    return _move_final(job, states.FAILED, message, error=message, **extra)
+
+
+def _move_final(job, state: str, reason: str, **fields) -> str:
+    try:
+        retry_db(lambda: states.move(job, state, reason=reason, **fields))
+    except states.TransitionRefused as refused:
+        log.warning("job %s: %s", job.pk, refused)
+        return refused.current or "gone"
+    return state
+
+
+# --- checkpoints in storage ------------------------------------------------------------------------------------
+
+class CheckpointSync:
+    """Mirrors the newest complete local checkpoint to `jobs/<id>/checkpoints/`, and brings it back to resume."""
+
+    POINTER = "latest.json"
+
+    def __init__(self, job, local_root: Path):
+        self.prefix = f"{job_prefix(job.pk)}checkpoints/"
+        # Who wrote a pointer: a database rebuilt from scratch reuses ids, never creation times.
+        self.owner = f"{job.pk}@{job.created_at.isoformat()}"
+        self.local_root = local_root
+        self.uploaded: str | None = None
+
+    def sync(self, _step: int | None = None) -> bool:
+        """Upload the newest local checkpoint if it is not in storage yet; True when it did."""
+        from trainer.checkpoint import list_checkpoints
+
+        found = list_checkpoints(self.local_root)
+        if not found or found[-1].name == self.uploaded:
+            return False
+        newest = found[-1]
+        files = put_tree(newest, f"{self.prefix}{newest.name}/")
+        put_bytes(json.dumps({"checkpoint": newest.name, "job": self.owner,
+                              "files": [name.removeprefix(self.prefix) for name in files]}).encode(),
+                  self.prefix + self.POINTER)
+        self._drop_others(keep=newest.name)
+        self.uploaded = newest.name
+        return True
+
+    def restore(self) -> int | None:
+        """Download the last uploaded checkpoint into the local folder; its step, or None if there is none."""
+        from django.core.files.storage import default_storage
+
+        if not default_storage.exists(self.prefix + self.POINTER):
+            return None
+        pointer = json.loads(read_bytes(self.prefix + self.POINTER))
+        if pointer.get("job") != self.owner:
+            return None
+        for name in pointer["files"]:
+            get_file(self.prefix + name, self.local_root / name)
+        self.uploaded = pointer["checkpoint"]
+        return int(pointer["checkpoint"].rsplit("-", 1)[-1])
+
+    def _drop_others(self, keep: str) -> None:
+        from django.core.files.storage import default_storage
+
+        folders, _ = default_storage.listdir(self.prefix)
+        for folder in folders:
+            if folder != keep:
+                delete_tree(f"{self.prefix}{folder}/")
+
+
+# --- the stale-job sweep ---------------------------------------------------------------------------
+
+def sweep_stale_jobs(now=None) -> dict:
+    """Resume (or fail) running jobs whose worker sent no heartbeat for JOB_HEARTBEAT_TIMEOUT_S."""
+    from webapp.jobs.models import Job
+
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=conf.HEARTBEAT_TIMEOUT_S)
+    outcome = {"resumed": [], "failed": []}
+    for job in Job.objects.filter(state=states.RUNNING, heartbeat_at__lt=cutoff):
+        # Claim it (several workers sweep): only the one whose update lands acts on it.
+        if not Job.objects.filter(pk=job.pk, state=states.RUNNING, heartbeat_at=job.heartbeat_at).update(
+                heartbeat_at=now):
+            continue
+        resumes = resume_count(job)
+        if resumes >= conf.MAX_RESUMES:
+            _fail(job, None, lost_worker_message(job, resumes))
+            outcome["failed"].append(job.pk)
+        else:
+            queue.send(job.pk)
+            outcome["resumed"].append(job.pk)
+    return outcome
+
+
+def _sweep_forever(interval_s: float) -> None:
+    stop = threading.Event()
+    while not stop.wait(interval_s):
+        try:
+            found = sweep_stale_jobs()
+            if found["resumed"] or found["failed"]:
+                log.info("stale jobs: %s", found)
+        except Exception as error:  # the sweeper must outlive a database or broker blip
+            log.warning("stale-job sweep failed: %s", error)
+        finally:
+            connection.close()
+
+
+@worker_ready.connect
+def start_sweeper(sender=None, **kwargs):
+    interval = max(conf.HEARTBEAT_TIMEOUT_S / 4, 2)
+    threading.Thread(target=_sweep_forever, args=(interval,), name="stale-job-sweeper", daemon=True).start()
