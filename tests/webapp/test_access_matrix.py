@@ -12,7 +12,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from finished_jobs import build_artifacts, make_job  # noqa: E402
 
 pytestmark = pytest.mark.django_db
-PUBLIC = {"login", "logout", "api:schema", "api:reference", "api:unknown"}  # open to all by design
+PUBLIC = {"login", "logout", "api:schema", "api:reference", "api:unknown", "ops:healthz"}  # open to all by design
+STAFF_ONLY = {"ops:status": "/ops/"}  # operators' pages: checked with the admin below
 
 
 def route_names(patterns=None, prefix="") -> set[str]:
@@ -116,7 +117,7 @@ def call(client, method, path, **headers):
 
 
 def test_every_route_has_a_case():
-    assert route_names() - PUBLIC == set(PAGES) | set(API)
+    assert route_names() - PUBLIC - set(STAFF_ONLY) == set(PAGES) | set(API)
 
 
 def test_anonymous_visitors_are_sent_to_sign_in_and_the_api_answers_401(client, objects):
@@ -162,15 +163,20 @@ def test_a_member_of_the_owning_team_is_answered_on_every_route(client, objects)
         assert status in {200, 202, 400, 404 if name == "api:job_merged" else 200, 409}, (name, status)
 
 
-def test_the_admin_is_for_staff_only(client, objects):
+def test_the_admin_and_the_operators_pages_are_for_staff_only(client, objects):
     assert client.get("/admin/").status_code == 302
+    for path in STAFF_ONLY.values():
+        response = client.get(path)
+        assert response.status_code == 302 and response["Location"].startswith("/login/?next="), path
     client.force_login(objects.bob)
     response = client.get("/admin/datasets/dataset/")
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
+    for path in STAFF_ONLY.values():
+        assert client.get(path).status_code == 403, path
 
 
 def test_the_matrix_counts_its_attempts(objects):
     """The README's figure: cross-team attempts made by this file (pages + API routes on team objects, and every
     list page and collection checked for leaks)."""
     scoped = sum(case[2] for case in PAGES.values()) + sum(case[2] for case in API.values())
-    assert scoped >= 20 and len(PAGES) + len(API) == len(route_names() - PUBLIC)
+    assert scoped >= 20 and len(PAGES) + len(API) == len(route_names() - PUBLIC - set(STAFF_ONLY))

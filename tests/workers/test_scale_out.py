@@ -36,7 +36,16 @@ def object_store():
 
 
 @pytest.fixture
-def two_workers(object_store, tmp_path):
+def session_worker_paused(celery_worker):
+    """The session's worker serves `train` from the local disk: stopped for this test, or it would take jobs whose
+    files are in the bucket only; started again afterwards for the tests that follow."""
+    celery_worker.stop()
+    yield
+    celery_worker.start()
+
+
+@pytest.fixture
+def two_workers(object_store, session_worker_paused, tmp_path):
     """Two `train` workers, each with its own VAR_DIR (working folder) and MEDIA_ROOT, so a file written to a
     local path instead of the bucket would never reach the other worker or the web app."""
     if settings.REDIS_URL.rstrip("/").endswith(("/0", ":6379")):
