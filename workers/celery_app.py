@@ -1,6 +1,7 @@
 """The Celery app, configured from Django settings (CELERY_* names), with the queues it serves.
 
-Queues: `default` (validation, inspection, housekeeping), `train` (one job at a time per GPU), `infer` (playground).
+Queues: `default` (validation, inspection, housekeeping), `train` (one job at a time per GPU), `infer` (playground),
+and one `train.<class>` per worker class (webapp.jobs.routing), made when first used: `-Q train,train.gpu-large`.
 Every `workers/*_tasks.py` module is registered; task modules import `trainer` inside their functions only.
 """
 import os
@@ -19,3 +20,5 @@ TASK_MODULES = sorted(f"workers.{m.name}" for m in pkgutil.iter_modules([str(Pat
 app = Celery("loraworks", include=TASK_MODULES)
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.task_queues = tuple(Queue(name) for name in QUEUES)
+# Already Celery's default, relied upon: a queue sent to or served but not declared above is created on first use.
+app.conf.task_create_missing_queues = True

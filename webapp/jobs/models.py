@@ -21,6 +21,8 @@ class Job(TeamOwned):
     settings = models.JSONField(default=dict)
     state = models.CharField(max_length=20, choices=states.CHOICES, default=states.QUEUED, db_index=True)
     celery_task_id = models.CharField(max_length=100, blank=True)
+    # The worker class it asked for (webapp.jobs.routing): blank = any training worker. worker_name: who ran it.
+    worker_class = models.CharField(max_length=100, blank=True)
     worker_name = models.CharField(max_length=200, blank=True)
     # step, total_steps, loss, lr, tokens_per_s, eta_s, elapsed_s
     progress = models.JSONField(default=dict, blank=True)

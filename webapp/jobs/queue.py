@@ -1,6 +1,7 @@
 """Putting jobs on the training queue, taking them off (cancel), and where a queued job stands in line.
 
-The web process never imports the task code: it sends the task by name (`workers.jobs.train`, queue `train`).
+The web process never imports the task code: it sends the task by name (`workers.jobs.train`) to queue `train`,
+or to its worker class's queue `train.<class>` (webapp.jobs.routing).
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from datetime import timedelta
 from django.db import transaction
 from django.utils import timezone
 
-from webapp.jobs import conf, live, states
+from webapp.jobs import conf, live, routing, states
 
 TRAIN_TASK = "workers.jobs.train"
 
@@ -26,9 +27,13 @@ def submit(job) -> None:
 
 
 def send(job_id: int, task_id: str | None = None) -> None:
+    """Send (or send again, to resume) the job's task to its class's queue, read from the row so no caller can
+    route a job elsewhere."""
+    from webapp.jobs.models import Job
     from workers.celery_app import app
 
-    app.send_task(TRAIN_TASK, args=[job_id], queue="train", task_id=task_id)
+    worker_class = Job.objects.filter(pk=job_id).values_list("worker_class", flat=True).first() or ""
+    app.send_task(TRAIN_TASK, args=[job_id], queue=routing.queue_for(worker_class), task_id=task_id)
 
 
 def cancel(job, who: str) -> str:
@@ -72,9 +77,11 @@ def worker_is_silent(job) -> bool:
 
 
 def queue_position(job) -> int | None:
-    """1 for the next queued job to start, counting every team's queued jobs (only the number is shown)."""
+    """1 for the next queued job to start on its queue (its worker class's), counting every team's queued jobs
+    (only the number is shown)."""
     from webapp.jobs.models import Job
 
     if job.state != states.QUEUED or job.queued_at is None:
         return None
-    return Job.objects.filter(state=states.QUEUED, queued_at__lt=job.queued_at).count() + 1
+    return Job.objects.filter(state=states.QUEUED, worker_class=job.worker_class,
+                              queued_at__lt=job.queued_at).count() + 1
