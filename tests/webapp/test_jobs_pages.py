@@ -64,7 +64,7 @@ def test_the_form_shows_every_setting_with_its_default_and_an_explanation(member
         assert f'name="{name}" value="{default}"' in page, name
     for name in ("eval_dataset", "task", "targets", "custom_targets", "rslora", "max_steps", "merge"):
         assert f'name="{name}"' in page
-    assert page.count('class="help"') == 21  # one per field
+    assert page.count('class="help"') == 22  # one per field
     assert llama.name in page and dataset.name in page
 
 

@@ -2,7 +2,8 @@
 
 Field names are TrainConfig's, so `trainer.config.TrainConfig.check()` errors (ConfigError.field) land on the
 field they are about, with the engine's wording. `settings_dict()` is what the job row stores and the worker turns
-into a TrainConfig; `initial_from(job)` turns it back into form values (Clone).
+into a TrainConfig; `initial_from(job)` turns it back into form values (Clone). The worker class offers only the
+classes a live worker serves (webapp.jobs.routing), asked once per form and only when the choices are needed.
 """
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from django import forms
 from trainer.config import TARGET_PRESETS, LoraSettings, TrainConfig
 from trainer.errors import ConfigError, TrainerError
 from webapp.catalog.models import BaseModel
-from webapp.jobs import states
+from webapp.jobs import routing, states
 
 CUSTOM = "custom"
+ANY_WORKER = ("", "Any training worker")
 DEFAULTS = TrainConfig(model="", data="", out="")
 LORA_FIELDS = ("rank", "alpha", "dropout", "rslora")
 TRAINING_FIELDS = ("epochs", "max_steps", "lr", "batch_size", "grad_accum", "max_length", "warmup",
@@ -33,6 +35,12 @@ class JobForm(forms.Form):
     task = forms.ChoiceField(choices=[("", "— as the dataset says —")] + [(t, t) for t in states.TASKS],
                              required=False,
                              help_text="causal-lm learns to write the completions; classification learns the labels.")
+    worker_class = forms.ChoiceField(
+        required=False, label="Worker class",
+        help_text="The kind of training worker that runs it (such as a bigger GPU); only classes that have a "
+                  "live worker are offered.",
+        error_messages={"invalid_choice": "No live worker serves the class “%(value)s” right now: pick a class "
+                                          "listed here, or any training worker."})
     rank = forms.IntegerField(initial=DEFAULTS.lora.rank,
                               help_text="r: width of the low-rank update. Higher learns more, costs more (4–64).")
     alpha = forms.FloatField(initial=DEFAULTS.lora.alpha,
@@ -74,6 +82,14 @@ class JobForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["dataset"].queryset = datasets
         self.fields["eval_dataset"].queryset = datasets
+        self._live_classes = None
+        # A callable: evaluated only to render the choices or check a chosen class, never for "any worker".
+        self.fields["worker_class"].choices = self._worker_class_choices
+
+    def _worker_class_choices(self) -> list[tuple[str, str]]:
+        if self._live_classes is None:
+            self._live_classes = routing.live_classes()
+        return [ANY_WORKER] + [(name, name) for name in self._live_classes]
 
     def clean(self):
         data = super().clean()
@@ -161,5 +177,5 @@ def initial_from(job) -> dict:
     targets = lora.get("targets", LoraSettings().targets)
     initial.update({"targets": targets} if targets in TARGET_PRESETS else {"targets": CUSTOM, "custom_targets": targets})
     initial.update(name=f"{job.name} (copy)"[:200], base_model=job.base_model_id, dataset=job.dataset_id,
-                   eval_dataset=job.eval_dataset_id, task=job.task)
+                   eval_dataset=job.eval_dataset_id, task=job.task, worker_class=job.worker_class)
     return initial

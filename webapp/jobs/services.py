@@ -20,7 +20,8 @@ def create_job(team, user, form) -> Job:
     with transaction.atomic():
         job = Job.objects.create(
             team=team, created_by=user, name=data["name"], base_model=data["base_model"], dataset=data["dataset"],
-            eval_dataset=data.get("eval_dataset"), task=data["task"], settings=form.settings_dict(),
+            eval_dataset=data.get("eval_dataset"), task=data["task"], worker_class=data.get("worker_class", ""),
+            settings=form.settings_dict(),
             state=states.initial_state(waiting_for_dataset=waiting))
         states.record_creation(job, f"created by {user}")
         queue.submit(job)

@@ -9,7 +9,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from webapp.catalog.models import BaseModel
-from webapp.jobs import live, queue, services, states
+from webapp.jobs import live, queue, routing, services, states
 from webapp.jobs.forms import JobForm, initial_from
 from webapp.jobs.models import Job
 from webapp.jobs.stream import progress_snapshot, sse_response
@@ -87,8 +87,14 @@ def job_detail(request, pk: int):
     snapshot = progress_snapshot(job)
     context = {"job": job, "snapshot": snapshot, "log_text": "\n".join(snapshot["log"]),
                "position": queue.queue_position(job), "events": job.events.all(),
-               "cancelling": job.state == states.RUNNING and _cancel_flag(job)}
+               "cancelling": job.state == states.RUNNING and _cancel_flag(job),
+               "class_unserved": _class_unserved(job)}
     return render(request, "jobs/detail.html", context)
+
+
+def _class_unserved(job) -> bool:
+    """A queued job whose worker class no live worker serves (the workers are asked only for such a job)."""
+    return job.state == states.QUEUED and bool(job.worker_class) and job.worker_class not in routing.live_classes()
 
 
 def _cancel_flag(job) -> bool:
