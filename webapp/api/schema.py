@@ -83,6 +83,9 @@ SCHEMAS = {
         "name": {"type": "string", "minLength": 1, "maxLength": 200},
         "base_model": {"oneOf": [INT, STR], "description": "catalog id, or its source name such as demo/tiny-lm"},
         "dataset": INT, "eval_dataset": nullable(INT), "task": {"type": "string", "enum": TASKS},
+        "worker_class": {"type": "string", "description": "run it on a worker of this class (such as gpu-large): "
+                                                          "one a live worker serves; empty or absent: any "
+                                                          "training worker"},
         "lora": ref("LoraSettings"), "training": ref("TrainingSettings")},
         ("name", "base_model", "dataset"), extra=False),
     "Progress": obj({"step": nullable(INT), "total_steps": nullable(INT), "loss": nullable(NUM),
@@ -93,6 +96,8 @@ SCHEMAS = {
     "Job": obj({
         "id": INT, "name": STR, "status": {"type": "string", "enum": JOB_STATES},
         "base_model": INT, "dataset": INT, "eval_dataset": nullable(INT), "task": STR,
+        "worker_class": nullable({"type": "string", "description": "the class it asked for; null: any worker"}),
+        "worker_name": nullable({"type": "string", "description": "the worker that ran (or runs) it"}),
         "settings": {"type": "object", "description": "the job's lora and training settings"},
         "progress": ref("Progress"), "params": ref("Params"),
         "base_eval": nullable({"type": "object"}), "final_eval": nullable({"type": "object"}),

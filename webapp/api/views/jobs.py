@@ -20,7 +20,7 @@ from webapp.jobs.services import create_job, selectable_datasets
 from webapp.teams.scoping import get_team_object_or_404, team_queryset
 
 DEFAULTS = TrainConfig(model="", data="", out="")
-TOP_FIELDS = {"name", "base_model", "dataset", "eval_dataset", "task", "lora", "training"}
+TOP_FIELDS = {"name", "base_model", "dataset", "eval_dataset", "task", "worker_class", "lora", "training"}
 
 
 @api_view("GET", "POST", rate={"POST": "jobs"})
@@ -49,7 +49,8 @@ def form_data(request, body: dict) -> dict:
         raise ApiError(400, f"unknown field {unknown[0]}; the fields are {', '.join(sorted(TOP_FIELDS))}",
                        field=unknown[0])
     lora, training = section(body, "lora", LORA_FIELDS + ("targets",)), section(body, "training", TRAINING_FIELDS)
-    data = {"name": scalar(body, "name", ""), "task": scalar(body, "task", "")}
+    data = {"name": scalar(body, "name", ""), "task": scalar(body, "task", ""),
+            "worker_class": scalar(body, "worker_class", "")}
     data["base_model"] = base_model_id(body.get("base_model"))
     data["dataset"] = dataset_id(request, body.get("dataset"), "dataset")
     if body.get("eval_dataset") is not None:
