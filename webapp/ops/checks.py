@@ -39,15 +39,16 @@ def redis_server() -> dict:
         return {"ok": False, "detail": f"{type(error).__name__}: {error}"}
 
 
-def queue_lengths() -> dict[str, int | None]:
-    """Messages waiting in each Celery queue (None when Redis does not answer)."""
+def queue_lengths(extra: tuple[str, ...] = ()) -> dict[str, int | None]:
+    """Messages waiting in each Celery queue, the app's own and `extra` ones (None when Redis does not answer)."""
     from workers.celery_app import QUEUES
 
+    names = QUEUES + tuple(extra)
     try:
         client = _redis()
-        return {name: sum(client.llen(name + suffix) for suffix in PRIORITY_SUFFIXES) for name in QUEUES}
+        return {name: sum(client.llen(name + suffix) for suffix in PRIORITY_SUFFIXES) for name in names}
     except redis.RedisError:
-        return {name: None for name in QUEUES}
+        return {name: None for name in names}
 
 
 def workers(destination: list[str] | None = None, timeout_s: float = WORKER_REPLY_S) -> dict[str, dict]:

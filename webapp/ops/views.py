@@ -7,6 +7,7 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from webapp.jobs import routing, states
 from webapp.jobs.models import Job
 from webapp.ops import checks
 
@@ -34,11 +35,17 @@ def status(request):
     return render(request, "ops/status.html", {
         "workers": rows,
         "queues": [{"name": name, "waiting": waiting, "served": name in served}
-                   for name, waiting in checks.queue_lengths().items()],
+                   for name, waiting in checks.queue_lengths(_class_queues(workers)).items()],
         "database": checks.database(),
         "redis": checks.redis_server(),
         "storage": checks.artifact_storage(),
     })
+
+
+def _class_queues(workers: dict) -> tuple[str, ...]:
+    """The queues of the worker classes that live workers serve or queued jobs wait for (webapp.jobs.routing)."""
+    waiting = Job.objects.filter(state=states.QUEUED).exclude(worker_class="").values_list("worker_class", flat=True)
+    return tuple(sorted({routing.queue_for(name) for name in {*routing.classes_of(workers), *waiting}}))
 
 
 @require_GET
