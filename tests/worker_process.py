@@ -13,11 +13,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 class WorkerProcess:
-    """A real Celery worker in its own process group, serving all queues against the test database and Redis."""
+    """A real Celery worker in its own process group, serving `queues` (all, by default) against the test database
+    and Redis; `name` must differ from every other live worker's."""
 
-    def __init__(self, env: dict, log_path, queues: str = "default,train,infer", concurrency: int = 2):
+    def __init__(self, env: dict, log_path, queues: str = "default,train,infer", concurrency: int = 2,
+                 name: str | None = None):
         self.env, self.log_path, self.queues, self.concurrency = env, log_path, queues, concurrency
-        self.name = f"test-{os.getpid()}@localhost"
+        self.name = name or f"test-{os.getpid()}@localhost"
         self.process = None
 
     def start(self, timeout_s: float = 60):

@@ -36,15 +36,6 @@ def object_store():
 
 
 @pytest.fixture
-def session_worker_paused(celery_worker):
-    """The session's worker serves `train` from the local disk: stopped for this test, or it would take jobs whose
-    files are in the bucket only; started again afterwards for the tests that follow."""
-    celery_worker.stop()
-    yield
-    celery_worker.start()
-
-
-@pytest.fixture
 def two_workers(object_store, session_worker_paused, tmp_path):
     """Two `train` workers, each with its own VAR_DIR (working folder) and MEDIA_ROOT, so a file written to a
     local path instead of the bucket would never reach the other worker or the web app."""
@@ -57,9 +48,8 @@ def two_workers(object_store, session_worker_paused, tmp_path):
         env = dict(os.environ, **s3_env(*object_store), DATABASE_URL=database_url(connection.settings_dict),
                    REDIS_URL=settings.REDIS_URL, VAR_DIR=str(home / "var"), MEDIA_ROOT=str(home / "media"),
                    HF_HUB_OFFLINE="1")
-        worker = WorkerProcess(env, tmp_path / f"worker-{letter}.log", queues="train", concurrency=1)
-        worker.name = f"train-{letter}-{os.getpid()}@localhost"
-        workers.append(worker)
+        workers.append(WorkerProcess(env, tmp_path / f"worker-{letter}.log", queues="train", concurrency=1,
+                                     name=f"train-{letter}-{os.getpid()}@localhost"))
     try:
         for worker in workers:
             worker.start()
