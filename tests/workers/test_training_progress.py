@@ -58,6 +58,21 @@ def test_a_new_job_starts_with_clean_live_keys(job):
     assert not live.cancel_requested(job.pk) and live.latest(job.pk) is None
 
 
+def test_installs_on_other_databases_of_one_redis_server_do_not_hear_each_others_jobs(job, settings):
+    """Pub/sub ignores the database number; the channel name must not."""
+    ours = live.subscribe(job.pk)
+    ours.get_message(timeout=1)  # the subscribe confirmation
+    other_db = 14 if live.client().connection_pool.connection_kwargs.get("db") != 14 else 13
+    settings.REDIS_URL = settings.REDIS_URL.rsplit("/", 1)[0] + f"/{other_db}"
+    theirs = live.subscribe(job.pk)
+    theirs.get_message(timeout=1)
+    live.publish(job.pk, {"type": "log", "line": "from the other install"})
+    heard = theirs.get_message(timeout=1)
+    assert heard and json.loads(heard["data"])["line"] == "from the other install"
+    live.client().delete(live.key(job.pk, "log"))
+    assert ours.get_message(timeout=0.5) is None
+
+
 def test_should_stop_follows_the_cancel_flag(job):
     reporter = progress.JobReporter(job)
     assert reporter.should_stop() is False

@@ -34,7 +34,10 @@ def key(job_id: int, part: str) -> str:
 
 
 def channel(job_id: int) -> str:
-    return key(job_id, "live")
+    # Pub/sub channels, unlike keys, are shared by every database of a Redis server: the database number keeps
+    # two installs (or test runs) on one server from hearing each other's jobs.
+    database = client().connection_pool.connection_kwargs.get("db", 0)
+    return f"loraworks:db{database}:job:{job_id}:live"
 
 
 def publish(job_id: int, event: dict) -> None:
