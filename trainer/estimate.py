@@ -26,22 +26,28 @@ CLASSIFIER_HEADS = ("classifier", "score")
 
 
 def estimate(info: dict, *, targets: str, rank: int, task: str | None = None, batch_size: int = 8,
-             max_length: int = 512) -> dict:
+             max_length: int = 512, num_labels: int | None = None) -> dict:
     """Parameter counts (as `parameter_report`) plus `memory`: {weights, adapter_and_optimizer,
-    activations, total} in bytes, for LoRA of `rank` on `targets` of the model `info` describes."""
+    activations, total} in bytes, for LoRA of `rank` on `targets` of the model `info` describes.
+
+    For classification, `num_labels` (the dataset's label count) sizes the new head's output layer; without it,
+    the head is counted as the inspected model has it."""
     task = task or info.get("task", "causal-lm")
     dtype_bytes = DTYPE_BYTES.get(info.get("dtype", "float32"), 4)
     layers = info["linear_layers"]
+    if task == "classification" and num_labels:
+        layers = _with_label_count(layers, num_labels)
     candidates = [layer for layer in layers if not _is_head_layer(layer)]
     chosen = set(match_targets([layer["name"] for layer in candidates], info.get("model_type"), targets))
     adapted = [layer for layer in candidates if layer["name"] in chosen]
     lora = sum(rank * (layer["in_features"] + layer["out_features"]) for layer in adapted)
-    head = sum(_head_params(layer) for layer in layers if _is_classifier(layer)) if task == "classification" else 0
+    head = _head_total(layers, task)
 
-    total = info["total_params"] + lora
+    base_params = info["total_params"] - _head_total(info["linear_layers"], task) + head
+    total = base_params + lora
     trainable = lora + head
     adapter_bytes = lora * ADAPTER_BYTES + head * dtype_bytes
-    base_bytes = info["total_params"] * dtype_bytes
+    base_bytes = base_params * dtype_bytes
     weights = base_bytes + lora * ADAPTER_BYTES
     optimizer = 3 * trainable * 4  # gradients + AdamW exp_avg + exp_avg_sq, float32
     activations = _activation_bytes(info, adapted, rank, task, batch_size * max_length, max_length)
@@ -51,6 +57,18 @@ def estimate(info: dict, *, targets: str, rank: int, task: str | None = None, ba
         "memory": {"weights": weights, "adapter_and_optimizer": optimizer, "activations": activations,
                    "total": weights + optimizer + activations},
     }
+
+
+def _with_label_count(layers: list[dict], num_labels: int) -> list[dict]:
+    """`layers` with the head's last layer (the one that outputs one score per label) giving `num_labels`."""
+    last = max((i for i, layer in enumerate(layers) if _is_classifier(layer)), default=None)
+    if last is None:
+        return layers
+    return [*layers[:last], {**layers[last], "out_features": num_labels}, *layers[last + 1:]]
+
+
+def _head_total(layers: list[dict], task: str) -> int:
+    return sum(_head_params(layer) for layer in layers if _is_classifier(layer)) if task == "classification" else 0
 
 
 def _is_head_layer(layer: dict) -> bool:

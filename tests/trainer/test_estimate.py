@@ -31,6 +31,19 @@ def test_estimate_equals_parameter_report_on_the_real_model(tmp_path, kind, task
     assert estimated["target_modules"] == sorted(handle.target_modules)
 
 
+def test_a_datasets_label_count_sizes_the_new_classifier_head(tmp_path):
+    folder = tiny_models.save_tiny("bert", tmp_path)  # inspected with its own 3-label head
+    labels = ["a", "b", "c", "d", "e", "f", "g"]
+    estimated = estimate(inspect(str(folder), task="classification"), targets="attention", rank=4,
+                         task="classification", num_labels=len(labels))
+
+    model, _ = tiny_models.tiny_bert(labels=labels)
+    apply_lora(model, LoraSettings(rank=4, targets="attention"), "classification")
+    report = parameter_report(model)
+    for key in ("total", "trainable", "adapter_bytes", "base_model_bytes"):
+        assert estimated[key] == report[key], key
+
+
 def test_memory_estimate_adds_weights_optimizer_state_and_activations(tmp_path):
     info = inspect(str(tiny_models.save_tiny("llama", tmp_path)), task="causal-lm")
     small = estimate(info, targets="attention", rank=8, batch_size=2, max_length=64)

@@ -163,6 +163,24 @@ def test_the_estimate_endpoint_matches_trainer_estimate(member_client, llama):
     assert bigger["trainable"] > data["trainable"] and bigger["adapter_bytes"] > data["adapter_bytes"]
 
 
+def test_the_estimate_sizes_a_classifier_head_for_the_chosen_datasets_labels(member_client, team, bert, team_b):
+    from trainer.estimate import estimate
+
+    labels = {"a": 3, "b": 3, "c": 3, "d": 3, "e": 3}
+    tickets = stored_dataset(team, [], task="classification", report={"labels": labels})
+    theirs = stored_dataset(team_b, [], task="classification", report={"labels": {"x": 1, "y": 1}})
+    query = {"base_model": bert.pk, "targets": "attention", "rank": 4, "batch_size": 4, "max_length": 64,
+             "task": "classification"}
+    url = reverse("jobs:estimate")
+    data = member_client.get(url, {**query, "dataset": tickets.pk}).json()
+    expected = estimate(bert.info, targets="attention", rank=4, task="classification", batch_size=4, max_length=64,
+                        num_labels=5)
+    assert data["trainable"] == expected["trainable"] and data["total"] == expected["total"]
+    as_inspected = member_client.get(url, query).json()
+    assert data["trainable"] != as_inspected["trainable"]
+    assert member_client.get(url, {**query, "dataset": theirs.pk}).json() == as_inspected  # not another team's
+
+
 def test_the_estimate_endpoint_explains_bad_input(member_client, llama):
     url = reverse("jobs:estimate")
     bad = member_client.get(url, {"base_model": llama.pk, "targets": "nothing_here", "rank": 8, "batch_size": 4,

@@ -9,6 +9,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from webapp.catalog.models import BaseModel
+from webapp.datasets.models import Dataset
 from webapp.jobs import live, queue, routing, services, states
 from webapp.jobs.forms import JobForm, initial_from
 from webapp.jobs.models import Job
@@ -75,10 +76,19 @@ def estimate(request):
         return JsonResponse({"error": "rank, batch size and max length must be at least 1"}, status=400)
     task = request.GET.get("task") or model.default_task
     try:
-        result = compute(model.info, targets=request.GET.get("targets") or "attention", task=task, **numbers)
+        result = compute(model.info, targets=request.GET.get("targets") or "attention", task=task,
+                         num_labels=dataset_label_count(request), **numbers)
     except TrainerError as error:
         return JsonResponse({"error": str(error)}, status=400)
     return JsonResponse(result)
+
+
+def dataset_label_count(request) -> int | None:
+    """How many labels the request's `dataset` (one of the team's) has, when it is a classification set."""
+    pk = request.GET.get("dataset", "")
+    dataset = team_queryset(request, Dataset).filter(pk=pk).first() if pk.isdigit() else None
+    labels = (dataset.report or {}).get("labels") if dataset else None
+    return len(labels) if labels else None
 
 
 @login_required

@@ -41,7 +41,7 @@ function setupJobForm(form) {
     const targets = field("targets").value === "custom" ? field("custom_targets").value : field("targets").value;
     if (!field("base_model").value) return;
     const params = new URLSearchParams({
-      base_model: field("base_model").value, task: field("task").value, targets,
+      base_model: field("base_model").value, dataset: field("dataset").value, task: field("task").value, targets,
       rank: field("rank").value, batch_size: field("batch_size").value, max_length: field("max_length").value,
     });
     const mine = ++sequence;
