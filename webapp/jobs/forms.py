@@ -54,7 +54,7 @@ class JobForm(forms.Form):
     custom_targets = forms.CharField(required=False, max_length=500,
                                      help_text='Module-name suffixes separated by commas ("q_proj,v_proj"), or '
                                                '"re:" and a regular expression on full names.')
-    rslora = forms.BooleanField(required=False, initial=DEFAULTS.lora.rslora,
+    rslora = forms.BooleanField(required=False, initial=DEFAULTS.lora.rslora, label="rsLoRA",
                                 help_text="Rank-stabilised LoRA: scale by alpha/√r, steadier at high ranks.")
     epochs = forms.FloatField(initial=DEFAULTS.epochs,
                               help_text="Passes over the training examples (fractions allowed).")
