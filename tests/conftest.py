@@ -88,3 +88,18 @@ def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
     worker = WorkerProcess(env, tmp_path_factory.mktemp("celery") / "worker.log").start()
     yield worker
     worker.stop()
+
+
+@pytest.fixture(scope="session")
+def demo_lm_build(tmp_path_factory):
+    """The full demo causal LM, built once per session by its command line (`python -m trainer.demo_models`):
+    (folder, seconds the build took). The build test checks it; the browser suite trains on it."""
+    import subprocess
+    import sys
+    import time
+
+    folder = tmp_path_factory.mktemp("demo-lm") / "lm"
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-m", "trainer.demo_models", str(folder)], check=True,
+                   env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True)
+    return folder, time.monotonic() - started

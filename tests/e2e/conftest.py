@@ -76,3 +76,31 @@ def shoot(request):
         return path
 
     return save
+
+
+@pytest.fixture
+def demo_models(celery_worker, demo_lm_build, transactional_db):
+    """The built-in demo catalog entries, inspected by the worker as on a fresh install: {source: entry}.
+    The session's demo LM build is put where the worker looks for it, so nothing is built twice."""
+    from trainer import demo_models as recipe
+    from trainer.models import model_cache_dir
+    from webapp.catalog.demo import register_demo_models
+    from webapp.catalog.inspection import request_inspection
+    from webapp.catalog.models import BaseModel
+
+    from jobs_helpers import wait_for
+
+    cached = model_cache_dir() / f"tiny-lm-v{recipe.RECIPE_VERSION}"
+    if not (cached / "config.json").is_file():
+        shutil.copytree(demo_lm_build[0], cached, dirs_exist_ok=True)
+    register_demo_models(BaseModel)
+    entries = BaseModel.objects.filter(is_demo=True)
+    for entry in entries:
+        request_inspection(entry)
+
+    def inspected():
+        states = {entry.source: entry for entry in BaseModel.objects.filter(is_demo=True)}
+        return states if all(e.status != BaseModel.Status.INSPECTING for e in states.values()) else None
+    found = wait_for(inspected, timeout_s=120, what="the demo models' inspection")
+    assert all(e.status == BaseModel.Status.READY for e in found.values()), {s: e.error for s, e in found.items()}
+    return found

@@ -1,10 +1,6 @@
 """The demo causal LM: built reproducibly, loadable by transformers alone, labelled as a demo, chat-ready."""
 import json
-import os
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -88,15 +84,11 @@ def test_cache_builds_once_and_reuses_the_folder(monkeypatch, tmp_path, toy_lm):
 
 
 @pytest.mark.slow
-def test_full_build_from_the_command_line_is_small_fast_and_writes_english_like_text(tmp_path):
+def test_full_build_from_the_command_line_is_small_fast_and_writes_english_like_text(demo_lm_build):
     from trainer.inference import generate
     from trainer.models import load_model
 
-    started = time.monotonic()
-    subprocess.run([sys.executable, "-m", "trainer.demo_models", str(tmp_path / "lm")], check=True,
-                   env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True)
-    elapsed = time.monotonic() - started
-    folder = tmp_path / "lm"
+    folder, elapsed = demo_lm_build
     assert sum(p.stat().st_size for p in folder.iterdir()) <= 10 * 1024 * 1024
     assert elapsed < 600  # < 3 minutes on two idle cores; generous here since tests share the machine
     build = json.loads((folder / "demo_build.json").read_text())

@@ -235,23 +235,3 @@ def test_the_sweep_resumes_a_silent_job_and_fails_one_already_resumed_too_often(
     assert "after its worker was lost" in silent.events.get(from_state="running", to_state="running").reason
     assert sweep_stale_jobs(now=later) == {"resumed": [], "failed": []}
     states.move(fresh, states.CANCELLED, reason="end of test")  # nobody runs it: keep the real sweep away
-
-
-@pytest.mark.slow
-def test_the_demo_minilm_trains_on_the_sample_ticket_dataset(celery_worker, team, tmp_path):
-    """The demo path end to end on a worker: built-in model name, the project's sample dataset."""
-    from trainer.samples import SAMPLES, write_sample
-
-    from webapp.catalog.demo import register_demo_models
-    from webapp.catalog.models import BaseModel
-
-    register_demo_models(BaseModel)
-    minilm = BaseModel.objects.get(source="demo/minilm-l6")
-    rows = [json.loads(line) for line in write_sample("support-tickets", tmp_path).read_text().splitlines()]
-    assert SAMPLES["support-tickets"].task == "classification"
-    dataset = stored_dataset(team, rows, task="classification")
-    job = submit(make_job(team, minilm, dataset, settings=small(max_steps=4, batch_size=8, max_length=48)))
-    job = wait_state(job, "succeeded", "failed", timeout_s=300, worker=celery_worker)
-    assert job.state == "succeeded", job.error
-    assert job.metrics["base_eval"]["accuracy"] is not None and job.metrics["final_eval"]["accuracy"] is not None
-    assert len(job.metrics["label_mapping"]) >= 4
