@@ -51,6 +51,9 @@ def test_a_whole_job_from_upload_to_playground_through_the_cli(cli, token, tmp_p
     code, dataset_id, err = cli("datasets", "upload", data, "--name", "sums", "--wait", "--interval", "0.3")
     assert code == 0 and dataset_id.isdigit() and "ready" in err
 
+    code, _, err = cli("jobs", "create", "--model", llama.source, "--dataset", dataset_id, "--worker-class", "nowhere")
+    assert code == 2 and "[worker_class]" in err and "nowhere" in err  # no live worker serves that class
+
     code, job_id, err = cli("jobs", "create", "--model", llama.source, "--dataset", dataset_id, "--name", "cli job",
                             "--rank", 4, "--alpha", 8, "--max-steps", 3, "--batch-size", 4, "--max-length", 64,
                             "--lr", "1e-3", "--eval-fraction", "0.2")
