@@ -165,3 +165,77 @@ def test_dropout_mask_drops_the_asked_fraction_and_is_unbiased_and_seeded():
     assert abs(dropped - 0.1) < 0.003  # 262k draws: the standard error is 0.0006
     assert keep_scale == pytest.approx(1 / 0.9, rel=1e-4)
     assert (x * mask * keep_scale).mean().item() == pytest.approx(1.0, abs=0.004)
+
+
+@pytest.mark.parametrize("builder,task", [pytest.param(tiny_llama, "causal-lm", id="llama"),
+                                          pytest.param(tiny_bert, "classification", id="bert-classifier")])
+def test_a_training_step_gives_peft_gradients_for_a_b_head_and_input_and_the_same_update(builder, task):
+    settings = LoraSettings(rank=4, alpha=8, dropout=0.0, targets="attention")
+    ours, handle = _adapted(builder, settings, task)
+    twin = peft_twin(ours, builder()[0], settings, task, handle)
+    labels = TOKENS if task == "causal-lm" else torch.tensor([0, 2])
+    results = []
+    for model in (ours, twin):
+        model.train()
+        embeds = model.get_input_embeddings()(TOKENS).detach().requires_grad_(True)
+        trainable = {name.replace(".default", "").replace("base_model.model.", "").replace(".modules_to_save", ""): p
+                     for name, p in model.named_parameters() if p.requires_grad}
+        optimizer = torch.optim.AdamW(list(trainable.values()), lr=1e-2)
+        torch.manual_seed(5)  # the base's own dropout (BERT's) draws the same masks in both
+        model(inputs_embeds=embeds, attention_mask=MASK, labels=labels).loss.backward()
+        grads = {name: p.grad.clone() for name, p in trainable.items()}
+        optimizer.step()
+        results.append((embeds.grad, grads, {name: p.detach().clone() for name, p in trainable.items()}))
+    (our_input, our_grads, our_after), (peft_input, peft_grads, peft_after) = results
+    assert any("lora_A" in name for name in our_grads) and any("lora_B" in name for name in our_grads)
+    if task == "classification":
+        assert {"classifier.weight", "classifier.bias"} <= set(our_grads)
+    assert set(our_grads) == set(peft_grads)
+    torch.testing.assert_close(our_input, peft_input, rtol=1e-5, atol=1e-7)
+    for name, grad in our_grads.items():
+        torch.testing.assert_close(grad, peft_grads[name], rtol=1e-5, atol=1e-7, msg=name)
+        torch.testing.assert_close(our_after[name], peft_after[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_fused_dropout_matches_the_textbook_layer_given_the_same_mask():
+    from trainer.lora import dropout_mask
+
+    torch.manual_seed(0)
+    p, scaling = 0.25, 2.0
+    for base in (nn.Linear(12, 7).requires_grad_(False), Conv1D(7, 12).requires_grad_(False)):
+        x = torch.randn(3, 5, 12, requires_grad=True)
+        a = torch.randn(3, 12, requires_grad=True)
+        b = torch.randn(7, 3, requires_grad=True)
+        torch.manual_seed(11)
+        fused = _LoraFunction.apply(x, base.weight, base.bias, a, b, scaling, p, isinstance(base, Conv1D))
+        torch.manual_seed(11)  # the same draw gives the same mask
+        mask, keep_scale = dropout_mask(x.detach().reshape(-1, 12), p)
+        dropped = x * mask.view(x.shape) * keep_scale
+        textbook = base(x) + scaling * (dropped @ a.T @ b.T)
+        torch.testing.assert_close(fused, textbook)
+        g = torch.randn_like(fused)
+        fused_grads = torch.autograd.grad(fused, (x, a, b), g)
+        for got, expected in zip(fused_grads, torch.autograd.grad(textbook, (x, a, b), g)):
+            torch.testing.assert_close(got, expected)
+        assert 0 < mask.float().mean().item() < 1
+
+
+def test_dropout_changes_training_output_only_and_is_unbiased():
+    torch.manual_seed(0)
+    base = nn.Linear(16, 8).requires_grad_(False)
+    x = torch.randn(4, 16)
+    plain = LoraLinear(base, rank=4, alpha=8, dropout=0.0)
+    nn.init.normal_(plain.lora_B.weight)
+    dropping = LoraLinear(base, rank=4, alpha=8, dropout=0.3)
+    dropping.load_state_dict(plain.state_dict())
+    exact = base(x) + 2.0 * (x @ plain.lora_A.weight.T @ plain.lora_B.weight.T)
+
+    torch.testing.assert_close(plain.train()(x), exact)  # p = 0: training and eval are the same function
+    torch.testing.assert_close(plain.eval()(x), exact)
+    torch.testing.assert_close(dropping.eval()(x), exact)
+    dropping.train()
+    draws = torch.stack([dropping(x) for _ in range(4000)])
+    assert not torch.allclose(draws[0], exact)
+    # Each output is base + a sum of 16 dropped terms; 4000 draws put the mean within a few 0.01 of exact.
+    torch.testing.assert_close(draws.mean(0), exact, rtol=0, atol=0.1)
+    assert (draws.std(0) > 0).all()
