@@ -70,10 +70,9 @@ class JobReporter:
                          "tokens_per_s": tokens_per_s, "eta_s": eta_s, "elapsed_s": elapsed}
         self.history.append({"step": step, "loss": loss, "lr": lr})
         live.publish(self.job_id, {"type": "step", **self.progress})
-        # `after_step` returns True when it uploaded a checkpoint: the database then gets the history up to it,
-        # so a resume from that checkpoint finds no gap in the loss curve.
-        uploaded = bool(self.after_step and self.after_step(step))
-        if uploaded or time.monotonic() - self.last_flush >= self.db_interval_s:
+        if self.after_step:
+            self.after_step(step)
+        if time.monotonic() - self.last_flush >= self.db_interval_s:
             self.flush()
 
     def on_eval(self, metrics):

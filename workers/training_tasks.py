@@ -113,7 +113,7 @@ def _run(job, lease_token: str, resuming: bool) -> str:
     root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"job-{job.pk}-", dir=root))
     try:
-        checkpoints = CheckpointSync(job, work / "out" / "checkpoints")
+        checkpoints = CheckpointSync(job, work / "out" / "checkpoints", before_pointer=reporter.flush)
         reporter.after_step = checkpoints.sync
         if not resuming:
             delete_tree(job_prefix(job.pk))  # whatever is there belongs to no run of this job
@@ -205,11 +205,12 @@ class CheckpointSync:
 
     POINTER = "latest.json"
 
-    def __init__(self, job, local_root: Path):
+    def __init__(self, job, local_root: Path, before_pointer=None):
         self.prefix = f"{job_prefix(job.pk)}checkpoints/"
         # Who wrote a pointer: a database rebuilt from scratch reuses ids, never creation times.
         self.owner = f"{job.pk}@{job.created_at.isoformat()}"
         self.local_root = local_root
+        self.before_pointer = before_pointer
         self.uploaded: str | None = None
 
     def sync(self, _step: int | None = None) -> bool:
@@ -221,6 +222,10 @@ class CheckpointSync:
             return False
         newest = found[-1]
         files = put_tree(newest, f"{self.prefix}{newest.name}/")
+        # The database gets the loss history up to this checkpoint before the pointer names it: a worker killed in
+        # between then resumes from the previous checkpoint, and either way the history has no gap.
+        if self.before_pointer:
+            self.before_pointer()
         put_bytes(json.dumps({"checkpoint": newest.name, "job": self.owner,
                               "files": [name.removeprefix(self.prefix) for name in files]}).encode(),
                   self.prefix + self.POINTER)
