@@ -54,3 +54,11 @@ def test_app_services_share_settings_and_artifact_storage_through_env_and_volume
         assert env["PRODUCTION"] == "1"
         assert "artifacts:/data" in service["volumes"]
         assert set(service["depends_on"]) == {"postgres", "redis"}
+
+
+def test_every_worker_is_health_checked_by_its_own_node_name():
+    for name, service in COMPOSE["services"].items():
+        if name.startswith("worker-"):
+            command = service["command"]
+            node = command[command.index("-n") + 1].replace("%h", "$$HOSTNAME")
+            assert service["healthcheck"]["test"] == ["CMD-SHELL", f"python -m workers.healthcheck {node}"], name
