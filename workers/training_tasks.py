@@ -4,7 +4,8 @@ went silent.
 `train_job` copies the dataset from storage to a local scratch folder, runs `trainer.train.train` with a
 `JobReporter`, uploads checkpoints to storage as they appear (`jobs/<id>/checkpoints/step-N/`, then a
 `latest.json` pointer written last, so a half-uploaded checkpoint is never used), and at the end uploads the
-adapter, the merged model and metrics.json before marking the job succeeded. Late acknowledgement means a task
+adapter, the merged model and metrics.json before marking the job succeeded; when storage fills up (or fails) part way,
+what was uploaded of them is deleted, so no half-written adapter is ever offered. Late acknowledgement means a task
 whose worker was killed is handed out again: the new delivery finds the job `running`, downloads the last
 checkpoint and continues (`resume=True`). The job lease (workers.progress) keeps two deliveries from both training.
 
@@ -13,6 +14,7 @@ enqueues their resumption, or fails them when they were already resumed JOB_MAX_
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import shutil
@@ -27,12 +29,17 @@ from django.db import connection
 from django.utils import timezone
 
 from webapp.jobs import conf, queue, states
-from webapp.jobs.storage import delete_tree, get_file, job_prefix, put_bytes, put_file, put_tree, read_bytes
+from webapp.jobs.storage import (delete_file, delete_tree, get_file, job_prefix, put_bytes, put_file, put_tree,
+                                 read_bytes)
 from workers.celery_app import app
 from workers.progress import Heartbeat, JobReporter, job_lease, retry_db
 
 log = logging.getLogger(__name__)
 VALIDATION_POLL_S = 3
+
+
+class StorageFull(Exception):
+    """Artifact storage ran out of space while the results were uploaded (the message says what to do)."""
 
 
 @app.task(name=queue.TRAIN_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
@@ -127,7 +134,7 @@ def _run(job, lease_token: str, resuming: bool) -> str:
         metrics = train(config, reporter)
         checkpoints.sync()
         return _finish(job, reporter, metrics, work / "out")
-    except TrainerError as error:
+    except (TrainerError, StorageFull) as error:
         return _fail(job, reporter, str(error))
     except FileNotFoundError as error:
         return _fail(job, reporter, f"a file this job needs is missing from storage ({error.filename or error}); "
@@ -166,19 +173,35 @@ def _finish(job, reporter: JobReporter, metrics: dict, out: Path) -> str:
     if metrics.get("status") == "stopped":
         reporter.on_log("cancelled: stopped at the next step, last checkpoint kept")
         return _move_final(job, states.CANCELLED, "cancelled while running", **reporter.snapshot())
-    prefix = job_prefix(job.pk)
     reporter.on_log("uploading the adapter" + (" and the merged model" if (out / "merged").is_dir() else ""))
-    put_tree(out / "adapter", prefix + "adapter/")
-    merged = None
-    if (out / "merged").is_dir():
-        put_tree(out / "merged", prefix + "merged/")
-        merged = prefix + "merged/"
-    put_file(out / "metrics.json", prefix + "metrics.json")
-    artifacts = {"adapter": prefix + "adapter/", "merged": merged, "metrics": prefix + "metrics.json"}
+    artifacts = _upload_results(out, job_prefix(job.pk))
     reporter.on_log("done")
     saved = json.loads((out / "metrics.json").read_text())
     return _move_final(job, states.SUCCEEDED, "training finished", metrics=saved, artifacts=artifacts,
                        **reporter.snapshot())
+
+
+def _upload_results(out: Path, prefix: str) -> dict:
+    """Upload the adapter, the merged model (if any) and metrics.json; all of them, or (on an error) none."""
+    artifacts = {"adapter": prefix + "adapter/", "merged": None, "metrics": prefix + "metrics.json"}
+    saving = "adapter"
+    try:
+        put_tree(out / "adapter", artifacts["adapter"])
+        if (out / "merged").is_dir():
+            saving, artifacts["merged"] = "merged model", prefix + "merged/"
+            put_tree(out / "merged", artifacts["merged"])
+        saving = "metrics"
+        put_file(out / "metrics.json", artifacts["metrics"])
+    except OSError as error:
+        delete_tree(prefix + "adapter/")  # also frees the space a full storage needs back
+        delete_tree(prefix + "merged/")
+        delete_file(artifacts["metrics"])
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StorageFull(f"artifact storage is full: saving the {saving} failed ({error.strerror}), and what "
+                              "was written of the results was deleted. Free space in storage (or ask an "
+                              "administrator to), then start the job again with Clone.") from error
+        raise
+    return artifacts
 
 
 def _fail(job, reporter: JobReporter | None, message: str) -> str:

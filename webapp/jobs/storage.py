@@ -18,8 +18,7 @@ def job_prefix(job_id: int) -> str:
 
 
 def put_file(local: Path, name: str) -> str:
-    if default_storage.exists(name):
-        default_storage.delete(name)
+    delete_file(name)
     with open(local, "rb") as handle:
         saved = default_storage.save(name, File(handle))
     if saved != name:  # storage refused the exact name: never leave a file where nobody will look for it
@@ -53,11 +52,15 @@ def delete_tree(prefix: str) -> None:
         delete_tree(f"{prefix}{folder}/")
 
 
+def delete_file(name: str) -> None:
+    if default_storage.exists(name):
+        default_storage.delete(name)
+
+
 def put_bytes(data: bytes, name: str) -> str:
     from django.core.files.base import ContentFile
 
-    if default_storage.exists(name):
-        default_storage.delete(name)
+    delete_file(name)
     return default_storage.save(name, ContentFile(data))
 
 
