@@ -3,13 +3,17 @@ event stream relaying the job's Redis channel.
 
 The stream subscribes before it takes the snapshot, so no event falls between the two. It ends when the job
 reaches a terminal state, or after STREAM_MAX_S (the browser's EventSource reconnects by itself), which keeps a
-gunicorn thread from being held forever; a comment line every PING_S finds clients that went away.
+gunicorn thread from being held forever; a comment line every PING_S finds clients that went away. When Redis goes
+away (a restart), the stream ends the same way: the reconnection, RECONNECT_MS later, starts from a fresh snapshot
+(the database has everything that matters) and subscribes again.
 """
 from __future__ import annotations
 
 import json
+import logging
 import time
 
+import redis
 from django.http import StreamingHttpResponse
 
 from webapp.jobs import live, states
@@ -17,6 +21,7 @@ from webapp.jobs import live, states
 STREAM_MAX_S = 300
 PING_S = 15
 RECONNECT_MS = 2000
+log = logging.getLogger(__name__)
 
 
 def progress_snapshot(job, since_step: int = -1) -> dict:
@@ -39,15 +44,23 @@ def _event(data: dict, name: str | None = None) -> str:
 
 
 def events(job):
-    pubsub = live.subscribe(job.pk)
+    try:
+        pubsub = live.subscribe(job.pk)
+    except redis.RedisError as error:  # the snapshot still goes out: an error status would stop EventSource for good
+        log.warning("job %s: no live stream without Redis (%s); the browser reconnects", job.pk, error)
+        pubsub = None
     try:
         snapshot = progress_snapshot(job)
         yield f"retry: {RECONNECT_MS}\n" + _event(snapshot, "snapshot")
-        if snapshot["terminal"]:
+        if snapshot["terminal"] or pubsub is None:
             return
         started = last_sent = time.monotonic()
         while time.monotonic() - started < STREAM_MAX_S:
-            message = pubsub.get_message(timeout=1.0)
+            try:
+                message = pubsub.get_message(timeout=1.0)
+            except redis.RedisError as error:
+                log.warning("job %s: live stream lost Redis (%s); the browser reconnects", job.pk, error)
+                return
             if message is None:
                 if time.monotonic() - last_sent >= PING_S:
                     last_sent = time.monotonic()
@@ -60,7 +73,8 @@ def events(job):
             if event.get("type") == "state" and event.get("state") in states.TERMINAL:
                 return
     finally:
-        pubsub.close()
+        if pubsub is not None:
+            pubsub.close()
 
 
 def sse_response(job) -> StreamingHttpResponse:
