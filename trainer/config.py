@@ -42,10 +42,7 @@ class LoraSettings:
                  "dropout")
         _require(isinstance(self.targets, str) and self.targets.strip() != "", "targets must not be empty",
                  "targets")
-        if self.targets.startswith("re:"):
-            _require(len(self.targets) <= MAX_TARGET_REGEX_LENGTH,
-                     f"a target regex may be at most {MAX_TARGET_REGEX_LENGTH} characters", "targets")
-            check_target_regex(self.targets[3:])
+        check_target_spec(self.targets)
 
 
 @dataclass
@@ -119,6 +116,16 @@ class TrainConfig:
         if isinstance(values.get("lora"), dict):
             values["lora"] = LoraSettings(**values["lora"])
         return cls(**values)
+
+
+def check_target_spec(spec: str) -> None:
+    """For a "re:<regex>" targets spec: refuse one over MAX_TARGET_REGEX_LENGTH or one check_target_regex refuses.
+    Other specs (presets, suffix lists) are plain string compares and need no check."""
+    spec = spec.strip()
+    if spec.startswith("re:"):
+        _require(len(spec) <= MAX_TARGET_REGEX_LENGTH,
+                 f"a target regex may be at most {MAX_TARGET_REGEX_LENGTH} characters", "targets")
+        check_target_regex(spec[3:])
 
 
 def check_target_regex(pattern: str) -> None:

@@ -7,14 +7,16 @@ lists a live model's linear layers, imports torch (lazily).
 A spec is one of
 - a preset: "attention", "attention+mlp" or "all-linear" (an unknown architecture gets "all-linear"),
 - comma-separated module-name suffixes, "q_proj,v_proj" (a suffix matches whole dotted components),
-- "re:<regex>", full-matched against each full module name.
+- "re:<regex>", full-matched against each full module name (at most MAX_TARGET_REGEX_LENGTH characters, and no
+  nested repetition: trainer.config.check_target_spec).
 Output heads (lm_head, a classifier, a pooler...) are never targets: they are trained in full or not at all.
 """
 from __future__ import annotations
 
 import re
 
-from trainer.errors import TargetError
+from trainer.config import check_target_spec
+from trainer.errors import ConfigError, TargetError
 
 _LLAMA = {"attention": ["q_proj", "k_proj", "v_proj", "o_proj"], "mlp": ["gate_proj", "up_proj", "down_proj"]}
 _BERT = {"attention": ["query", "key", "value", "attention.output.dense"],
@@ -49,10 +51,16 @@ def has_suffix(name: str, suffix: str) -> bool:
 def match_targets(linear_names: list[str], model_type: str | None, spec: str) -> list[str]:
     """The names among `linear_names` (full dotted module names) that `spec` selects, in their order.
 
-    Raises TargetError when nothing (or a listed suffix) matches, naming the linear layers there are.
+    Raises TargetError when nothing (or a listed suffix) matches, naming the linear layers there are, or when a
+    regex is broken, too long or too slow to match (checked here so that no caller can skip it: the web process
+    matches specs taken straight from a query string).
     """
     candidates = [name for name in linear_names if not is_head(name)]
     spec = spec.strip()
+    try:
+        check_target_spec(spec)
+    except ConfigError as error:
+        raise TargetError(str(error)) from None
     if spec.startswith("re:"):
         chosen = _match_regex(candidates, spec[3:])
     elif spec in PRESETS:

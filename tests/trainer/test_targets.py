@@ -92,6 +92,16 @@ def test_invalid_regex_is_a_target_error():
         resolve_targets(tiny_llama()[0], "re:(")
 
 
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("spec, words", [("re:(?:.*.*)*=", "repeats a group that itself repeats"),
+                                         ("re:(a+)+$", "repeats a group that itself repeats"),
+                                         ("re:" + "a" * 300, "at most 200 characters")])
+def test_match_targets_itself_refuses_a_catastrophic_or_overlong_regex(spec, words):
+    names = [f"model.layers.{i}.self_attn.q_proj" + "." * 40 for i in range(3)]  # "="-less names: worst case
+    with pytest.raises(TargetError, match=words):
+        match_targets(names, "llama", spec)
+
+
 def test_linear_layer_names_excludes_heads():
     names = linear_layer_names(tiny_bert()[0])
     assert len(names) == 12 and not any("pooler" in n or "classifier" in n for n in names)

@@ -71,6 +71,20 @@ def test_a_catastrophic_or_broken_target_regex_is_a_quick_field_error(member_cli
     assert not Job.objects.exists()
 
 
+@pytest.mark.django_db
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("pattern", ["re:(a+)+$", "re:(.*a){30}", "re:((x|x)*)*y", "re:[", "re:(?:.*.*)*=",
+                                     "re:" + "a" * 300])
+def test_the_live_estimate_refuses_a_catastrophic_or_overlong_target_regex_quickly(member_client, llama, pattern):
+    started = time.monotonic()
+    response = member_client.get(reverse("jobs:estimate"), {"base_model": llama.pk, "targets": pattern, "rank": 8,
+                                                             "batch_size": 8, "max_length": 64})
+    assert time.monotonic() - started < 5
+    assert response.status_code == 400
+    assert any(words in response.json()["error"] for words in (
+        "repeats a group that itself repeats", "not a valid regular expression", "at most 200 characters"))
+
+
 # --- playground -----------------------------------------------------------------------------------------------
 
 
