@@ -1,10 +1,14 @@
-"""The one-command local start: Redis fallback to the bundled binary, and a clean stop of everything started."""
+"""The one-command local start: Redis fallback to the bundled binary, signing in with the printed demo credentials,
+and a clean stop of everything started."""
+import http.cookiejar
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -15,20 +19,24 @@ from webapp import localrun
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def port_open(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.3)
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def sign_in(base_url: str, username: str, password: str) -> tuple[int, str, str]:
+    """Sign in through the login form as a browser would (cookies, CSRF token); -> (status, final URL, page)."""
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    with opener.open(f"{base_url}login/") as login_page:
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login_page.read().decode())[1]
+    form = urllib.parse.urlencode({"csrfmiddlewaretoken": token, "username": username, "password": password})
+    with opener.open(f"{base_url}login/", data=form.encode()) as page:
+        return page.status, page.url, page.read().decode()
+
+
 def test_bundled_redis_starts_when_none_answers_and_stops_cleanly(tmp_path):
-    url = f"redis://127.0.0.1:{free_port()}/0"
+    url = f"redis://127.0.0.1:{localrun.free_loopback_port()}/0"
     assert not localrun.redis_answers(url)
     process = localrun.start_bundled_redis(url, tmp_path)
     try:
@@ -47,12 +55,12 @@ def test_a_remote_redis_that_does_not_answer_is_a_clear_error(tmp_path):
 def test_no_bundled_binary_gives_an_install_hint(tmp_path, monkeypatch):
     monkeypatch.setattr(localrun, "bundled_redis_binary", lambda: None)
     with pytest.raises(localrun.LaunchError, match="apt-get install redis-server"):
-        localrun.start_bundled_redis(f"redis://127.0.0.1:{free_port()}/0", tmp_path)
+        localrun.start_bundled_redis(f"redis://127.0.0.1:{localrun.free_loopback_port()}/0", tmp_path)
 
 
 @pytest.mark.slow
-def test_run_command_serves_the_app_and_ctrl_c_stops_everything(tmp_path):
-    web_port, redis_port = free_port(), free_port()
+def test_run_command_serves_the_app_signs_in_the_demo_user_and_ctrl_c_stops_everything(tmp_path):
+    web_port, redis_port = localrun.free_loopback_port(), localrun.free_loopback_port()
     env = dict(os.environ, VAR_DIR=str(tmp_path), PORT=str(web_port), REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
                DATABASE_URL=f"sqlite:///{tmp_path}/db.sqlite3", WORKER_CONCURRENCY="1", WEB_CONCURRENCY="1")
     process = subprocess.Popen([sys.executable, "-m", "webapp.localrun"], cwd=ROOT, env=env,
@@ -67,10 +75,12 @@ def test_run_command_serves_the_app_and_ctrl_c_stops_everything(tmp_path):
                 break
         output = "".join(lines)
         assert "Loraworks is running at" in output, output
-        assert "Demo sign-in: user demo / password" in output
         assert "starting the bundled redis-server" in output
-        with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/login/") as response:
-            assert response.status == 200
+        username, password = re.search(r"Demo sign-in: user (\S+) / password (\S+)", output).groups()
+        status, url, page = sign_in(f"http://127.0.0.1:{web_port}/", username, password)
+        assert (status, url) == (200, f"http://127.0.0.1:{web_port}/"), page
+        assert '<nav class="nav">' in page and ">Datasets</a>" in page and ">Jobs</a>" in page
+        assert "<h1>Demo team</h1>" in page and f"<summary>{username}</summary>" in page
         assert port_open(redis_port)
     finally:
         process.send_signal(signal.SIGINT)
