@@ -1,6 +1,68 @@
 """The operations page (staff only: workers with their queues and running job, queue lengths, database, Redis,
 storage) and the web process's /healthz, against a real worker, the test database and Redis."""
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
 import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+# Django's test client in a process with production settings (no test-environment hosts added): name -> the answer
+# to GET path with that Host header, as [status, Content-Type, Location, body].
+PRODUCTION_PROBE = """
+import json, sys, django
+django.setup()
+from django.test import Client
+answers = {}
+for name, path, host in json.loads(sys.argv[1]):
+    response = Client().get(path, HTTP_HOST=host)
+    answers[name] = [response.status_code, response.get("Content-Type"), response.get("Location"),
+                     response.content.decode()]
+print(json.dumps(answers))
+"""
+
+
+def compose_web_health_url() -> str:
+    test = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["web"]["healthcheck"]["test"]
+    return re.search(r"urlopen\('([^']+)'\)", " ".join(test))[1]
+
+
+def production_answers(tmp_path, settings, requests: list[tuple[str, str, str]]) -> dict:
+    env = dict(os.environ, PRODUCTION="1", SECRET_KEY="k" * 50, ALLOWED_HOSTS="example.com",
+               DJANGO_SETTINGS_MODULE="webapp.settings", VAR_DIR=str(tmp_path), REDIS_URL=settings.REDIS_URL,
+               DATABASE_URL=f"sqlite:///{tmp_path}/db.sqlite3")
+    probe = subprocess.run([sys.executable, "-c", PRODUCTION_PROBE, json.dumps(requests)], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert probe.returncode == 0, probe.stderr
+    return json.loads(probe.stdout.splitlines()[-1])
+
+
+def test_in_production_healthz_answers_the_compose_probe_by_address_while_other_pages_keep_host_checks_and_https(
+        tmp_path, settings):
+    probe_url = urlsplit(compose_web_health_url())
+    assert (probe_url.scheme, probe_url.hostname) == ("http", "127.0.0.1")
+    answers = production_answers(tmp_path, settings, [
+        ("probe", probe_url.path, probe_url.netloc), ("probe_named_host", probe_url.path, "example.com"),
+        ("page_by_address", "/login/", probe_url.netloc), ("page_named_host", "/login/", "example.com")])
+    status, content_type, _, body = answers["probe"]
+    assert (status, content_type) == (200, "application/json")
+    assert json.loads(body) == {"status": "ok", "database": True, "redis": True}
+    assert answers["probe_named_host"][0] == 200
+    assert answers["page_by_address"][0] == 400  # 127.0.0.1 is not in ALLOWED_HOSTS
+    assert answers["page_named_host"][:3:2] == [301, "https://example.com/login/"]
+
+
+def test_in_production_healthz_answers_503_by_address_when_redis_is_unreachable(tmp_path, settings):
+    settings.REDIS_URL = "redis://127.0.0.1:1/15"
+    status, content_type, _, body = production_answers(tmp_path, settings, [("probe", "/healthz", "127.0.0.1:8000")])[
+        "probe"]
+    assert (status, content_type) == (503, "application/json")
+    assert json.loads(body) == {"status": "unavailable", "database": True, "redis": False}
 
 
 @pytest.mark.django_db
