@@ -37,6 +37,9 @@ class Job(TeamOwned):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # Set when someone asks a running job to stop: the worker's reporter reads it (as well as the Redis flag), so a
+    # cancel holds even when Redis is down or was restarted.
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-pk"]
