@@ -1,11 +1,11 @@
 """The browser suite's fixtures: Debian's Chromium driven by Playwright against the live server, a person signed
 in through the login page, and screenshots saved under test-artifacts/screenshots/ (the README shows some)."""
-import os
 import shutil
 import sys
 from pathlib import Path
 
 import pytest
+from browser import chromium_path, no_browser, playwright_sync_api
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
@@ -16,20 +16,9 @@ PASSWORD = "pw-for-tests-1"
 sys.path.insert(0, str(ROOT / "tests" / "webapp"))  # jobs_helpers: tiny catalog entries, waiting on a worker
 
 
-def chromium_path() -> str | None:
-    return next(filter(None, (shutil.which(name) for name in ("chromium", "chromium-browser"))), None)
-
-
-def no_browser(reason: str):
-    """Without a browser the suite is skipped here, but fails in CI, where it must run."""
-    if os.environ.get("CI"):
-        pytest.fail(f"the browser suite must run in CI: {reason}")
-    pytest.skip(reason)
-
-
 @pytest.fixture
 def browser(monkeypatch):
-    sync_api = pytest.importorskip("playwright.sync_api")
+    sync_api = playwright_sync_api()
     executable = chromium_path()
     if executable is None:
         no_browser("no Chromium on PATH (apt-get install chromium)")

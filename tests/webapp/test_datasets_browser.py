@@ -1,8 +1,7 @@
 """The datasets pages in a real browser (Chromium through Playwright) against a live server and a real worker:
 drag-and-drop, the upload progress bar, the detail page following its own validation, the size check."""
-import shutil
-
 import pytest
+from browser import chromium_path, no_browser, playwright_sync_api
 from django.conf import settings as django_settings
 
 from test_datasets_support import jsonl
@@ -12,20 +11,16 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 ROWS = jsonl({"prompt": f"Question {i}: " + "word " * (i % 50), "completion": f"Answer {i}"} for i in range(20_000))
 
 
-def chromium_path():
-    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-
-
 @pytest.fixture
 def page(live_server, member_client, monkeypatch):
-    sync_api = pytest.importorskip("playwright.sync_api")
+    sync_api = playwright_sync_api()
     # Playwright's sync API keeps an event loop in this thread; the test's own ORM calls are still plain sync code.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     with sync_api.sync_playwright() as playwright:
         try:
             browser = playwright.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
         except Exception as error:  # noqa: BLE001 - no browser on this machine
-            pytest.skip(f"no Chromium to drive: {error}")
+            no_browser(f"no Chromium to drive: {error}")
         context = browser.new_context(base_url=live_server.url)
         context.add_cookies([{"name": django_settings.SESSION_COOKIE_NAME, "url": live_server.url,
                               "value": member_client.cookies[django_settings.SESSION_COOKIE_NAME].value}])
