@@ -65,6 +65,12 @@ def test_in_production_healthz_answers_503_by_address_when_redis_is_unreachable(
     assert json.loads(body) == {"status": "unavailable", "database": True, "redis": False}
 
 
+def test_the_empty_worker_list_points_to_a_readme_section_that_exists():
+    template = (ROOT / "templates" / "ops" / "status.html").read_text()
+    heading = re.search(r"README's “([^”]+)”", template)[1]
+    assert f"\n## {heading}\n" in (ROOT / "README.md").read_text()
+
+
 @pytest.mark.django_db
 def test_healthz_answers_200_when_the_database_and_redis_answer(client):
     response = client.get("/healthz")
