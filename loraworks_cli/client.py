@@ -5,6 +5,8 @@ Every failure becomes `ClientError` with the exit code the command line returns 
 """
 from __future__ import annotations
 
+import http.client
+import io
 import json
 import mimetypes
 import os
@@ -20,6 +22,10 @@ EXIT_CODES = {
 }
 STATUS_EXIT = {400: 2, 401: 3, 404: 4, 409: 5, 413: 7, 429: 6}
 CHUNK = 1 << 16
+
+
+class UploadCut(Exception):
+    """The connection closed while an upload was being sent, and no answer could be read."""
 
 
 class ClientError(Exception):
@@ -43,20 +49,91 @@ class Client:
         return self._json("DELETE", path)
 
     def upload(self, path: str, fields: dict[str, str], files: dict[str, Path]):
+        """POST a multipart body streamed from disk. A server refusing a too large body may close the connection
+        while the body is still on its way: its answer (413) is read all the same, and when there is none the files
+        are compared with the upload limit the server announces (GET /api/me)."""
         body = MultipartBody(fields, files)
-        return self._json("POST", path, body=body, headers={
-            "Content-Type": body.content_type, "Content-Length": str(body.length)})
+        try:
+            data = self._send_streamed(path, body)
+        except UploadCut as cut:
+            raise self._over_limit(files) or ClientError(
+                f"the connection to {self.url} was cut during the upload ({cut}); try again", EXIT_CODES["unreachable"]
+            ) from None
+        return json.loads(data) if data else None
+
+    def _send_streamed(self, path: str, body: "MultipartBody") -> bytes:
+        url = urllib.parse.urlsplit(f"{self.url}{path}")
+        kind = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+        connection = kind(url.hostname, url.port, timeout=self.timeout)
+        headers = {"Content-Type": body.content_type, "Content-Length": str(body.length), "Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        try:
+            connection.request("POST", url.path, headers=headers, body=None)
+            cut = None
+            try:
+                for chunk in body:
+                    connection.send(chunk)
+            except (BrokenPipeError, ConnectionResetError) as error:
+                cut = error  # the server stopped reading; it may have answered first
+            try:
+                response = connection.getresponse()
+                data = response.read()
+            except (OSError, http.client.HTTPException) as error:
+                raise UploadCut(cut or error) from None
+            if response.status >= 400:
+                raise from_http_error(urllib.error.HTTPError(url.geturl(), response.status, response.reason,
+                                                             response.headers, io.BytesIO(data)))
+            return data
+        except OSError as error:
+            raise ClientError(f"cannot reach {self.url}: {error}", EXIT_CODES["unreachable"]) from None
+        finally:
+            connection.close()
+
+    def _over_limit(self, files: dict[str, Path]) -> "ClientError | None":
+        try:
+            limit_mb = self.get("/api/me")["limits"]["max_upload_mb"]
+        except (ClientError, KeyError, TypeError):
+            return None
+        for path in files.values():
+            size = path.stat().st_size
+            if size > limit_mb * 2**20:
+                return ClientError(f"{path.name} is {size / 2**20:.1f} MB, over the server's upload limit of "
+                                   f"{limit_mb} MB (MAX_UPLOAD_MB); compress it with gzip or split it",
+                                   EXIT_CODES["too_large"], 413, "file")
+        return None
 
     def download(self, path: str, target: Path) -> int:
         """Stream a file to `target` (written to a temporary name first, so a failed download leaves nothing)."""
         temp = target.with_name(f".{target.name}.part")
-        with self._open("GET", path) as response, open(temp, "wb") as out:
-            size = 0
-            while chunk := response.read(CHUNK):
-                out.write(chunk)
-                size += len(chunk)
+        size = 0
+        with self._open("GET", path) as response:
+            try:
+                with open(temp, "wb") as out:
+                    while chunk := self._read(response, path, size):
+                        out.write(chunk)
+                        size += len(chunk)
+                if response.length:  # bytes the server announced and never sent (read(n) does not raise for it)
+                    raise ClientError(self._broke_off(path, size, f"{response.length} bytes missing"),
+                                      EXIT_CODES["unreachable"])
+            except OSError as error:  # writing here: a missing folder, a full disk
+                temp.unlink(missing_ok=True)
+                raise ClientError(f"cannot write {target}: {error.strerror or error}", EXIT_CODES["invalid"]) from None
+            except ClientError:
+                temp.unlink(missing_ok=True)
+                raise
         os.replace(temp, target)
         return size
+
+    def _read(self, response, path: str, received: int) -> bytes:
+        try:
+            return response.read(CHUNK)
+        except (OSError, http.client.HTTPException) as error:
+            raise ClientError(self._broke_off(path, received, f"{type(error).__name__}: {error}"),
+                              EXIT_CODES["unreachable"]) from None
+
+    def _broke_off(self, path: str, received: int, why: str) -> str:
+        return f"the download of {path} from {self.url} broke off after {received} bytes ({why}); nothing was kept"
 
     def _json(self, method, path, query=None, body=None, headers=None):
         with self._open(method, path, query, body, headers) as response:

@@ -179,7 +179,7 @@ def cmd_job_watch(args):
         while True:
             events = api.get(f"/api/jobs/{args.id}/events", after=after)
             for event in events["items"]:
-                bar.note(f"{event['at'][:19]}  {event['message']}")
+                bar.note(event_line(event))
             after = events["next_after"] or after
             job = api.get(f"/api/jobs/{args.id}")
             bar.show(describe(job))
@@ -200,10 +200,14 @@ def cmd_job_cancel(args):
     output(args, result, f"{result['id']} {result['status']}")
 
 
+def event_line(event: dict) -> str:
+    """A state change with its date and time; a log line as the worker stamped it (time of day), indented."""
+    return f"    {event['message']}" if event["kind"] == "log" else f"{event['at'][:19]}  {event['message']}"
+
+
 def cmd_job_events(args):
     page = client().get(f"/api/jobs/{args.id}/events", after=args.after)
-    lines = [f"{e['at'][:19]}  {e['message']}" for e in page["items"]]
-    output(args, page, "\n".join(lines + (["--- log ---"] + page["log"] if page["log"] else [])))
+    output(args, page, "\n".join(event_line(e) for e in page["items"]))
 
 
 def cmd_job_download(args):

@@ -54,6 +54,7 @@ class JobReporter:
         self.progress = dict(job.progress)
         self.history = list(job.history)
         self.log_tail = deque(job.log_tail.splitlines(), maxlen=LOG_TAIL_LINES)
+        self.unsaved_log: list[str] = []
         self.after_step = after_step
         self.db_interval_s = conf.PROGRESS_DB_INTERVAL_S if db_interval_s is None else db_interval_s
         self.last_flush = 0.0
@@ -88,6 +89,22 @@ class JobReporter:
             stamped = f"{timezone.now():%H:%M:%S} {line}"
             self.log_tail.append(stamped)
             live.publish(self.job_id, {"type": "log", "line": stamped})
+            self.unsaved_log.append(stamped)
+        self.save_log()
+
+    def save_log(self) -> None:
+        """Store the lines not yet stored as the job's "log" events (few: the trainer logs phases, not steps).
+        One try, so a database outage does not hold training up: refused lines wait for the next line or flush."""
+        from webapp.jobs.models import JobEvent
+
+        lines, self.unsaved_log = self.unsaved_log, []
+        try:
+            JobEvent.timeline.bulk_create([JobEvent(job_id=self.job_id, kind=JobEvent.LOG, reason=line)
+                                           for line in lines])
+        except (OperationalError, InterfaceError) as error:
+            self.unsaved_log = lines + self.unsaved_log
+            log.warning("job %s: log lines not saved yet (%s)", self.job_id, error)
+            connection.close()
 
     def should_stop(self):
         try:
@@ -111,6 +128,9 @@ class JobReporter:
             retry_db(lambda: Job.objects.filter(pk=self.job_id).update(**values))
         except (OperationalError, InterfaceError) as error:
             log.error("job %s: progress not saved, database unreachable: %s", self.job_id, error)
+            return
+        if self.unsaved_log:
+            self.save_log()
 
 
 class Heartbeat(threading.Thread):

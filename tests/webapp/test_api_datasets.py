@@ -127,3 +127,57 @@ def test_deleting_a_dataset_removes_the_row_and_its_file(api, tmp_path):
     assert response.status_code == 204 and response.content == b""
     assert api("GET", f"/api/datasets/{dataset['id']}").status_code == 404
     assert not default_storage.exists(stored)
+
+
+def test_every_part_the_schema_lists_is_taken_and_an_unknown_part_is_400(api, tmp_path):
+    evaluation = [{"prompt": f"What is {i} plus 1?", "completion": f"{i + 1}"} for i in range(5)]
+    created = api("POST", "/api/datasets", fields={"name": "with eval", "column_mapping": "{}"},
+                  files={"file": write(tmp_path, "train.jsonl", jsonl(ROWS)),
+                         "eval_file": write(tmp_path, "held.jsonl", jsonl(evaluation))})
+    assert created.status_code == 201, created.content
+    stored = Dataset.objects.get(pk=created.json()["id"])
+    assert stored.name == "with eval" and stored.eval_original_filename == "held.jsonl"
+    assert default_storage.open(stored.eval_file.name).read() == jsonl(evaluation)
+    extra = api("POST", "/api/datasets", fields={"colour": "blue"}, files={"file": write(tmp_path, "x.jsonl",
+                                                                                           jsonl(ROWS))})
+    assert extra.status_code == 400 and extra.json()["error"]["field"] == "colour"
+    assert "name, file, eval_file, column_mapping" in extra.json()["error"]["message"]
+    assert_matches_schema(extra, "/api/datasets", "post")
+    assert Dataset.objects.count() == 1
+
+
+def test_a_column_mapped_to_two_fields_is_400_like_on_the_page(api, tmp_path):
+    rows = [{"question": f"q{i}", "answer": f"a{i}"} for i in range(10)]
+    response = api("POST", "/api/datasets", fields={"column_mapping": json.dumps({"prompt": "question",
+                                                                                  "instruction": "question"})},
+                   files={"file": write(tmp_path, "qa.jsonl", jsonl(rows))})
+    assert response.status_code == 400 and response.json()["error"]["field"] == "column_mapping"
+    assert "column 'question' is mapped to more than one field (prompt, instruction)" in \
+        response.json()["error"]["message"]
+    assert not Dataset.objects.exists()
+
+
+def test_row_errors_say_which_file_they_are_in(api, tmp_path):
+    broken_eval = b'{"prompt": "no answer"}\n' * 3
+    created = api("POST", "/api/datasets", files={"file": write(tmp_path, "t.jsonl", jsonl(ROWS)),
+                                                  "eval_file": write(tmp_path, "e.jsonl", broken_eval)})
+    detail = api.wait_for(f"/api/datasets/{created.json()['id']}", lambda d: d["status"] != "validating")
+    assert {e["file"] for e in detail["errors"]} == {"eval"} and {e["row"] for e in detail["errors"]} == {1, 2, 3}
+    assert_matches_schema(api("GET", f"/api/datasets/{created.json()['id']}"), "/api/datasets/{dataset_id}")
+
+
+def test_a_dataset_only_finished_jobs_use_is_kept_with_the_pages_message(api, tmp_path):
+    from jobs_helpers import make_job
+    from webapp.catalog.models import BaseModel
+    from webapp.teams.models import Team
+
+    dataset = upload_ready(api, tmp_path)
+    model = BaseModel.objects.create(name="m", source="org/m", status="ready")
+    job = make_job(Team.objects.get(name="Team A"), model, Dataset.objects.get(pk=dataset["id"]), state="succeeded",
+                   name="job succeeded")
+    response = api("DELETE", f"/api/datasets/{dataset['id']}")
+    assert response.status_code == 409, response.content
+    assert response.json()["error"]["message"].endswith(
+        f"1 finished job uses it (“{job.name}” (succeeded)). Delete those jobs first.")
+    assert_matches_schema(response, "/api/datasets/{dataset_id}", "delete")
+    assert Dataset.objects.filter(pk=dataset["id"]).exists()

@@ -10,6 +10,7 @@ import urllib.request
 import jsonschema_rs
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.utils.text import slugify
 
 from webapp.api.schema import PATHS, schema
 
@@ -84,12 +85,27 @@ def test_the_reference_page_lists_every_operation_and_loads_nothing_from_elsewhe
     response = client.get(reverse("api:reference"))
     assert response.status_code == 200
     html = response.content.decode()
-    for path, operations in PATHS.items():
-        for method in operations:
-            assert f'id="{method}-{re.sub(r"[^a-z0-9]+", "-", path.lower()).strip("-")}"' in html or path in html
-            assert path in html
+    # Each operation is an <article> whose anchor the template builds with Django's slugify, headed by its method
+    # and path: read them back and compare with the schema's (method, path) pairs, both ways.
+    shown = re.findall(r'<article class="api-op" id="([^"]+)">\s*<h3><span class="api-method (\w+)">(\w+)</span> '
+                       r"<code>([^<]+)</code>", html)
+    described = {(method.upper(), path) for path, operations in PATHS.items() for method in operations}
+    assert {(method, path) for _, _, method, path in shown} == described
+    assert len(shown) == len(described)
+    for anchor, css_class, method, path in shown:
+        assert anchor == f"{method.lower()}-{slugify(path)}" and css_class == method.lower()
+    assert len({anchor for anchor, *_ in shown}) == len(shown)  # every operation's link leads to it alone
     assert "progress.step" in html and "lora.rank" in html
     assert not re.search(r'(src|href)="(https?:)?//', html)
+
+
+def test_the_dataset_upload_parts_in_the_schema_are_the_ones_the_endpoint_takes():
+    from webapp.api.views.datasets import UPLOAD_FIELDS
+
+    body = DOCUMENT["paths"]["/api/datasets"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert set(body["properties"]) == set(UPLOAD_FIELDS) == {"file", "eval_file", "name", "column_mapping"}
+    assert body["required"] == ["file"] and body["additionalProperties"] is False
+    assert "Parquet" not in str(body)
 
 
 class Response:

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.core.files.storage import default_storage
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.files.uploadhandler import StopUpload
 from django.urls import reverse
 
@@ -58,10 +59,24 @@ def test_the_upload_answers_json_to_the_progress_bar_script(member_client, uploa
 def test_a_file_over_the_limit_is_stopped_while_streaming_and_nothing_is_kept(member_client, upload_tmp, settings):
     settings.MAX_UPLOAD_MB = 1
     before = stored_files()
-    response = upload(member_client, "big.jsonl", b'{"text": "x"}\n' * 300_000, json=True)  # 4.2 MB
+    # 2.1 MB: within what two files could add up to, so the handler, not the Content-Length check, stops it
+    response = upload(member_client, "big.jsonl", b'{"text": "x"}\n' * 150_000, json=True)
     assert response.status_code == 413
     assert "larger than the upload limit of 1 MB" in response.json()["message"]
     assert "big.jsonl" in response.json()["message"]
+    assert not Dataset.objects.exists()
+    assert stored_files() == before and list(upload_tmp.iterdir()) == []
+
+
+@pytest.mark.django_db
+def test_a_body_whose_length_is_over_the_limit_is_refused_before_it_is_read(member_client, upload_tmp, settings):
+    settings.MAX_UPLOAD_MB = 1
+    before = stored_files()
+    # A body that claims 50 MB but carries a small valid upload: were it read, the upload would succeed.
+    response = member_client.post(reverse("datasets:upload"), {"file": SimpleUploadedFile("big.jsonl", GOOD)},
+                                  CONTENT_LENGTH=str(50 * 2**20))
+    assert response.status_code == 413
+    assert "The upload (50.0 MB) is larger than the upload limit of 1 MB" in response.content.decode()
     assert not Dataset.objects.exists()
     assert stored_files() == before and list(upload_tmp.iterdir()) == []
 

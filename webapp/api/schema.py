@@ -44,15 +44,19 @@ SCHEMAS = {
         "server_error"]}, "message": STR, "field": {"type": "string", "description": "the input at fault"}},
         ("code", "message"))}, ("error",)),
     "Me": obj({"user": STR, "team": obj({"id": INT, "name": STR}, ("id", "name")),
-               "token": obj({"id": INT, "name": STR, "prefix": STR}, ("id", "name", "prefix"))},
-              ("user", "team", "token")),
+               "token": obj({"id": INT, "name": STR, "prefix": STR}, ("id", "name", "prefix")),
+               "limits": obj({"max_upload_mb": {"type": "integer", "description": "MAX_UPLOAD_MB: the most a "
+                                                "dataset file (and its eval file) may be"}}, ("max_upload_mb",))},
+              ("user", "team", "token", "limits")),
     "Model": obj({
         "id": INT, "name": STR, "source": STR, "is_demo": BOOL,
         "status": {"type": "string", "enum": ["inspecting", "ready", "failed"]}, "error": nullable(STR),
         "architecture": STR, "model_type": STR, "task_types": {"type": "array", "items": STR},
         "total_params": nullable(INT), "size_bytes": nullable(INT), "has_chat_template": nullable(BOOL)},
         ("id", "name", "source", "is_demo", "status", "task_types")),
-    "RowError": obj({"row": nullable(INT), "field": nullable(STR), "message": STR}, ("row", "message")),
+    "RowError": obj({"row": nullable(INT), "field": nullable(STR), "message": STR,
+                     "file": nullable({"type": "string", "enum": ["train", "eval"],
+                                       "description": "which file the row is in"})}, ("row", "message")),
     "Dataset": obj({
         "id": INT, "name": STR, "status": {"type": "string", "enum": DATASET_STATES},
         "format": nullable(STR), "task": nullable(STR), "rows": nullable(INT),
@@ -104,15 +108,19 @@ SCHEMAS = {
         "error": nullable(STR), "has_merged": BOOL, "created_at": STR, "queued_at": nullable(STR),
         "started_at": nullable(STR), "finished_at": nullable(STR)},
         ("id", "name", "status", "progress", "params", "base_eval", "final_eval", "error")),
-    "Event": obj({"id": INT, "at": STR, "kind": {"type": "string", "enum": ["state"]},
-                  "from_state": nullable(STR), "to_state": nullable(STR), "message": STR},
+    "Event": obj({"id": INT, "at": STR, "kind": {"type": "string", "enum": ["state", "log"],
+                                                  "description": "state: a state change; log: a worker log line"},
+                  "from_state": nullable(STR), "to_state": nullable(STR),
+                  "message": {"type": "string", "description": "the change and its reason, or the log line"}},
                  ("id", "at", "kind", "message")),
     "EventPage": obj({"items": {"type": "array", "items": ref("Event")},
                       "next_after": {"type": "integer", "description": "pass back as ?after= for newer events"},
                       "status": {"type": "string", "enum": JOB_STATES},
-                      "log": {"type": "array", "items": STR, "description": "the latest log lines (up to 50)"}},
+                      "log": {"type": "array", "items": STR,
+                              "description": "the latest log lines (up to 50) as the worker streams them live"}},
                      ("items", "next_after", "status", "log"),
-                     "State changes, oldest first, after the `after` cursor; and the log's latest lines."),
+                     "State changes and stored log lines, oldest first, after the `after` cursor; and the live "
+                     "log's latest lines."),
     "CancelResult": obj({"id": INT, "status": {"type": "string", "enum": JOB_STATES},
                          "outcome": {"type": "string", "enum": ["cancelled", "stopping"],
                                      "description": "stopping: a running job stops at its next step"}},
@@ -193,12 +201,20 @@ PATHS = {
         "get": op("List the team's datasets", "Datasets", json_ok("DatasetPage"), (400, 401), params=PAGE),
         "post": op("Upload a dataset", "Datasets", json_ok("Created", 201, "Stored; validation runs in the background."),
                    (400, 401, 413), body={"multipart/form-data": {"schema": obj({
+                       "name": {"type": "string", "maxLength": 200,
+                                "description": "shown in lists; default: the file's name"},
                        "file": {"type": "string", "format": "binary",
-                                "description": "JSONL, JSON, CSV or Parquet; chat, instruction, text or label rows"},
-                       "name": {"type": "string", "maxLength": 200},
-                       "column_mapping": {"type": "string", "description": 'JSON object {"field": "column"}'}},
-                       ("file",))}},
-                   description="Poll GET /api/datasets/{dataset_id} until status is ready or invalid.")},
+                                "description": "JSONL, JSON array or CSV in UTF-8, optionally gzip-compressed (.gz); "
+                                               "chat, instruction, prompt/completion, text or text/label rows"},
+                       "eval_file": {"type": "string", "format": "binary",
+                                     "description": "held-out rows in the same format; without one, jobs split off "
+                                                    "a part"},
+                       "column_mapping": {"type": "string", "description": 'JSON object {"field": "column"}; '
+                                                                           "each column to one field"}},
+                       ("file",), extra=False)}},
+                   description="Each file may be up to MAX_UPLOAD_MB (see GET /api/me); a larger one is refused "
+                               "with 413 while it streams, or at once when the Content-Length already says so. "
+                               "Poll GET /api/datasets/{dataset_id} until status is ready or invalid.")},
     "/api/datasets/{dataset_id}": {
         "get": op("One dataset and its validation report", "Datasets", json_ok("Dataset"), (401, 404),
                   params=[path_id("dataset_id")]),

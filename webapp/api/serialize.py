@@ -70,6 +70,9 @@ def params_of(job, metrics: dict) -> dict:
 
 
 def event_json(event) -> dict:
+    if event.kind == event.LOG:
+        return {"id": event.pk, "at": iso(event.at), "kind": "log", "from_state": None, "to_state": None,
+                "message": event.reason}
     arrow = f"{event.from_state} -> {event.to_state}" if event.from_state else event.to_state
     return {"id": event.pk, "at": iso(event.at), "kind": "state", "from_state": event.from_state or None,
             "to_state": event.to_state, "message": f"{arrow}{': ' + event.reason if event.reason else ''}"}

@@ -10,6 +10,20 @@ MAPPABLE_FIELDS = ("prompt", "completion", "instruction", "input", "output", "te
 MAX_LENGTH_CHOICES = (128, 256, 512, 1024, 2048, 4096)
 
 
+def mapping_problem(mapping: dict) -> tuple[str, str] | None:
+    """What is wrong with a column mapping {canonical field: column}, as (field at fault, message), or None.
+    The mapping form and the API both ask this, so both refuse the same mappings."""
+    unknown = sorted(set(mapping) - set(MAPPABLE_FIELDS))
+    if unknown:
+        return unknown[0], f"unknown field {unknown[0]!r}; map to {', '.join(MAPPABLE_FIELDS)}"
+    used = list(mapping.values())
+    twice = next((column for column in used if used.count(column) > 1), None)
+    if twice is not None:
+        fields = [name for name, column in mapping.items() if column == twice]
+        return fields[-1], f"column {twice!r} is mapped to more than one field ({', '.join(fields)})"
+    return None
+
+
 class UploadForm(forms.Form):
     name = forms.CharField(max_length=200, required=False,
                            help_text="Shown in lists. Leave empty to use the file's name.")
@@ -63,10 +77,9 @@ class ColumnMappingForm(forms.Form):
 
     def clean(self):
         mapping = {name: column for name, column in self.cleaned_data.items() if column}
-        used = [column for column in mapping.values()]
-        twice = sorted({column for column in used if used.count(column) > 1})
-        if twice:
-            raise forms.ValidationError(f"column {twice[0]!r} is mapped to more than one field")
+        problem = mapping_problem(mapping)
+        if problem:
+            raise forms.ValidationError(problem[1])
         self.mapping = mapping
         return self.cleaned_data
 

@@ -3,7 +3,8 @@ storing an upload under a generated name.
 
 The handler writes each file to a temporary file chunk by chunk (Django hands it 64 KB at a time), so memory stays
 flat whatever the size. The moment a file passes the limit it deletes what it had written and stops the upload:
-nothing is left on disk and the view never sees the file. The user's file name is kept only as a label; the stored
+nothing is left on disk and the view never sees the file. A request whose Content-Length already says it is too large
+is refused before any of it is read (`declared_too_large`). The user's file name is kept only as a label; the stored
 name is `datasets/<uuid4 hex><ext>` with an extension from a fixed list.
 """
 from __future__ import annotations
@@ -17,10 +18,26 @@ from django.core.files.uploadhandler import StopUpload, TemporaryFileUploadHandl
 
 EXTENSIONS = (".jsonl", ".ndjson", ".json", ".csv", ".tsv")
 ACCEPT = ",".join(EXTENSIONS + tuple(ext + ".gz" for ext in EXTENSIONS))
+FILES_PER_UPLOAD = 2  # the training file and the optional evaluation file, each up to the limit
+FORM_ALLOWANCE = 2**20  # the name, the column mapping and the multipart part headers around the files
 
 
 def max_upload_bytes() -> int:
     return settings.MAX_UPLOAD_MB * 2**20
+
+
+def declared_too_large(request) -> str | None:
+    """A message when the request's Content-Length alone proves a file is over the limit (more bytes than two files
+    at the limit and the form's fields), else None. Such a request is refused before its body is read, so the client
+    gets the answer instead of a connection cut in the middle of sending. A smaller body still meets the per-file
+    streaming check."""
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return None
+    if declared <= FILES_PER_UPLOAD * max_upload_bytes() + FORM_ALLOWANCE:
+        return None
+    return too_large_message(f"The upload ({declared / 2**20:.1f} MB)")
 
 
 class SizeLimitedUploadHandler(TemporaryFileUploadHandler):

@@ -19,7 +19,8 @@ from django.views.decorators.http import require_GET, require_POST
 from webapp.datasets import charts, samples
 from webapp.datasets.forms import AnalysisForm, ColumnMappingForm, UploadForm
 from webapp.datasets.models import Dataset
-from webapp.datasets.uploads import SizeLimitedUploadHandler, label, max_upload_bytes, too_large_message
+from webapp.datasets.uploads import (SizeLimitedUploadHandler, declared_too_large, label, max_upload_bytes,
+                                     too_large_message)
 from webapp.datasets.services import DatasetInUse, create_dataset, delete_dataset
 from webapp.datasets.usage import active_jobs_using
 from webapp.teams.scoping import get_team_object_or_404, team_queryset
@@ -57,6 +58,9 @@ def upload(request):
     # The upload handler must be in place before anything reads the body, CSRF checking included: so this outer
     # view is exempt and the inner one does the CSRF check once the handler is set.
     if request.method == "POST":
+        refusal = declared_too_large(request)
+        if refusal:  # answered unread: no CSRF check needed for a request that changes nothing
+            return _upload_error(request, UploadForm(), refusal, status=413)
         request.upload_handlers = [SizeLimitedUploadHandler(request, max_upload_bytes())]
     return _upload(request)
 

@@ -63,17 +63,36 @@ class Job(TeamOwned):
         return f"jobs/{self.pk}/"
 
 
+class StateChanges(models.Manager):
+    def get_queryset(self):
+        return super().get_queryset().filter(kind=JobEvent.STATE)
+
+
 class JobEvent(models.Model):
-    """One state change of a job: from, to, why, when (written by states.move in the same transaction)."""
+    """One entry of a job's history: a state change (from, to, why; written by states.move in the same transaction)
+    or a line of the worker's log (kind "log", the line in `reason`; written by the worker's reporter).
+
+    `objects` and `job.events` hold the state changes only, what the job page and the state machine read;
+    `timeline` holds both kinds, in the order they were written (by pk), for the API's paginated events.
+    """
+
+    STATE, LOG = "state", "log"
 
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=10, choices=[(STATE, STATE), (LOG, LOG)], default=STATE)
     from_state = models.CharField(max_length=20, blank=True)
-    to_state = models.CharField(max_length=20)
+    to_state = models.CharField(max_length=20, blank=True)
     reason = models.TextField(blank=True)
     at = models.DateTimeField(auto_now_add=True)
 
+    objects = StateChanges()
+    timeline = models.Manager()
+
     class Meta:
         ordering = ["at", "pk"]
+        base_manager_name = "timeline"  # deleting a job (cascade) removes its log lines too
 
     def __str__(self):
+        if self.kind == self.LOG:
+            return f"job {self.job_id}: log {self.reason[:60]}"
         return f"job {self.job_id}: {self.from_state or '-'} -> {self.to_state}"

@@ -11,11 +11,14 @@ from webapp.api.decorators import api_view
 from webapp.api.errors import ApiError
 from webapp.api.pagination import page_response
 from webapp.api.serialize import dataset_json
-from webapp.datasets.forms import MAPPABLE_FIELDS, UploadForm
+from webapp.datasets.forms import UploadForm, mapping_problem
 from webapp.datasets.models import Dataset
 from webapp.datasets.services import DatasetInUse, create_dataset, delete_dataset
-from webapp.datasets.uploads import SizeLimitedUploadHandler, label, too_large_message
+from webapp.datasets.uploads import SizeLimitedUploadHandler, declared_too_large, label, too_large_message
 from webapp.teams.scoping import get_team_object_or_404, team_queryset
+
+# The multipart parts an upload takes: the page form's fields and the column mapping (the schema lists the same).
+UPLOAD_FIELDS = (*UploadForm.base_fields, "column_mapping")
 
 
 @api_view("GET", "POST")
@@ -26,23 +29,31 @@ def datasets(request):
 
 
 def upload(request):
+    refusal = declared_too_large(request)
+    if refusal:
+        raise ApiError(413, refusal, field="file")
     # Must be set before anything reads the body, so an oversized file is stopped while it streams in.
     handler = SizeLimitedUploadHandler(request)
     request.upload_handlers = [handler]
     if not request.content_type.startswith("multipart/form-data"):
         raise ApiError(400, "send the dataset as multipart/form-data with a `file` part", field="file")
     files, post = request.FILES, request.POST
-    if handler.rejected is not None:
+    try:
+        if handler.rejected is not None:
+            raise ApiError(413, too_large_message(label(handler.rejected)), field="file")
+        unknown = sorted((set(post) | set(files)) - set(UPLOAD_FIELDS))
+        if unknown:
+            raise ApiError(400, f"unknown part {unknown[0]}; the parts are {', '.join(UPLOAD_FIELDS)}",
+                           field=unknown[0])
+        mapping = column_mapping(post.get("column_mapping"))
+        form = UploadForm(post, files)
+        if not form.is_valid():
+            field, errors = next(iter(form.errors.items()))
+            raise ApiError(400, f"{field}: {' '.join(errors)}", field=field)
+    except ApiError:
         for uploaded in files.values():
-            uploaded.close()
-        raise ApiError(413, too_large_message(label(handler.rejected)), field="file")
-    mapping = column_mapping(post.get("column_mapping"))
-    form = UploadForm(post, files)
-    if not form.is_valid():
-        for uploaded in files.values():
-            uploaded.close()
-        field, errors = next(iter(form.errors.items()))
-        raise ApiError(400, f"{field}: {' '.join(errors)}", field=field)
+            uploaded.close()  # a temporary upload file is removed when closed
+        raise
     dataset = create_dataset(request.team, request.user, form.cleaned_data, column_mapping=mapping)
     return JsonResponse({"id": dataset.pk, "status": dataset.status}, status=201)
 
@@ -57,10 +68,9 @@ def column_mapping(raw: str | None) -> dict:
         mapping = None
     if not isinstance(mapping, dict) or not all(isinstance(v, str) and v for v in mapping.values()):
         raise ApiError(400, 'column_mapping must be a JSON object like {"prompt": "question"}', field="column_mapping")
-    unknown = sorted(set(mapping) - set(MAPPABLE_FIELDS))
-    if unknown:
-        raise ApiError(400, f"column_mapping names unknown fields {', '.join(unknown)}; "
-                            f"map to {', '.join(MAPPABLE_FIELDS)}", field="column_mapping")
+    problem = mapping_problem(mapping)
+    if problem:
+        raise ApiError(400, f"column_mapping.{problem[0]}: {problem[1]}", field="column_mapping")
     return mapping
 
 

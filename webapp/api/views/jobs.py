@@ -15,7 +15,7 @@ from webapp.catalog.models import BaseModel
 from webapp.datasets.models import Dataset
 from webapp.jobs import queue, states
 from webapp.jobs.forms import CUSTOM, LORA_FIELDS, TRAINING_FIELDS, JobForm
-from webapp.jobs.models import Job
+from webapp.jobs.models import Job, JobEvent
 from webapp.jobs.services import create_job, selectable_datasets
 from webapp.teams.scoping import get_team_object_or_404, team_queryset
 
@@ -141,7 +141,7 @@ def events(request, job_id: int):
     found = team_job(request, job_id)
     after = int_param(request, "after", 0, 0, 2**62)
     limit = int_param(request, "limit", 100, 1, 500)
-    items = list(found.events.filter(pk__gt=after).order_by("pk")[:limit])
+    items = list(JobEvent.timeline.filter(job=found, pk__gt=after).order_by("pk")[:limit])
     from webapp.jobs.stream import progress_snapshot
 
     return JsonResponse({"items": [event_json(e) for e in items], "next_after": items[-1].pk if items else after,

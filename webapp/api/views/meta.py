@@ -1,4 +1,6 @@
-"""Endpoints about the API itself: who a token is (`/api/me`), the OpenAPI schema and its rendered reference."""
+"""Endpoints about the API itself: who a token is and the server's limits (`/api/me`), the OpenAPI schema and its
+rendered reference."""
+from django.conf import settings
 from django.http import JsonResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
@@ -12,7 +14,8 @@ from webapp.api.schema import reference_sections, schema
 def me(request):
     token = request.api_token
     return JsonResponse({"user": request.user.username, "team": {"id": request.team.pk, "name": request.team.name},
-                         "token": {"id": token.pk, "name": token.name, "prefix": token.prefix}})
+                         "token": {"id": token.pk, "name": token.name, "prefix": token.prefix},
+                         "limits": {"max_upload_mb": settings.MAX_UPLOAD_MB}})
 
 
 @csrf_exempt  # no session use: a POST is told 405, not sent to the CSRF failure page
