@@ -8,12 +8,22 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off", ""}
+RATE_PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOCAL_HOSTS = ["localhost", "127.0.0.1", "[::1]"]
+
+
+class Rate(NamedTuple):
+    """At most `count` calls per `period_s` seconds."""
+    count: int
+    period_s: int
 
 
 def env_str(name: str, default: str) -> str:
@@ -51,6 +61,46 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return list(default)
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    """One of `choices`, matched regardless of case and returned as spelt in `choices`."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    by_word = {choice.lower(): choice for choice in choices}
+    try:
+        return by_word[raw.strip().lower()]
+    except KeyError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not one of: {', '.join(choices)}") from None
+
+
+def env_rate(name: str, default: str) -> Rate | None:
+    """A rate limit "N/second|minute|hour|day" ("30/hour" -> Rate(30, 3600); a bare "N" is per minute);
+    "0" or "" -> None, no limit."""
+    raw = os.environ.get(name, default)
+    text = raw.strip()
+    if text in ("", "0"):
+        return None
+    count, _, period = text.partition("/")
+    seconds = RATE_PERIODS.get(period.strip().lower().removesuffix("s") or "minute")
+    try:
+        allowed = int(count)
+    except ValueError:
+        allowed = 0
+    if seconds is None or allowed < 1:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a rate limit: write N/period with N at least 1, e.g. "
+                                   f"30/hour (periods: {', '.join(RATE_PERIODS)}), or 0 for no limit")
+    return Rate(allowed, seconds)
+
+
+def allowed_hosts(production: bool) -> list[str]:
+    """ALLOWED_HOSTS: loopback names by default locally; required in production, where no default is safe."""
+    hosts = env_list("ALLOWED_HOSTS", [] if production else LOCAL_HOSTS)
+    if production and not hosts:
+        raise ImproperlyConfigured("ALLOWED_HOSTS is required when PRODUCTION is on: set it to the comma-separated "
+                                   "host names the site is served at, e.g. loraworks.example")
+    return hosts
 
 
 def env_url(name: str, default: str, schemes: tuple[str, ...]) -> str:

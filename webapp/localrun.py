@@ -16,6 +16,10 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from django.core.exceptions import ImproperlyConfigured
+
+from webapp.env import env_int, env_str
+
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 STOP_GRACE_S = 10
 
@@ -127,7 +131,13 @@ def main() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
     from django.conf import settings
 
-    host, port = os.environ.get("HOST", "127.0.0.1"), os.environ.get("PORT", "8000")
+    try:
+        host, port = env_str("HOST", "127.0.0.1"), env_int("PORT", 8000, minimum=1, maximum=65535)
+        worker_concurrency = env_int("WORKER_CONCURRENCY", 2, minimum=1)
+        web_concurrency = env_int("WEB_CONCURRENCY", 2, minimum=1)
+    except ImproperlyConfigured as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     python = sys.executable
     started: list[subprocess.Popen] = []
     # SIGTERM (a process manager) stops everything the way Ctrl-C does; SIGINT is set too because a shell starts
@@ -143,13 +153,13 @@ def main() -> int:
             started.append(start_bundled_redis(settings.REDIS_URL, settings.VAR_DIR / "redis"))
         # Needs Redis: demo catalog entries not yet inspected are queued for the worker started next.
         call_command("register_demo_models")
-        concurrency = os.environ.get("WORKER_CONCURRENCY", "2")
         started.append(subprocess.Popen(
             [python, "-m", "celery", "-A", "workers", "worker", "-Q", "default,train,infer",
-             "--concurrency", concurrency, "--loglevel", "INFO", "-n", "local@%h"], start_new_session=True))
+             "--concurrency", str(worker_concurrency), "--loglevel", "INFO", "-n", "local@%h"],
+            start_new_session=True))
         started.append(subprocess.Popen(
             [python, "-m", "gunicorn", "webapp.wsgi", "--bind", f"{host}:{port}", "--worker-class", "gthread",
-             "--workers", os.environ.get("WEB_CONCURRENCY", "2"), "--threads", "8", "--timeout", "120",
+             "--workers", str(web_concurrency), "--threads", "8", "--timeout", "120",
              "--access-logfile", "-"], start_new_session=True))
         url = f"http://{host}:{port}/"
         wait_for_http(url + "login/", started)
@@ -160,7 +170,7 @@ def main() -> int:
         return 1
     except KeyboardInterrupt:
         return 0
-    except LaunchError as error:
+    except (LaunchError, ImproperlyConfigured) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     finally:

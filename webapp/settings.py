@@ -5,7 +5,8 @@ first run. PRODUCTION=1 turns on the strict checks (SECRET_KEY and ALLOWED_HOSTS
 """
 from pathlib import Path
 
-from webapp.env import (database_from_url, env_bool, env_int, env_list, env_str, env_url, secret_key)
+from webapp.env import (LOG_LEVELS, allowed_hosts, database_from_url, env_bool, env_choice, env_int, env_list,
+                        env_rate, env_str, env_url, secret_key)
 from webapp.storage import default_storage_from_env
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -14,7 +15,7 @@ VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
 PRODUCTION = env_bool("PRODUCTION", False)
 DEBUG = env_bool("DEBUG", not PRODUCTION)
 SECRET_KEY = secret_key(PRODUCTION, VAR_DIR / "secret_key")
-ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [] if PRODUCTION else ["localhost", "127.0.0.1", "[::1]"])
+ALLOWED_HOSTS = allowed_hosts(PRODUCTION)
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 DATABASES = {"default": database_from_url(env_str("DATABASE_URL", "sqlite:///var/db.sqlite3"), BASE_DIR)}
@@ -144,13 +145,14 @@ PLAYGROUND_MAX_PROMPT_CHARS = env_int("PLAYGROUND_MAX_PROMPT_CHARS", 4000, minim
 PLAYGROUND_MAX_NEW_TOKENS = env_int("PLAYGROUND_MAX_NEW_TOKENS", 256, minimum=1, maximum=8192)
 PLAYGROUND_STREAM_TIMEOUT_S = env_int("PLAYGROUND_STREAM_TIMEOUT_S", 120, minimum=1)
 
-# Per-token API rate limits ("N/second|minute|hour|day"; "0" turns one off), counted in Redis.
-API_RATE_LIMIT_JOBS = env_str("API_RATE_LIMIT_JOBS", "30/hour")
-API_RATE_LIMIT_PLAYGROUND = env_str("API_RATE_LIMIT_PLAYGROUND", "60/minute")
+# Per-token API rate limits ("N/second|minute|hour|day"; "0" turns one off), counted in Redis: Rate(count,
+# period_s) or None.
+API_RATE_LIMIT_JOBS = env_rate("API_RATE_LIMIT_JOBS", "30/hour")
+API_RATE_LIMIT_PLAYGROUND = env_rate("API_RATE_LIMIT_PLAYGROUND", "60/minute")
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": env_choice("LOG_LEVEL", "INFO", LOG_LEVELS)},
 }

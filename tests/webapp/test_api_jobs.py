@@ -8,6 +8,7 @@ import pytest
 import finished_jobs
 from jobs_helpers import completion_rows, make_job, stored_dataset, tiny_entry
 from test_api_schema import api, assert_matches_schema, other_api  # noqa: F401  (fixtures)
+from webapp.env import Rate
 from webapp.jobs.models import Job
 from webapp.teams.models import Team
 
@@ -123,7 +124,7 @@ def test_a_body_over_the_limit_is_413(api, llama, dataset, settings):
 
 
 def test_job_creation_is_rate_limited_per_token(api, other_api, llama, dataset, settings):
-    settings.API_RATE_LIMIT_JOBS = "2/hour"
+    settings.API_RATE_LIMIT_JOBS = Rate(2, 3600)
     statuses = [api("POST", "/api/jobs", json_body=body(llama, dataset)).status_code for _ in range(3)]
     assert statuses == [201, 201, 429]
     limited = api("POST", "/api/jobs", json_body=body(llama, dataset))
@@ -210,7 +211,7 @@ def test_playground_refusals(api, team, llama, dataset, finished_run, settings):
         response = api("POST", f"/api/jobs/{job.pk}/playground", json_body=payload)
         assert response.status_code == 400 and response.json()["error"]["field"] == field, response.content
         assert_matches_schema(response, "/api/jobs/{job_id}/playground", "post")
-    settings.API_RATE_LIMIT_PLAYGROUND = "1/minute"
+    settings.API_RATE_LIMIT_PLAYGROUND = Rate(1, 60)
     api("POST", f"/api/jobs/{job.pk}/playground", json_body={"prompt": ""})
     limited = api("POST", f"/api/jobs/{job.pk}/playground", json_body={"prompt": "Hi"})
     assert limited.status_code == 429 and limited["Retry-After"]

@@ -87,7 +87,8 @@ def test_production_requires_a_long_secret_key(tmp_path, monkeypatch):
 
 def load_settings(**environ) -> subprocess.CompletedProcess:
     """Import webapp.settings in a fresh interpreter with the given environment."""
-    child_env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "SECRET_KEY", "PRODUCTION"}}
+    child_env = {k: v for k, v in os.environ.items()
+                 if k not in {"DATABASE_URL", "SECRET_KEY", "PRODUCTION", "ALLOWED_HOSTS"}}
     child_env.update(environ)
     code = "import webapp.settings as s; print(s.DEBUG, s.MAX_UPLOAD_MB, s.DATABASES['default']['ENGINE'])"
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=child_env, capture_output=True, text=True)
@@ -113,6 +114,82 @@ def test_settings_module_defaults_to_sqlite_and_debug_locally(tmp_path):
 def test_production_settings_refuse_to_start_without_a_secret_key(tmp_path):
     result = load_settings(VAR_DIR=str(tmp_path), PRODUCTION="1")
     assert "SECRET_KEY is required when PRODUCTION is on" in result.stderr
+
+
+def test_production_settings_refuse_to_start_without_allowed_hosts(tmp_path):
+    unset = load_settings(VAR_DIR=str(tmp_path), PRODUCTION="1", SECRET_KEY=secrets.token_urlsafe(50))
+    assert unset.returncode != 0
+    assert "ImproperlyConfigured: ALLOWED_HOSTS is required when PRODUCTION is on" in unset.stderr
+    blank = load_settings(VAR_DIR=str(tmp_path), PRODUCTION="1", SECRET_KEY=secrets.token_urlsafe(50),
+                          ALLOWED_HOSTS=" , ")
+    assert "ImproperlyConfigured: ALLOWED_HOSTS is required when PRODUCTION is on" in blank.stderr
+
+
+def test_allowed_hosts_default_to_loopback_names_only_outside_production(monkeypatch):
+    monkeypatch.delenv("ALLOWED_HOSTS", raising=False)
+    assert env.allowed_hosts(False) == ["localhost", "127.0.0.1", "[::1]"]
+    monkeypatch.setenv("ALLOWED_HOSTS", "loraworks.example")
+    assert env.allowed_hosts(True) == ["loraworks.example"]
+
+
+@pytest.mark.parametrize("text, rate", [
+    ("30/hour", (30, 3600)), (" 5 / Minutes ", (5, 60)), ("2/second", (2, 1)), ("7/day", (7, 86400)),
+    ("12", (12, 60)), ("0", None), ("", None),
+])
+def test_rate_limits_parse_into_a_count_and_a_period_in_seconds(monkeypatch, text, rate):
+    monkeypatch.setenv("API_RATE_LIMIT_JOBS", text)
+    assert env.env_rate("API_RATE_LIMIT_JOBS", "30/hour") == rate
+
+
+@pytest.mark.parametrize("text", ["lots/hour", "30/fortnight", "-3/hour", "0/hour", "/hour", "30/hour/2"])
+def test_a_bad_rate_limit_names_the_variable_and_the_expected_shape(monkeypatch, text):
+    monkeypatch.setenv("API_RATE_LIMIT_PLAYGROUND", text)
+    with pytest.raises(ImproperlyConfigured) as raised:
+        env.env_rate("API_RATE_LIMIT_PLAYGROUND", "60/minute")
+    assert str(raised.value).startswith(f"API_RATE_LIMIT_PLAYGROUND={text!r} is not a rate limit")
+    assert "e.g. 30/hour (periods: second, minute, hour, day)" in str(raised.value)
+
+
+def test_settings_parse_rate_limits_at_start_up_and_refuse_a_bad_one(tmp_path):
+    code = "import webapp.settings as s; print(s.API_RATE_LIMIT_JOBS, s.API_RATE_LIMIT_PLAYGROUND)"
+    child_env = dict(os.environ, VAR_DIR=str(tmp_path), API_RATE_LIMIT_JOBS="3/day", API_RATE_LIMIT_PLAYGROUND="0")
+    good = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=child_env, capture_output=True, text=True)
+    assert good.stdout.strip() == "Rate(count=3, period_s=86400) None", good.stderr
+    bad = load_settings(VAR_DIR=str(tmp_path), API_RATE_LIMIT_JOBS="thirty an hour")
+    assert bad.returncode != 0
+    assert "ImproperlyConfigured: API_RATE_LIMIT_JOBS='thirty an hour' is not a rate limit" in bad.stderr
+
+
+def test_log_level_is_one_of_the_logging_levels_in_any_case(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOG_LEVEL", "warning")
+    assert env.env_choice("LOG_LEVEL", "INFO", env.LOG_LEVELS) == "WARNING"
+    result = load_settings(VAR_DIR=str(tmp_path), LOG_LEVEL="LOUD")
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: LOG_LEVEL='LOUD' is not one of: DEBUG, INFO, WARNING, ERROR, CRITICAL" in (
+        result.stderr)
+
+
+def test_redis_url_with_another_scheme_names_the_variable_and_the_schemes_it_takes(tmp_path):
+    result = load_settings(VAR_DIR=str(tmp_path), REDIS_URL="http://127.0.0.1:6379/0")
+    assert result.returncode != 0
+    assert ("ImproperlyConfigured: REDIS_URL='http://127.0.0.1:6379/0' must be a URL starting with one of: "
+            "redis://, rediss://, unix://") in result.stderr
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("PORT", "eighty", "PORT='eighty' is not a whole number"),
+    ("PORT", "70000", "PORT=70000 is out of range: it must be from 1 to 65535"),
+    ("WORKER_CONCURRENCY", "0", "WORKER_CONCURRENCY=0 is out of range"),
+    ("WEB_CONCURRENCY", "two", "WEB_CONCURRENCY='two' is not a whole number"),
+])
+def test_the_run_command_refuses_a_bad_port_or_concurrency_before_starting_anything(tmp_path, name, value, message):
+    child_env = dict(os.environ, VAR_DIR=str(tmp_path), DATABASE_URL=f"sqlite:///{tmp_path}/db.sqlite3",
+                     **{name: value})
+    result = subprocess.run([sys.executable, "-m", "webapp.localrun"], cwd=ROOT, env=child_env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert f"error: {message}" in result.stderr
+    assert not (tmp_path / "db.sqlite3").exists()  # refused before migrating, so nothing was started either
 
 
 def test_check_deploy_is_clean_with_production_settings(tmp_path):

@@ -1,8 +1,8 @@
 """Per-token rate limits on the expensive calls (job creation, playground), counted in Redis.
 
-A fixed window per token and action: `INCR` a key named after the window, which expires with it. Limits are
-"N/second|minute|hour|day" strings from the settings API_RATE_LIMIT_JOBS and API_RATE_LIMIT_PLAYGROUND;
-"0" or "" switches a limit off.
+A fixed window per token and action: `INCR` a key named after the window, which expires with it. Limits are the
+settings API_RATE_LIMIT_JOBS and API_RATE_LIMIT_PLAYGROUND, parsed when settings load (webapp.env.env_rate): a
+Rate(count, period_s), or None for no limit.
 """
 import time
 from functools import lru_cache
@@ -11,24 +11,11 @@ import redis
 from django.conf import settings
 
 from webapp.api.errors import ApiError
-
-PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
-
-
-def parse_rate(text: str) -> tuple[int, int] | None:
-    """"30/hour" -> (30, 3600); "0" or "" -> None (no limit)."""
-    text = (text or "").strip()
-    if text in ("", "0"):
-        return None
-    count, _, period = text.partition("/")
-    try:
-        return int(count), PERIODS[period.strip().rstrip("s") or "minute"]
-    except (ValueError, KeyError):
-        raise ValueError(f"rate limit {text!r} must look like 30/hour (periods: {', '.join(PERIODS)})") from None
+from webapp.env import Rate
 
 
-def limit_for(action: str) -> tuple[int, int] | None:
-    return parse_rate(getattr(settings, f"API_RATE_LIMIT_{action.upper()}"))
+def limit_for(action: str) -> Rate | None:
+    return getattr(settings, f"API_RATE_LIMIT_{action.upper()}")
 
 
 @lru_cache(maxsize=4)
