@@ -6,10 +6,11 @@ COPY pyproject.toml README.md ./
 COPY webapp webapp
 COPY trainer trainer
 COPY workers workers
+COPY loraworks_cli loraworks_cli
 COPY templates templates
 COPY manage.py ./
-# torch is pinned to 2.13.0 in pyproject.toml; on GPU hosts build with
-# --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128 to take a CUDA build of that version.
+# torch is pinned to 2.13.0 in pyproject.toml; TORCH_INDEX picks its build: the CPU one by default, a CUDA one with
+# --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128 (compose.yaml passes that to the training workers).
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 RUN pip install --extra-index-url "$TORCH_INDEX" . && useradd --create-home loraworks && mkdir -p /data \
     && chown loraworks /data
