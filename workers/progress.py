@@ -3,7 +3,8 @@
 `JobReporter` implements trainer's Reporter protocol. Every step goes to Redis at once (the job page's live
 stream and the latest-state key); the database gets progress, history and the log tail at most every
 JOB_PROGRESS_DB_INTERVAL_S and whenever `flush` is called (state changes), with brief retries when the database
-does not answer. `should_stop` reads the job's cancel flag in Redis.
+does not answer. `should_stop` reads the job's cancel flag in Redis every step, and the job row's
+`cancel_requested_at` at the database cadence (so a cancel holds without Redis).
 
 `Heartbeat` is a thread that, while a job trains (including long phases with no steps: loading, evaluating,
 merging), stamps `heartbeat_at` and renews the job's lease in Redis. The lease is what keeps two deliveries of the
@@ -58,6 +59,8 @@ class JobReporter:
         self.after_step = after_step
         self.db_interval_s = conf.PROGRESS_DB_INTERVAL_S if db_interval_s is None else db_interval_s
         self.last_flush = 0.0
+        self.last_cancel_read = float("-inf")  # the first should_stop reads the row
+        self.cancel_in_db = False
 
     def resume_from(self, step: int) -> None:
         """Forget progress recorded after `step` (the checkpoint the run continues from)."""
@@ -107,10 +110,28 @@ class JobReporter:
             connection.close()
 
     def should_stop(self):
+        """The Redis flag every step; the job row's cancel_requested_at at the database cadence, which holds when
+        Redis is down or lost its keys in a restart."""
+        if self.cancel_in_db:
+            return True
         try:
-            return live.cancel_requested(self.job_id)
-        except Exception as error:  # Redis down: keep training; a cancel is re-read at the next step
+            if live.cancel_requested(self.job_id):
+                return True
+        except Exception as error:  # Redis down: keep training; the database copy is read below
             log.warning("job %s: cannot read the cancel flag (%s)", self.job_id, error)
+        if time.monotonic() - self.last_cancel_read >= self.db_interval_s:
+            self.last_cancel_read = time.monotonic()
+            self.cancel_in_db = self._cancel_recorded()
+        return self.cancel_in_db
+
+    def _cancel_recorded(self) -> bool:
+        from webapp.jobs.models import Job
+
+        try:
+            return retry_db(lambda: Job.objects.filter(pk=self.job_id, cancel_requested_at__isnull=False).exists(),
+                            attempts=2)
+        except (OperationalError, InterfaceError) as error:
+            log.warning("job %s: cannot read the cancel request from the database (%s)", self.job_id, error)
             return False
 
     # --- the database copy -------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ import threading
 import time
 
 import pytest
+from django.test import Client
 from django.urls import reverse
 
 from jobs_helpers import classification_rows, completion_rows, make_job, stored_dataset, tiny_entry
@@ -219,9 +220,9 @@ def test_the_detail_page_shows_queue_position_settings_and_history(member_client
     first = make_job(team, llama, dataset, name="first", settings={"lr": 0.001, "lora": {"rank": 4}})
     second = make_job(team, llama, dataset, name="second")
     page = member_client.get(reverse("jobs:detail", args=[second.pk])).content.decode()
-    assert "Position <strong>2</strong> in the training queue" in page
+    assert 'Position <strong data-live="position">2</strong> in the training queue' in page
     page = member_client.get(reverse("jobs:detail", args=[first.pk])).content.decode()
-    assert "Position <strong>1</strong>" in page and "lora rank" in page and "0.001" in page
+    assert 'Position <strong data-live="position">1</strong>' in page and "lora rank" in page and "0.001" in page
     assert "created by a test" in page and 'id="loss-chart"' in page and "Cancel" in page
 
 
@@ -248,8 +249,47 @@ def test_cancelling_a_running_job_raises_its_stop_flag(member_client, team, llam
     job = make_job(team, llama, dataset, state="running", heartbeat_at=timezone.now())
     member_client.post(reverse("jobs:cancel", args=[job.pk]))
     job.refresh_from_db()
-    assert job.state == states.RUNNING and live.cancel_requested(job.pk)
+    assert job.state == states.RUNNING and live.cancel_requested(job.pk) and job.cancel_requested_at is not None
     assert "Stopping…" in member_client.get(reverse("jobs:detail", args=[job.pk])).content.decode()
+
+
+def test_cancelling_a_running_job_while_redis_is_down_records_it_on_the_row(member_client, team, llama, dataset,
+                                                                           settings):
+    from django.utils import timezone
+
+    job = make_job(team, llama, dataset, state="running", heartbeat_at=timezone.now())
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1: every Redis call is refused
+    response = member_client.post(reverse("jobs:cancel", args=[job.pk]), follow=True)
+    assert response.status_code == 200
+    assert "Stopping at the next step; the last checkpoint is kept." in response.content.decode()
+    job.refresh_from_db()
+    assert job.state == states.RUNNING and job.cancel_requested_at is not None
+    assert "Stopping…" in response.content.decode()  # the page it lands on, rendered without Redis too
+
+
+# --- a silent worker ---------------------------------------------------------------------------------------------
+
+def test_a_running_job_whose_worker_went_silent_says_since_when_on_its_page_and_in_the_api(
+        member_client, team, llama, dataset):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from webapp.accounts.tokens import issue_token
+    from webapp.jobs import conf
+
+    beat = timezone.now() - timedelta(seconds=conf.HEARTBEAT_TIMEOUT_S + 60)
+    silent = make_job(team, llama, dataset, state="running", worker_name="gpu-7@rack2", heartbeat_at=beat)
+    alive = make_job(team, llama, dataset, state="running", worker_name="gpu-8@rack2", heartbeat_at=timezone.now())
+    page = member_client.get(reverse("jobs:detail", args=[silent.pk])).content.decode()
+    assert "No heartbeat from worker <strong>gpu-7@rack2</strong> since" in page
+    assert f'<time datetime="{timezone.localtime(beat).strftime("%Y-%m-%dT%H:%M:%S")}' in page
+    assert "No heartbeat" not in member_client.get(reverse("jobs:detail", args=[alive.pk])).content.decode()
+
+    _, secret = issue_token(member_client.user, team, "silent")
+    bearer, client = {"HTTP_AUTHORIZATION": f"Bearer {secret}"}, Client()  # the API's own client: a token only
+    assert client.get(f"/api/jobs/{silent.pk}", **bearer).json()["worker_silent_since"] == beat.isoformat()
+    assert client.get(f"/api/jobs/{alive.pk}", **bearer).json()["worker_silent_since"] is None
 
 
 def test_cancelling_a_running_job_whose_worker_is_silent_cancels_it_at_once(member_client, team, llama, dataset):
@@ -273,6 +313,22 @@ def test_the_progress_endpoint_prefers_redis_latest_step_while_running(member_cl
     data = member_client.get(reverse("jobs:progress", args=[job.pk]) + "?since=1").json()
     assert data["state"] == "running" and data["progress"]["step"] == 4 and data["progress"]["loss"] == 2.0
     assert data["history"] == [{"step": 2, "loss": 2.5, "lr": 0.1}]
+
+
+def test_the_snapshot_carries_the_queue_position_which_moves_up_as_jobs_ahead_start(member_client, team, llama,
+                                                                                    dataset):
+    first, second, third = (make_job(team, llama, dataset, name=name) for name in ("first", "second", "third"))
+    url = reverse("jobs:progress", args=[third.pk])
+    assert member_client.get(url).json()["position"] == 3
+    states.move(first, states.RUNNING)
+    assert member_client.get(url).json()["position"] == 2
+    states.move(second, states.CANCELLED)
+    assert member_client.get(url).json()["position"] == 1
+    assert member_client.get(reverse("jobs:progress", args=[first.pk])).json()["position"] is None
+    stream = member_client.get(reverse("jobs:events", args=[third.pk]))
+    first_chunk = next(iter(stream.streaming_content)).decode()
+    stream.close()
+    assert json.loads(first_chunk.split("data: ", 1)[1])["position"] == 1
 
 
 def test_the_event_stream_sends_a_snapshot_then_relays_redis_until_the_job_ends(member_client, team, llama,

@@ -80,6 +80,19 @@ def test_should_stop_follows_the_cancel_flag(job):
     assert reporter.should_stop() is True
 
 
+def test_should_stop_also_follows_the_cancel_recorded_on_the_row_when_redis_is_down_or_lost_it(job, settings):
+    from django.utils import timezone
+
+    reporter = progress.JobReporter(job, db_interval_s=3600)
+    assert reporter.should_stop() is False  # the first call reads the row too
+    Job.objects.filter(pk=job.pk).update(cancel_requested_at=timezone.now())  # no Redis flag: lost in a restart
+    assert reporter.should_stop() is False  # the row is read at the database cadence, not every step
+    reporter.last_cancel_read -= 3600  # the interval has passed
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # and Redis is down: nothing listens on port 1
+    assert reporter.should_stop() is True
+    assert reporter.should_stop() is True  # it stays stopped
+
+
 def test_a_resumed_run_forgets_progress_recorded_after_its_checkpoint(job):
     Job.objects.filter(pk=job.pk).update(history=[{"step": s, "loss": 1.0, "lr": 0.1} for s in range(1, 9)])
     reporter = progress.JobReporter(Job.objects.get(pk=job.pk))

@@ -106,7 +106,9 @@ SCHEMAS = {
         "progress": ref("Progress"), "params": ref("Params"),
         "base_eval": nullable({"type": "object"}), "final_eval": nullable({"type": "object"}),
         "error": nullable(STR), "has_merged": BOOL, "created_at": STR, "queued_at": nullable(STR),
-        "started_at": nullable(STR), "finished_at": nullable(STR)},
+        "started_at": nullable(STR), "finished_at": nullable(STR),
+        "worker_silent_since": nullable({"type": "string", "description": "a running job whose worker sent no "
+                                         "heartbeat for JOB_HEARTBEAT_TIMEOUT_S: its last heartbeat; else null"})},
         ("id", "name", "status", "progress", "params", "base_eval", "final_eval", "error")),
     "Event": obj({"id": INT, "at": STR, "kind": {"type": "string", "enum": ["state", "log"],
                                                   "description": "state: a state change; log: a worker log line"},

@@ -33,6 +33,7 @@ def dataset_json(dataset) -> dict:
 
 
 def job_json(job) -> dict:
+    from webapp.jobs import queue
     from webapp.jobs.stream import progress_snapshot
 
     progress = progress_snapshot(job)["progress"] if job.state == "running" else (job.progress or {})
@@ -48,6 +49,7 @@ def job_json(job) -> dict:
         "error": job.error or None, "has_merged": bool((job.artifacts or {}).get("merged")),
         "created_at": iso(job.created_at), "queued_at": iso(job.queued_at), "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
+        "worker_silent_since": iso((queue.silent_worker(job) or {}).get("since")),
     }
 
 

@@ -5,15 +5,18 @@ or to its worker class's queue `train.<class>` (webapp.jobs.routing).
 """
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import timedelta
 
+import redis
 from django.db import transaction
 from django.utils import timezone
 
 from webapp.jobs import conf, live, routing, states
 
 TRAIN_TASK = "workers.jobs.train"
+log = logging.getLogger(__name__)
 
 
 def submit(job) -> None:
@@ -39,6 +42,8 @@ def send(job_id: int, task_id: str | None = None) -> None:
 def cancel(job, who: str) -> str:
     """Cancel `job`: a waiting one is marked cancelled and its task revoked; a running one is asked to stop
     (its worker checkpoints and ends it `cancelled`), unless its worker is silent. Returns what happened."""
+    from webapp.jobs.models import Job
+
     if job.state in (states.VALIDATING, states.QUEUED):
         try:
             states.move(job, states.CANCELLED, reason=f"cancelled by {who} before it ran")
@@ -53,7 +58,12 @@ def cancel(job, who: str) -> str:
         if worker_is_silent(job):
             states.move(job, states.CANCELLED, reason=f"cancelled by {who}; its worker was not responding")
             return "cancelled"
-        live.request_cancel(job.pk)
+        # The row first: it holds even when Redis is down; the Redis flag only makes the worker see it sooner.
+        Job.objects.filter(pk=job.pk, state=states.RUNNING).update(cancel_requested_at=timezone.now())
+        try:
+            live.request_cancel(job.pk)
+        except redis.RedisError as error:
+            log.warning("job %s: cancel flag not set in Redis (%s); the worker reads the database copy", job.pk, error)
         live.publish(job.pk, {"type": "log", "line": f"cancel requested by {who}: stopping at the next step"})
         return "stopping"
     return f"it is already {job.state}"
@@ -74,6 +84,14 @@ def _revoke(task_id: str) -> None:
 def worker_is_silent(job) -> bool:
     beat = job.heartbeat_at or job.started_at
     return beat is None or timezone.now() - beat > timedelta(seconds=conf.HEARTBEAT_TIMEOUT_S)
+
+
+def silent_worker(job) -> dict | None:
+    """For a running job whose worker sent no heartbeat for JOB_HEARTBEAT_TIMEOUT_S: {"worker", "since"} (its last
+    heartbeat, or its start), so the page can say so even when no worker is left to sweep it; else None."""
+    if job.state != states.RUNNING or not worker_is_silent(job):
+        return None
+    return {"worker": job.worker_name or "unknown", "since": job.heartbeat_at or job.started_at}
 
 
 def queue_position(job) -> int | None:

@@ -16,7 +16,7 @@ import time
 import redis
 from django.http import StreamingHttpResponse
 
-from webapp.jobs import live, states
+from webapp.jobs import live, queue, states
 
 STREAM_MAX_S = 300
 PING_S = 15
@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 
 def progress_snapshot(job, since_step: int = -1) -> dict:
-    """The job's state and progress; during a run the step comes from Redis (fresher than the database)."""
+    """The job's state and progress (during a run the step comes from Redis, fresher than the database), its place
+    in the queue while queued, and since when its worker is silent when it is."""
     progress = dict(job.progress)
     log_lines = job.log_tail.splitlines()[-50:]
     if job.state == states.RUNNING:
@@ -33,8 +34,10 @@ def progress_snapshot(job, since_step: int = -1) -> dict:
         if latest and latest.get("step", 0) >= progress.get("step", 0):
             progress = {k: v for k, v in latest.items() if k not in ("type", "t")}
         log_lines = live.log_lines(job.pk) or log_lines
+    since = (queue.silent_worker(job) or {}).get("since")
     return {"id": job.pk, "state": job.state, "terminal": job.is_terminal, "error": job.error,
-            "progress": progress, "log": log_lines,
+            "progress": progress, "log": log_lines, "position": queue.queue_position(job),
+            "worker_silent_since": since.isoformat() if since else None,
             "history": [p for p in job.history if p.get("step", 0) > since_step]}
 
 

@@ -97,7 +97,8 @@ def job_detail(request, pk: int):
     snapshot = progress_snapshot(job)
     context = {"job": job, "snapshot": snapshot, "log_text": "\n".join(snapshot["log"]),
                "position": queue.queue_position(job), "events": job.events.all(),
-               "cancelling": job.state == states.RUNNING and _cancel_flag(job),
+               "cancelling": job.state == states.RUNNING and (bool(job.cancel_requested_at) or _cancel_flag(job)),
+               "silent": queue.silent_worker(job),
                "class_unserved": _class_unserved(job)}
     return render(request, "jobs/detail.html", context)
 

@@ -168,7 +168,12 @@ function setupJobPage(root) {
     // The page gains its end-of-run parts (results link, no cancel button): fetch it again.
     setTimeout(() => window.location.reload(), 800);
   }
+  function showPosition(position) {
+    const place = live("position");
+    if (place && position) place.textContent = position;
+  }
   function applySnapshot(s) {
+    showPosition(s.position);
     history = s.history || [];
     showProgress(s.progress || {});
     lastStep = (s.progress || {}).step || 0;
@@ -199,6 +204,7 @@ function setupJobPage(root) {
       try {
         const response = await fetch(`${root.dataset.progressUrl}?since=${lastStep}`, { headers: { Accept: "application/json" } });
         const s = await response.json();
+        showPosition(s.position);
         history = history.concat(s.history || []);
         if (s.log) logBox.textContent = s.log.join("\n");
         showProgress(s.progress || {});
@@ -237,6 +243,14 @@ function setupJobPage(root) {
     }
   }, 1000);
   logBox.scrollTop = logBox.scrollHeight;
+  // Other jobs starting move a queued job up, and nothing is published on its own channel then: ask for its place.
+  const placeTimer = setInterval(async () => {
+    if (state !== "queued") { clearInterval(placeTimer); return; }
+    try {
+      const response = await fetch(`${root.dataset.progressUrl}?since=${lastStep}`, { headers: { Accept: "application/json" } });
+      showPosition((await response.json()).position);
+    } catch (e) { /* try again at the next tick */ }
+  }, 5000);
   if (!snapshot.terminal) stream();
 }
 
