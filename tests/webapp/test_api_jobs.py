@@ -2,6 +2,7 @@
 API field names), list, detail, events, cancel, downloads, metrics, playground, rate limits, and each error code."""
 import io
 import zipfile
+from types import SimpleNamespace
 
 import pytest
 
@@ -123,15 +124,36 @@ def test_a_body_over_the_limit_is_413(api, llama, dataset, settings):
     assert response.status_code == 413 and response.json()["error"]["code"] == "too_large"
 
 
-def test_job_creation_is_rate_limited_per_token(api, other_api, llama, dataset, settings):
+@pytest.fixture
+def frozen_window(monkeypatch):
+    """The rate limiter's clock stopped 600 s into an hour, and its counters emptied: a test's calls all fall in one
+    window however long they take, and Retry-After is known (3000 s to the hour's end, 60 s to a minute's)."""
+    import redis
+    from django.conf import settings
+
+    from webapp.api import ratelimit
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    for key in client.scan_iter("loraworks:api-rate:*"):
+        client.delete(key)
+    now = (ratelimit.time.time() // 3600 + 1) * 3600 + 600
+    monkeypatch.setattr(ratelimit, "time", SimpleNamespace(time=lambda: now))
+
+
+def test_job_creation_is_rate_limited_per_token(api, other_api, llama, dataset, settings, frozen_window):
     settings.API_RATE_LIMIT_JOBS = Rate(2, 3600)
-    statuses = [api("POST", "/api/jobs", json_body=body(llama, dataset)).status_code for _ in range(3)]
-    assert statuses == [201, 201, 429]
+    statuses = [api("POST", "/api/jobs", json_body=body(llama, dataset)).status_code for _ in range(2)]
+    assert statuses == [201, 201]
     limited = api("POST", "/api/jobs", json_body=body(llama, dataset))
-    assert limited.json()["error"]["code"] == "rate_limited" and int(limited["Retry-After"]) > 0
+    assert limited.status_code == 429 and limited.json()["error"]["code"] == "rate_limited"
+    assert limited["Retry-After"] == "3000" and "retry in 3000 s" in limited.json()["error"]["message"]
     assert_matches_schema(limited, "/api/jobs", "post")
     assert api("GET", "/api/jobs").status_code == 200  # reading is not limited
     assert Job.objects.count() == 2
+    theirs = stored_dataset(Team.objects.get(name="Team B"), completion_rows(), task="causal-lm")
+    other = other_api("POST", "/api/jobs", json_body=body(llama, theirs))  # another token has its own budget
+    assert other.status_code == 201, other.content
+    assert Job.objects.count() == 3
 
 
 def test_another_teams_job_is_404_on_every_route(api, other_api, llama, team):
@@ -211,10 +233,19 @@ def test_playground_refusals(api, team, llama, dataset, finished_run, settings):
         response = api("POST", f"/api/jobs/{job.pk}/playground", json_body=payload)
         assert response.status_code == 400 and response.json()["error"]["field"] == field, response.content
         assert_matches_schema(response, "/api/jobs/{job_id}/playground", "post")
+
+
+def test_playground_calls_are_rate_limited_per_token(api, other_api, team, finished_run, settings, frozen_window):
     settings.API_RATE_LIMIT_PLAYGROUND = Rate(1, 60)
-    api("POST", f"/api/jobs/{job.pk}/playground", json_body={"prompt": ""})
-    limited = api("POST", f"/api/jobs/{job.pk}/playground", json_body={"prompt": "Hi"})
-    assert limited.status_code == 429 and limited["Retry-After"]
+    job = finished_jobs.make_job(team, finished_run)
+    first = api("POST", f"/api/jobs/{job.pk}/playground", json_body={"prompt": "Hi", "max_new_tokens": 2})
+    assert first.status_code == 200, first.content
+    limited = api("POST", f"/api/jobs/{job.pk}/playground", json_body={"prompt": "Hi", "max_new_tokens": 2})
+    assert limited.status_code == 429 and limited["Retry-After"] == "60"
+    assert_matches_schema(limited, "/api/jobs/{job_id}/playground", "post")
+    theirs = finished_jobs.make_job(Team.objects.get(name="Team B"), finished_run, name="their job")
+    other = other_api("POST", f"/api/jobs/{theirs.pk}/playground", json_body={"prompt": "Hi", "max_new_tokens": 2})
+    assert other.status_code == 200, other.content
 
 
 def test_a_dataset_an_active_job_uses_cannot_be_deleted(api, team, llama, dataset):
@@ -223,3 +254,31 @@ def test_a_dataset_an_active_job_uses_cannot_be_deleted(api, team, llama, datase
     assert response.status_code == 409 and job.name in response.json()["error"]["message"]
     assert_matches_schema(response, "/api/datasets/{dataset_id}", "delete")
     assert api("GET", f"/api/datasets/{dataset.pk}").status_code == 200
+
+
+def test_events_page_through_state_changes_and_the_workers_log_lines_in_order(api, llama, dataset):
+    job_id = api("POST", "/api/jobs", json_body=body(llama, dataset)).json()["id"]
+    api.wait_for(f"/api/jobs/{job_id}", lambda j: j["status"] in ("succeeded", "failed"), timeout_s=300)
+    events, after, pages = [], 0, 0
+    while True:
+        page = api("GET", f"/api/jobs/{job_id}/events?after={after}&limit=3")
+        assert_matches_schema(page, "/api/jobs/{job_id}/events")
+        items = page.json()["items"]
+        if not items:
+            break
+        assert len(items) <= 3
+        events += items
+        after, pages = page.json()["next_after"], pages + 1
+    assert pages > 1 and [e["id"] for e in events] == sorted({e["id"] for e in events})
+    assert events == api("GET", f"/api/jobs/{job_id}/events?limit=500").json()["items"]
+    states_seen = [e["to_state"] for e in events if e["kind"] == "state"]
+    assert states_seen == ["queued", "running", "succeeded"]
+    logs = [e["message"] for e in events if e["kind"] == "log"]
+    assert any(f"loading {llama.source}" in line for line in logs) and logs[-1].endswith(" done")
+    assert all(e["from_state"] is None and e["to_state"] is None for e in events if e["kind"] == "log")
+    # Stored in the order they happened: the log of the run sits between "running" and "succeeded".
+    kinds = [(e["kind"], e["to_state"]) for e in events]
+    first_log, last_log = kinds.index(("log", None)), len(kinds) - 1 - kinds[::-1].index(("log", None))
+    assert kinds.index(("state", "running")) < first_log and last_log < kinds.index(("state", "succeeded"))
+    # The job's own history (the page's list) stays the state changes alone.
+    assert [e.to_state for e in Job.objects.get(pk=job_id).events.all()] == states_seen
