@@ -77,6 +77,8 @@ class TrainConfig:
     checkpoint_every: int = 50  # steps; a checkpoint is also written at the end and on stop
     device: str = "auto"  # auto | cpu | cuda | mps
     column_mapping: dict[str, str] = field(default_factory=dict)  # {canonical field: column in the file}
+    # The same for eval_data, a file with columns of its own; None: it is named like the training data.
+    eval_column_mapping: dict[str, str] | None = None
 
     def check(self) -> None:
         """Raise ConfigError naming the first setting that is out of range."""

@@ -53,6 +53,23 @@ def test_eval_file_rows_with_unseen_labels_are_dropped_and_counted(tmp_path):
     assert prepared.stats["eval_rows_unseen_label"] == 1 and len(prepared.train) == 12
 
 
+def test_a_separate_eval_file_is_read_with_its_own_column_mapping(tmp_path):
+    train = write_jsonl(tmp_path / "train.jsonl",
+                        [{"body": t["text"], "category": t["label"]} for t in tickets(12, ("a", "b"))])
+    evaluation = write_jsonl(tmp_path / "eval.jsonl", [{"message": "x", "tag": "b"}, {"message": "y", "tag": "a"},
+                                                       {"message": "z", "tag": "b"}])
+    settings = {"task": "classification", "eval_data": str(evaluation),
+                "column_mapping": {"text": "body", "label": "category"}}
+    prepared = prepare(config(train, **settings, eval_column_mapping={"text": "message", "label": "tag"}),
+                       TOKENIZER)
+    assert prepared.label_mapping == ["a", "b"] and len(prepared.train) == 12
+    assert [f["label"] for f in prepared.eval] == [1, 0, 1]
+    assert [f["input_ids"] for f in prepared.eval] == [
+        TOKENIZER(text, truncation=True, max_length=512)["input_ids"] for text in ("x", "y", "z")]
+    with_the_training_mapping = prepare(config(train, **settings), TOKENIZER)  # no "body" column there
+    assert with_the_training_mapping.eval == [] and with_the_training_mapping.stats["eval_skipped_rows"] == 3
+
+
 def test_chat_features_count_only_assistant_tokens(tmp_path):
     rows = [chat(("user", f"hi {i}"), ("assistant", "hello")) for i in range(4)]
     prepared = prepare(config(write_jsonl(tmp_path / "chat.jsonl", rows), eval_fraction=0), TOKENIZER)

@@ -63,7 +63,8 @@ def prepare(config, tokenizer) -> Prepared:
     stats = {"format": fmt, "task": config.task, "rows": len(examples) + skipped, "skipped_rows": skipped}
     if config.eval_data:
         train_examples = examples
-        _, eval_examples, stats["eval_skipped_rows"] = load_examples(config.eval_data, fmt, config.column_mapping)
+        eval_mapping = config.column_mapping if config.eval_column_mapping is None else config.eval_column_mapping
+        _, eval_examples, stats["eval_skipped_rows"] = load_examples(config.eval_data, fmt, eval_mapping)
     else:
         labels = [example["label"] for example in examples] if fmt == "classification" else None
         train_idx, eval_idx = split_indices(len(examples), config.eval_fraction, config.seed, labels)
