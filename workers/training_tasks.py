@@ -10,7 +10,8 @@ whose worker was killed is handed out again: the new delivery finds the job `run
 checkpoint and continues (`resume=True`). The job lease (workers.progress) keeps two deliveries from both training.
 
 The sweeper (a thread in every worker) finds running jobs with no heartbeat for JOB_HEARTBEAT_TIMEOUT_S and
-enqueues their resumption, or fails them when they were already resumed JOB_MAX_RESUMES times.
+enqueues their resumption, or fails them when they were already resumed JOB_MAX_RESUMES times; and it sends again
+the task of a job left waiting over JOB_REQUEUE_AFTER_S whose message the broker no longer has.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from celery.signals import worker_ready
 from django.db import connection
 from django.utils import timezone
 
-from webapp.jobs import conf, queue, states
+from webapp.jobs import conf, live, queue, routing, states
 from webapp.jobs.storage import (delete_file, delete_tree, get_file, job_prefix, put_bytes, put_file, put_tree,
                                  read_bytes)
 from workers.celery_app import app
@@ -36,10 +37,37 @@ from workers.progress import Heartbeat, JobReporter, job_lease, retry_db
 
 log = logging.getLogger(__name__)
 VALIDATION_POLL_S = 3
+SCRATCH_NEARLY_FULL = 1024 * 1024  # bytes free below which a vague write error is taken for a full scratch disk
 
 
 class StorageFull(Exception):
-    """Artifact storage ran out of space while the results were uploaded (the message says what to do)."""
+    """Artifact storage, or the worker's local scratch folder, ran out of space (the message says which, and what
+    to do)."""
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """ENOSPC or EDQUOT, whether raised as an OSError or reported inside another library's message (safetensors
+    says "No space left on device (os error 28)")."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return any(words in str(error) for words in ("No space left on device", "Disk quota exceeded"))
+
+
+def scratch_is_full(error: BaseException, work: Path) -> bool:
+    """The error came from the local scratch folder running out of space: said so (is_disk_full), or it is a write
+    error that says nothing useful (torch.save's "unexpected pos") while that disk has (almost) no space left."""
+    if is_disk_full(error):
+        return True
+    try:
+        return isinstance(error, (OSError, RuntimeError)) and shutil.disk_usage(work).free < SCRATCH_NEARLY_FULL
+    except OSError:
+        return False
+
+
+def scratch_full_message(error: BaseException, root: Path) -> str:
+    return (f"the worker's local scratch folder JOB_WORK_DIR ({root}) is full: writing this job's files there failed "
+            f"({getattr(error, 'strerror', None) or error}). Free space on that disk, or point JOB_WORK_DIR at a "
+            "bigger one (an administrator's job), then start the job again with Clone.")
 
 
 @app.task(name=queue.TRAIN_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
@@ -140,6 +168,9 @@ def _run(job, lease_token: str, resuming: bool) -> str:
         return _fail(job, reporter, f"a file this job needs is missing from storage ({error.filename or error}); "
                                     "upload the dataset again and start a new job")
     except Exception as error:  # anything else: the person gets the type and message, the log the traceback
+        if scratch_is_full(error, work):  # storage's own "full" was raised as StorageFull at its call sites
+            reporter.on_log(traceback.format_exc())
+            return _fail(job, reporter, scratch_full_message(error, root))
         log.exception("job %s failed", job.pk)
         reporter.on_log(traceback.format_exc())
         return _fail(job, reporter, f"the worker hit an unexpected error: {type(error).__name__}: {error}. "
@@ -154,11 +185,15 @@ def train_config(job, work: Path, *, resume: bool):
     from trainer.config import TrainConfig
 
     data = _local_copy(job.dataset.file.name, work / "data")
+    # A separate eval dataset has columns (and a mapping) of its own; an eval file uploaded with the training data
+    # shares its mapping.
+    eval_source = job.eval_dataset or job.dataset
     eval_name = job.eval_dataset.file.name if job.eval_dataset else (job.dataset.eval_file.name or None)
     values = {"checkpoint_every": conf.CHECKPOINT_EVERY, **job.settings,
               "model": job.base_model.source, "task": job.task, "data": str(data), "out": str(work / "out"),
               "eval_data": str(_local_copy(eval_name, work / "eval")) if eval_name else None,
-              "column_mapping": job.dataset.column_mapping or {}, "resume": resume}
+              "column_mapping": job.dataset.column_mapping or {},
+              "eval_column_mapping": eval_source.column_mapping or {}, "resume": resume}
     config = TrainConfig.from_dict(values)
     config.check()
     return config
@@ -196,12 +231,16 @@ def _upload_results(out: Path, prefix: str) -> dict:
         delete_tree(prefix + "adapter/")  # also frees the space a full storage needs back
         delete_tree(prefix + "merged/")
         delete_file(artifacts["metrics"])
-        if error.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise StorageFull(f"artifact storage is full: saving the {saving} failed ({error.strerror}), and what "
-                              "was written of the results was deleted. Free space in storage (or ask an "
-                              "administrator to), then start the job again with Clone.") from error
+        raise_if_storage_full(error, f"saving the {saving}", "what was written of the results was deleted")
         raise
     return artifacts
+
+
+def raise_if_storage_full(error: OSError, doing: str, cleaned: str) -> None:
+    if is_disk_full(error):
+        raise StorageFull(f"artifact storage is full: {doing} failed ({error.strerror or error}), and {cleaned}. "
+                          "Free space in storage (or ask an administrator to), then start the job again with "
+                          "Clone.") from error
 
 
 def _fail(job, reporter: JobReporter | None, message: str) -> str:
@@ -244,14 +283,20 @@ class CheckpointSync:
         if not found or found[-1].name == self.uploaded:
             return False
         newest = found[-1]
-        files = put_tree(newest, f"{self.prefix}{newest.name}/")
-        # The database gets the loss history up to this checkpoint before the pointer names it: a worker killed in
-        # between then resumes from the previous checkpoint, and either way the history has no gap.
-        if self.before_pointer:
-            self.before_pointer()
-        put_bytes(json.dumps({"checkpoint": newest.name, "job": self.owner,
-                              "files": [name.removeprefix(self.prefix) for name in files]}).encode(),
-                  self.prefix + self.POINTER)
+        try:
+            files = put_tree(newest, f"{self.prefix}{newest.name}/")
+            # The database gets the loss history up to this checkpoint before the pointer names it: a worker killed
+            # in between then resumes from the previous checkpoint, and either way the history has no gap.
+            if self.before_pointer:
+                self.before_pointer()
+            put_bytes(json.dumps({"checkpoint": newest.name, "job": self.owner,
+                                  "files": [name.removeprefix(self.prefix) for name in files]}).encode(),
+                      self.prefix + self.POINTER)
+        except OSError as error:
+            delete_tree(f"{self.prefix}{newest.name}/")  # never half a checkpoint: the pointer names the previous
+            raise_if_storage_full(error, f"uploading the checkpoint {newest.name}",
+                                  "the half-uploaded checkpoint was deleted")
+            raise
         self._drop_others(keep=newest.name)
         self.uploaded = newest.name
         return True
@@ -303,12 +348,62 @@ def sweep_stale_jobs(now=None) -> dict:
     return outcome
 
 
+def resend_lost_tasks(now=None) -> list[int]:
+    """Send again the task of each job waiting (queued, or validating) for over JOB_REQUEUE_AFTER_S whose message
+    is in no queue of the broker and not held by a worker: lost in a Redis restart without persistence, or never
+    sent because the broker was down at submit. The ids of the jobs sent again.
+
+    A message the scan misses (in flight between a queue and a worker) only costs a duplicate delivery, which is
+    harmless: the job lease lets one delivery at a time in, and the state compare-and-set (queued -> running
+    once; a terminal job is skipped) makes any later one find nothing to do."""
+    from webapp.jobs.models import Job
+
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=conf.REQUEUE_AFTER_S)
+    # A job without a task id was never submitted (queue.submit gives one before sending): not ours to send.
+    candidates = Job.objects.filter(state__in=(states.QUEUED, states.VALIDATING)).exclude(celery_task_id="")
+    waiting = [job for job in candidates if (job.queued_at or job.created_at) < cutoff]
+    if not waiting:
+        return []
+    in_broker = task_ids_in_broker({routing.queue_for(job.worker_class) for job in waiting})
+    resent = []
+    for job in waiting:
+        # Several workers sweep: the first to set this key (it expires after one threshold) sends, the others skip.
+        if job.celery_task_id in in_broker or not live.client().set(live.key(job.pk, "resent"), "1", nx=True,
+                                                                     ex=conf.REQUEUE_AFTER_S):
+            continue
+        if Job.objects.filter(pk=job.pk, state=job.state).exists():  # not started or cancelled since the scan
+            queue.send(job.pk, job.celery_task_id)
+            resent.append(job.pk)
+    return resent
+
+
+def task_ids_in_broker(queues: set[str]) -> set[str]:
+    """The task ids of the messages waiting in `queues` (each priority's Redis list) and of those delivered to a
+    worker but not acknowledged yet (kombu's `unacked` hash): Celery's Redis transport layout."""
+    ids = set()
+    with app.connection_for_read() as broker:
+        channel = broker.default_channel
+        client = channel.client
+        for name in queues:
+            for priority in channel.priority_steps:
+                ids.update(_task_id(raw) for raw in client.lrange(channel._q_for_pri(name, priority), 0, -1))
+        ids.update(_task_id(raw, unacked=True) for raw in client.hvals(channel.unacked_key))
+    return ids
+
+
+def _task_id(raw: bytes, unacked: bool = False) -> str | None:
+    message = json.loads(raw)
+    return (message[0] if unacked else message).get("headers", {}).get("id")
+
+
 def _sweep_forever(interval_s: float) -> None:
     stop = threading.Event()
     while not stop.wait(interval_s):
         try:
             found = sweep_stale_jobs()
-            if found["resumed"] or found["failed"]:
+            found["sent again"] = resend_lost_tasks()
+            if any(found.values()):
                 log.info("stale jobs: %s", found)
         except Exception as error:  # the sweeper must outlive a database or broker blip
             log.warning("stale-job sweep failed: %s", error)

@@ -239,10 +239,10 @@ def test_a_job_survives_its_database_cut_off_for_seconds_mid_training(
 # --- storage full while the adapter is saved ------------------------------------------------------------------
 
 @contextmanager
-def full_disk_at(folder: Path):
-    """A 4 KiB tmpfs mounted on `folder`: the first file that does not fit fails with ENOSPC."""
+def full_disk_at(folder: Path, size: str = "4k"):
+    """A tmpfs of `size` (4 KiB: one page) mounted on `folder`: the first file that does not fit fails with ENOSPC."""
     folder.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(folder)], capture_output=True,
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True,
                              text=True)
     if mounted.returncode:
         pytest.skip(f"a full disk is a tmpfs this test mounts, which needs root: {mounted.stderr.strip()}")
@@ -269,6 +269,41 @@ def test_a_full_disk_while_saving_the_adapter_fails_the_job_saying_so_and_offers
     assert not job.artifacts and not default_storage.exists(f"jobs/{job.pk}/metrics.json")
     assert member_client.get(f"/jobs/{job.pk}/download/adapter/").status_code == 404
     assert f"/jobs/{job.pk}/download/" not in member_client.get(f"/jobs/{job.pk}/").content.decode()
+
+
+def test_a_full_storage_while_uploading_a_checkpoint_fails_the_job_saying_so_and_keeps_no_half_checkpoint(
+        celery_worker, team_a, llama):
+    if not is_local(default_storage):
+        pytest.skip("the full disk is made under a local storage folder")
+    dataset = stored_dataset(team_a, completion_rows(), task="causal-lm")
+    job = make_job(team_a, llama, dataset, settings=tiny_run(checkpoint_every=1))
+    with full_disk_at(Path(default_storage.path(f"jobs/{job.pk}/checkpoints"))):
+        queue.submit(job)
+        job = wait_terminal(job, celery_worker)
+        left_in_storage = has_files(f"jobs/{job.pk}/checkpoints/")
+
+    assert job.state == states.FAILED and "unexpected error" not in job.error
+    assert job.error.startswith("artifact storage is full: uploading the checkpoint step-000001 failed (No space "
+                                "left on device), and the half-uploaded checkpoint was deleted")
+    assert "Free space in storage" in job.error
+    assert not left_in_storage and not job.artifacts
+
+
+def test_a_full_local_scratch_folder_fails_the_job_naming_job_work_dir(
+        session_worker_paused, celery_worker, team_a, llama, tmp_path):
+    scratch = tmp_path / "scratch"
+    dataset = stored_dataset(team_a, completion_rows(), task="causal-lm")  # 2.5 kB: its local copy fits
+    job = make_job(team_a, llama, dataset, settings=tiny_run(checkpoint_every=1))
+    # 16 KiB: the data and the first checkpoint's weights fit, its optimizer state (~32 kB, torch.save) does not.
+    with full_disk_at(scratch, size="16k"), train_worker(celery_worker, tmp_path / "scratch-worker.log",
+                                                         JOB_WORK_DIR=str(scratch)) as worker:
+        queue.submit(job)
+        job = wait_terminal(job, worker)
+
+    assert job.state == states.FAILED and "unexpected error" not in job.error
+    assert job.error.startswith(f"the worker's local scratch folder JOB_WORK_DIR ({scratch}) is full")
+    assert "point JOB_WORK_DIR at a bigger one" in job.error and "storage" not in job.error.split(".")[0]
+    assert job.worker_name == worker.name
 
 
 # --- a burst of jobs on one training worker ---------------------------------------------------------------------

@@ -118,6 +118,52 @@ def test_a_job_whose_dataset_file_is_gone_fails_saying_so(celery_worker, team, l
     assert "missing from storage" in job.error
 
 
+def test_a_job_whose_base_model_is_unavailable_fails_saying_so_and_what_to_do(celery_worker, team, llama):
+    from webapp.catalog.models import BaseModel
+
+    gone = BaseModel.objects.create(name="not here", source="example-org/never-downloaded", status="ready",
+                                    info=llama.info, model_type=llama.model_type)
+    dataset = stored_dataset(team, completion_rows(), task="causal-lm")
+    job = wait_state(submit(make_job(team, gone, dataset, settings=small())), "failed", "succeeded",
+                     worker=celery_worker)
+    assert job.state == "failed" and "unexpected error" not in job.error
+    assert "'example-org/never-downloaded' is neither a local folder nor in the Hugging Face cache" in job.error
+    assert "the hub is unreachable" in job.error and "Use a local model folder" in job.error
+    assert f"failed: {job.error}" in job.log_tail and job.events.last().reason == job.error
+
+
+def test_a_job_whose_rows_fit_no_format_fails_with_the_datas_message(celery_worker, team, llama):
+    rows = [{"prompt": f"question {i}"} for i in range(20)]  # a dataset marked ready whose rows lack a completion
+    dataset = stored_dataset(team, rows, task="causal-lm")
+    job = wait_state(submit(make_job(team, llama, dataset, settings=small())), "failed", "succeeded",
+                     worker=celery_worker)
+    assert job.state == "failed" and "unexpected error" not in job.error
+    assert "could not recognise the dataset format: the rows have the fields prompt" in job.error
+    assert "prompt/completion" in job.error and "Rename the columns or give a column mapping" in job.error
+
+
+def test_a_job_whose_rows_are_all_unusable_fails_with_the_datas_message(celery_worker, team, llama):
+    rows = [{"prompt": f"question {i}", "completion": ""} for i in range(20)]  # nothing to learn in any row
+    dataset = stored_dataset(team, rows, task="causal-lm")
+    job = wait_state(submit(make_job(team, llama, dataset, settings=small())), "failed", "succeeded",
+                     worker=celery_worker)
+    assert job.state == "failed" and "unexpected error" not in job.error
+    assert "no usable training examples are left after validation; run validate to see why" in job.error
+
+
+def test_a_separate_eval_dataset_is_read_with_its_own_column_mapping(celery_worker, team, llama):
+    train = stored_dataset(team, completion_rows(), task="causal-lm")
+    held_out = [{"question": f"held-out question {i}", "answer": f"answer {i}"} for i in range(7)]
+    evaluation = stored_dataset(team, held_out, task="causal-lm", name="held out",
+                                column_mapping={"prompt": "question", "completion": "answer"})
+    job = submit(make_job(team, llama, train, eval_dataset=evaluation, settings=small(max_steps=2)))
+    job = wait_state(job, "succeeded", "failed", worker=celery_worker)
+    assert job.state == "succeeded", job.error
+    data = job.metrics["data"]
+    assert data["eval_examples"] == 7 and data["eval_skipped_rows"] == 0
+    assert data["train_examples"] == len(completion_rows())  # the whole training file: no split taken from it
+
+
 def test_a_job_waits_for_its_datasets_validation_then_runs(celery_worker, team, llama):
     dataset = stored_dataset(team, completion_rows(), task="causal-lm", status="validating")
     job = submit(make_job(team, llama, dataset, state="validating", settings=small(max_steps=2)))
@@ -247,3 +293,83 @@ def test_the_sweep_resumes_a_silent_job_and_fails_one_already_resumed_too_often(
     assert "after its worker was lost" in silent.events.get(from_state="running", to_state="running").reason
     assert sweep_stale_jobs(now=later) == {"resumed": [], "failed": []}
     states.move(fresh, states.CANCELLED, reason="end of test")  # nobody runs it: keep the real sweep away
+
+
+# --- a task message lost by the broker ---------------------------------------------------------------------------
+
+def drop_from_broker(task_id: str, queue_name: str) -> int:
+    """Delete the task's message from the broker's Redis list of `queue_name`, as a Redis restart without persistence
+    loses it; how many were deleted."""
+    from workers.celery_app import app
+
+    with app.connection_for_write() as broker:
+        client = broker.default_channel.client
+        return sum(client.lrem(queue_name, 0, raw) for raw in client.lrange(queue_name, 0, -1)
+                   if json.loads(raw)["headers"]["id"] == task_id)
+
+
+def test_a_queued_job_whose_message_the_broker_lost_runs_once_the_sweep_sends_it_again(celery_worker, team, llama):
+    from webapp.jobs import conf
+    from workers.health_tasks import health
+    from workers.training_tasks import resend_lost_tasks, task_ids_in_broker
+
+    dataset = stored_dataset(team, completion_rows(), task="causal-lm")
+    health.apply_async(queue="train").get(timeout=60)  # the broker's routes are in place before the worker goes
+    later = timezone.now() + timedelta(seconds=conf.REQUEUE_AFTER_S + 5)
+    celery_worker.stop()
+    try:
+        job = reload(submit(make_job(team, llama, dataset, settings=small(max_steps=2))))
+        assert job.celery_task_id in task_ids_in_broker({"train"})
+        assert resend_lost_tasks(now=later) == []  # its message is waiting: nothing to send
+        assert drop_from_broker(job.celery_task_id, "train") == 1
+        assert job.celery_task_id not in task_ids_in_broker({"train"})
+        assert resend_lost_tasks(now=timezone.now()) == []  # not waiting long enough yet
+        assert resend_lost_tasks(now=later) == [job.pk]
+        assert job.celery_task_id in task_ids_in_broker({"train"})
+    finally:
+        celery_worker.start()
+    job = wait_state(job, "succeeded", "failed", worker=celery_worker)
+    assert job.state == "succeeded", job.error
+    assert [(e.from_state, e.to_state) for e in job.events.all()] == [("", "queued"), ("queued", "running"),
+                                                                       ("running", "succeeded")]
+
+
+def test_a_second_delivery_of_a_jobs_task_finds_nothing_to_do_and_the_job_runs_once(celery_worker, team, llama):
+    from workers.celery_app import app
+
+    dataset = stored_dataset(team, completion_rows(), task="causal-lm")
+    job = reload(submit(make_job(team, llama, dataset, settings=small(max_steps=4))))
+    queue.send(job.pk, job.celery_task_id)  # what a sweep that missed a message in flight would send
+    job = wait_state(job, "succeeded", "failed", worker=celery_worker)
+    wait_for(lambda: (app.control.inspect([celery_worker.name], timeout=1).active() or {}).get(celery_worker.name)
+             == [], 90, what="both deliveries to end")
+    assert job.state == "succeeded", job.error
+    assert [(e.from_state, e.to_state) for e in job.events.all()] == [("", "queued"), ("queued", "running"),
+                                                                       ("running", "succeeded")]
+    assert [p["step"] for p in job.history if "loss" in p] == [1, 2, 3, 4]
+    endings = [line for line in celery_worker.log().splitlines() if f"[{job.celery_task_id}] succeeded" in line]
+    assert len(endings) == 2 and sum(("'nothing to do'" in line or "'duplicate delivery" in line)
+                                     for line in endings) == 1, endings
+
+
+def test_a_job_created_while_the_broker_is_down_is_queued_and_the_sweep_sends_it_later(
+        celery_worker, member_client, team_a, llama):
+    from test_faults import celery_broker
+
+    from webapp.jobs import conf
+    from workers.training_tasks import resend_lost_tasks
+
+    dataset = stored_dataset(team_a, completion_rows(), task="causal-lm")
+    form = {"name": "while the broker is down", "base_model": llama.pk, "dataset": dataset.pk, "task": "",
+            "rank": 4, "alpha": 8, "dropout": 0, "targets": "attention", "custom_targets": "", "epochs": 1,
+            "max_steps": 2, "lr": 1e-3, "batch_size": 4, "grad_accum": 1, "max_length": 64, "warmup": 0,
+            "eval_fraction": 0.2, "seed": 0}
+    with celery_broker("redis://127.0.0.1:1/0"):  # nothing listens on port 1
+        response = member_client.post("/jobs/new/", form)
+    assert response.status_code == 302, response.content[:500]
+    job = Job.objects.get(name="while the broker is down")
+    assert job.state == "queued" and "the job queue could not be reached" in job.log_tail
+    assert "could not be reached" in member_client.get(response.url).content.decode()
+    assert resend_lost_tasks(now=timezone.now() + timedelta(seconds=conf.REQUEUE_AFTER_S + 5)) == [job.pk]
+    job = wait_state(job, "succeeded", "failed", worker=celery_worker)
+    assert job.state == "succeeded", job.error

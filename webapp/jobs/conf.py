@@ -5,6 +5,7 @@ JOB_HEARTBEAT_TIMEOUT_S   no heartbeat for this long: the job's worker is presum
 JOB_MAX_RESUMES           how many times a job is resumed after losing its worker before it is failed instead
 JOB_CHECKPOINT_EVERY      optimizer steps between checkpoints uploaded to storage (what a resume starts from)
 JOB_PROGRESS_DB_INTERVAL_S  the worker writes progress to the database at most this often (Redis gets every step)
+JOB_REQUEUE_AFTER_S       a job waiting this long whose task message is gone from the broker is sent again
 JOB_WORK_DIR              local scratch folder where workers train (default: $VAR_DIR/work)
 """
 from django.conf import settings
@@ -15,6 +16,7 @@ HEARTBEAT_INTERVAL_S = env_int("JOB_HEARTBEAT_INTERVAL_S", 5, minimum=1, maximum
 HEARTBEAT_TIMEOUT_S = env_int("JOB_HEARTBEAT_TIMEOUT_S", 120, minimum=3, maximum=7 * 24 * 3600)
 MAX_RESUMES = env_int("JOB_MAX_RESUMES", 2, minimum=0, maximum=100)
 CHECKPOINT_EVERY = env_int("JOB_CHECKPOINT_EVERY", 50, minimum=1, maximum=1_000_000)
+REQUEUE_AFTER_S = env_int("JOB_REQUEUE_AFTER_S", 120, minimum=3, maximum=7 * 24 * 3600)
 PROGRESS_DB_INTERVAL_S = env_int("JOB_PROGRESS_DB_INTERVAL_S", 2, minimum=1, maximum=600)
 
 

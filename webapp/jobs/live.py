@@ -90,7 +90,7 @@ def cancel_requested(job_id: int) -> bool:
 def reset(job_id: int) -> None:
     """Drop whatever Redis holds under this job id (a database rebuilt from scratch reuses ids)."""
     try:
-        client().delete(*(key(job_id, part) for part in ("latest", "log", "cancel", "lease")))
+        client().delete(*(key(job_id, part) for part in ("latest", "log", "cancel", "lease", "resent")))
     except redis.RedisError as error:
         log.warning("job %s: could not clear its live keys (%s)", job_id, error)
 

@@ -20,13 +20,26 @@ log = logging.getLogger(__name__)
 
 
 def submit(job) -> None:
-    """Give a saved job its task id and send the task once the transaction commits."""
+    """Give a saved job its task id and send the task once the transaction commits. A send that fails (broker down)
+    leaves the job waiting, with a line in its log: the workers' sweep (workers.training_tasks) sends it later."""
     from webapp.jobs.models import Job
 
     job.celery_task_id = uuid.uuid4().hex
     Job.objects.filter(pk=job.pk).update(celery_task_id=job.celery_task_id)
     pk, task_id = job.pk, job.celery_task_id
-    transaction.on_commit(lambda: send(pk, task_id))
+    transaction.on_commit(lambda: _send_or_leave_for_the_sweep(pk, task_id))
+
+
+def _send_or_leave_for_the_sweep(job_id: int, task_id: str) -> None:
+    from webapp.jobs.models import Job
+
+    try:
+        send(job_id, task_id)
+    except Exception as error:  # kombu's connection errors have no common base worth naming
+        log.warning("job %s: task not sent (%s); the workers' sweep sends it later", job_id, error)
+        line = (f"{timezone.now():%H:%M:%S} the job queue could not be reached ({type(error).__name__}): the job "
+                f"stays queued and is sent again within {conf.REQUEUE_AFTER_S} s of the queue coming back")
+        Job.objects.filter(pk=job_id).update(log_tail=line)
 
 
 def send(job_id: int, task_id: str | None = None) -> None:
