@@ -14,7 +14,9 @@ from typing import Iterable
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+from trainer.data.render import IGNORE_INDEX
+from trainer.lm_loss import lm_loss_sum, supports_hidden_state_loss
+
 
 
 def target_count(batch: dict, task: str) -> int:
@@ -39,6 +41,16 @@ def forward_logits(model, batch: dict, device) -> torch.Tensor:
                  attention_mask=batch["attention_mask"].to(device, non_blocking=True)).logits
 
 
+def batch_loss_sum(model, batch: dict, task: str, device) -> torch.Tensor:
+    """`loss_sum` of the model on a batch. A causal LM with a plain output layer gets it from its hidden states
+    (`trainer.lm_loss`: logits only where there are labels, never (B, T, V) at once); others via full logits."""
+    labels = batch["labels"].to(device, non_blocking=True)
+    if task != "classification" and supports_hidden_state_loss(model):
+        return lm_loss_sum(model, batch["input_ids"].to(device, non_blocking=True),
+                           batch["attention_mask"].to(device, non_blocking=True), labels)
+    return loss_sum(forward_logits(model, batch, device), labels, task)
+
+
 @torch.no_grad()
 def evaluate(model, batches: Iterable[dict], task: str, *, label_names: list[str] | None = None,
              device="cpu", autocast=nullcontext) -> dict:
@@ -51,14 +63,16 @@ def evaluate(model, batches: Iterable[dict], task: str, *, label_names: list[str
     truths: list[torch.Tensor] = []
     try:
         for batch in batches:
+            count += target_count(batch, task)
+            if task != "classification":
+                with autocast():
+                    total += batch_loss_sum(model, batch, task, device)
+                continue
             with autocast():
                 logits = forward_logits(model, batch, device)
-            labels = batch["labels"].to(device)
-            total += loss_sum(logits, labels, task)
-            count += target_count(batch, task)
-            if task == "classification":
-                predictions.append(logits.argmax(-1).cpu())
-                truths.append(batch["labels"])
+            total += loss_sum(logits, batch["labels"].to(device), task)
+            predictions.append(logits.argmax(-1).cpu())
+            truths.append(batch["labels"])
     finally:
         model.train(was_training)
     if count == 0:

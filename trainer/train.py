@@ -27,7 +27,7 @@ from trainer.config import TrainConfig
 from trainer.data.batching import batch_order, collate
 from trainer.data.dataset import prepare
 from trainer.errors import ConfigError, OutOfMemoryError
-from trainer.evaluate import evaluate, forward_logits, loss_sum, target_count
+from trainer.evaluate import batch_loss_sum, evaluate, target_count
 from trainer.inject import apply_lora
 from trainer.models import load_model, load_tokenizer, pick_device, resolve_model_path
 from trainer.params import parameter_report
@@ -201,8 +201,7 @@ class _Run:
         total = torch.zeros((), device=self.device)
         for batch in window:
             with self.autocast():
-                logits = forward_logits(self.model, batch, self.device)
-            loss = loss_sum(logits, batch["labels"].to(self.device, non_blocking=True), task) / max(targets, 1)
+                loss = batch_loss_sum(self.model, batch, task, self.device) / max(targets, 1)
             (self.scaler.scale(loss) if self.scaler else loss).backward()
             total += loss.detach()
         if self.scaler:

@@ -1,0 +1,76 @@
+r"""Causal-LM loss straight from the last hidden states: only at positions that have a label, a chunk at a time.
+
+The textbook step computes logits for every position, (B, T, V) floats, keeps them for backward, then
+log-softmaxes and gathers them. For a 32k vocabulary that tensor (and its gradient) is the largest thing in
+a LoRA step, and most of it is waste: prompt tokens, padding and the last position have no label.
+
+Here the output layer is frozen (LoRA never targets it), so its only gradient is the one to the hidden
+states, and that can be formed right away, chunk by chunk:
+
+    h (K, H) = hidden states of the K positions whose next token is a label
+    logits_c = h_c Wᵀ (+ b)          one chunk of rows at a time, (C, V) in float32
+    loss    += Σ logsumexp(logits_c) - logits_c[target]
+    dL/dh_c  = (softmax(logits_c) - onehot(target)) W
+
+so forward keeps only dL/dh (K, H) for backward, never a (B, T, V) tensor. The sum is the same one
+`trainer.evaluate.loss_sum` computes from full logits; tests check them against each other.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainer.data.render import IGNORE_INDEX
+
+CHUNK_VALUES = 1 << 23  # logits in flight at once: 32 MiB of float32 (256 rows of a 32k vocabulary)
+# Architectures whose logits are exactly `output_layer(base_model(...).last_hidden_state)`: no soft-capping,
+# logit scaling or other post-processing in their *ForCausalLM.forward (Gemma 2, Cohere, Granite have some).
+PLAIN_HEAD_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "gpt2", "gpt_neox", "phi3", "smollm3"})
+
+
+def supports_hidden_state_loss(model) -> bool:
+    """True when `lm_loss_sum` may stand in for the full-logits loss of `model`."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return (getattr(model.config, "model_type", None) in PLAIN_HEAD_TYPES
+            and isinstance(head, nn.Linear)
+            and not head.weight.requires_grad
+            and (head.bias is None or not head.bias.requires_grad)
+            and model.base_model is not model)
+
+
+def lm_loss_sum(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Summed next-token cross-entropy over the labels that are not IGNORE_INDEX (labels shifted by one)."""
+    hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    targets = labels[:, 1:]
+    keep = targets != IGNORE_INDEX
+    head = model.get_output_embeddings()
+    return _LinearCrossEntropy.apply(hidden[:, :-1][keep], head.weight, head.bias, targets[keep])
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Σ cross_entropy(h Wᵀ + b, targets) with a frozen W, b; h (K, H), targets (K,). Returns a float32 scalar."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets):
+        need_grad = ctx.needs_input_grad[0]
+        grad_hidden = torch.empty_like(hidden) if need_grad else None
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        chunk = max(1, CHUNK_VALUES // weight.shape[0])
+        for start in range(0, hidden.shape[0], chunk):
+            rows = slice(start, start + chunk)
+            logits = F.linear(hidden[rows], weight, bias).float()
+            target = targets[rows]
+            log_probs = torch.log_softmax(logits, dim=-1)
+            total -= log_probs.gather(1, target[:, None]).sum()
+            if need_grad:
+                probs = log_probs.exp_()
+                probs[torch.arange(target.shape[0], device=target.device), target] -= 1
+                grad_hidden[rows] = probs.to(weight.dtype) @ weight
+        ctx.save_for_backward(grad_hidden)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total):
+        (grad_hidden,) = ctx.saved_tensors
+        return grad_hidden * grad_total.to(grad_hidden.dtype), None, None, None
