@@ -13,7 +13,8 @@ coproc TEST_REDIS { exec .venv/bin/python scripts/redis_for_tests.py "${TEST_RED
 redis_helper_pid=$TEST_REDIS_PID
 stop_test_redis() { kill -TERM "$redis_helper_pid" 2>/dev/null || true; wait "$redis_helper_pid" 2>/dev/null || true; }
 trap stop_test_redis EXIT
-trap 'exit 130' INT TERM
+trap 'exit 130' INT
+trap 'exit 143' TERM
 read -r REDIS_URL <&"${TEST_REDIS[0]}" || { echo "error: no Redis for the tests (see the message above)" >&2; exit 1; }
 export REDIS_URL
 .venv/bin/python -m pytest "$@"
