@@ -146,11 +146,20 @@ def test_path_traversal_names_never_choose_where_a_file_is_stored(member_client,
         assert response.status_code in (200, 400) and added == set() and not Dataset.objects.exists()
 
 
+def zipped_rows() -> bytes:
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("rows.jsonl", ROWS)
+    return buffer.getvalue()
+
+
 @pytest.mark.django_db
-@pytest.mark.parametrize("name", ["data.exe", "data.jsonl.php", "data", "data.xlsx"])
+@pytest.mark.parametrize("name", ["data.exe", "data.jsonl.php", "data", "data.xlsx", "bomb.zip", "rows.jsonl.zip"])
 def test_files_of_other_kinds_are_refused_at_upload_and_nothing_is_kept(member_client, name):
     before = stored_dataset_files()
-    response = upload(member_client, name, ROWS)
+    response = upload(member_client, name, zip_bomb(64) if name.endswith(".zip") else ROWS)
     assert response.status_code in (200, 400) and "JSONL" in response.content.decode()
     assert stored_dataset_files() == before and not Dataset.objects.exists()
 
@@ -174,8 +183,23 @@ def gzip_bomb(decompressed_mb: int) -> bytes:
     return buffer.getvalue()
 
 
+def zip_bomb(decompressed_mb: int) -> bytes:
+    """A small zip archive holding one JSONL member that expands to `decompressed_mb` MB of NUL bytes."""
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        with archive.open("rows.jsonl", "w", force_zip64=True) as member:
+            chunk = b"\0" * 2**20
+            for _ in range(decompressed_mb):
+                member.write(chunk)
+    return buffer.getvalue()
+
+
 HOSTILE_FILES = {
     "gzip bomb (1 GiB of NUL from ~1 MB)": ("bomb.jsonl.gz", lambda: gzip_bomb(1024)),
+    "zip bomb renamed to .jsonl (1 GiB of NUL from ~1 MB)": ("bomb.jsonl", lambda: zip_bomb(1024)),
+    "zip of good rows renamed to .jsonl": ("rows.jsonl", lambda: zipped_rows()),
     "5,000 columns": ("wide.csv", lambda: (",".join(f"c{i}" for i in range(5000)) + "\n"
                                          + ",".join("v" for _ in range(5000)) + "\n").encode() * 3),
     "20 MB single line": ("line.jsonl", lambda: b'{"text": "' + b"a" * (20 * 2**20) + b'"}\n'),
@@ -203,19 +227,46 @@ def test_hostile_files_are_rejected_cleanly_by_validation(member_client, case):
 
 # --- forms, cookies, sign-in ----------------------------------------------------------------------------------
 
-FORM_POSTS = ["/login/", "/logout/", "/teams/switch/", "/datasets/upload/", "/datasets/samples/support-tickets/",
-              "/datasets/{d}/analysis/", "/datasets/{d}/columns/", "/datasets/{d}/delete/", "/jobs/new/",
-              "/jobs/{j}/cancel/", "/playground/run/", "/account/settings/", "/account/tokens/{t}/revoke/"]
+def site_routes(patterns=None, prefix="", namespace=""):
+    """(namespace, route pattern, {kwarg: converter}) of every URL route outside the token-auth API and the admin."""
+    from django.urls import URLPattern, URLResolver, get_resolver
+
+    for entry in get_resolver().url_patterns if patterns is None else patterns:
+        if isinstance(entry, URLResolver):
+            if entry.namespace not in ("api", "admin"):
+                yield from site_routes(entry.url_patterns, prefix + str(entry.pattern), entry.namespace or namespace)
+        elif isinstance(entry, URLPattern):
+            yield namespace, prefix + str(entry.pattern), entry.pattern.converters
+
+
+def every_site_path(dataset, job, token) -> list[str]:
+    """Each site route as a path, its ids those of the fixture's objects (a route that skipped its CSRF check would
+    then act on them, which the test looks for)."""
+    import re
+
+    ids = {"team_id": job.team_id, "job_id": job.pk, "token_id": token.pk, "name": "support-tickets",
+           "kind": "adapter", "request_id": "x"}
+    by_namespace = {"datasets": dataset.pk, "jobs": job.pk, "models": job.base_model_id}
+    paths = []
+    for namespace, route, converters in site_routes():
+        values = {name: ids.get(name, by_namespace.get(namespace)) for name in converters}
+        paths.append("/" + re.sub(r"<(?:\w+:)?(\w+)>", lambda m: str(values[m.group(1)]), route))
+    return paths
 
 
 @pytest.mark.django_db
-def test_every_form_refuses_a_post_without_its_csrf_token(make_member, team_llama_job):
+def test_every_page_refuses_a_post_without_its_csrf_token(make_member, team_llama_job):
     dataset, job, token = team_llama_job
     client = Client(enforce_csrf_checks=True)
     client.force_login(make_member("alice", "Team A"))
-    for path in FORM_POSTS:
-        url = path.format(d=dataset.pk, j=job.pk, t=token.pk)
-        assert client.post(url, {"name": "x"}).status_code == 403, url
+    paths = every_site_path(dataset, job, token)
+    forms = {"/login/", "/logout/", "/teams/switch/", "/datasets/upload/", "/datasets/samples/support-tickets/",
+             f"/datasets/{dataset.pk}/analysis/", f"/datasets/{dataset.pk}/columns/",
+             f"/datasets/{dataset.pk}/delete/", "/jobs/new/", f"/jobs/{job.pk}/cancel/", "/playground/run/",
+             "/account/settings/", f"/account/tokens/{token.pk}/revoke/"}
+    assert forms <= set(paths), forms - set(paths)  # the routes are derived, and they include every form
+    for path in paths:  # 405: a route that takes no POST at all (a health check outside the CSRF middleware)
+        assert client.post(path, {"name": "x"}).status_code in ({403} if path in forms else {403, 405}), path
     assert Dataset.objects.count() == 1 and Job.objects.get().state == job.state
     token.refresh_from_db()
     assert token.revoked_at is None
@@ -259,21 +310,22 @@ def guess(client, password: str, username: str = "alice"):
     return client.post("/login/", {"username": username, "password": password})
 
 
-@pytest.mark.django_db
-@pytest.mark.usefixtures("fresh_throttle")
-def test_password_guessing_is_throttled_and_a_success_clears_the_count(rf, make_member, settings):
+def throttled_login(settings, **limits):
+    """post(password, username, address) -> (status, page), through the throttled LoginView with these limits."""
     from django.contrib.auth import views as auth_views
     from django.contrib.messages.storage.fallback import FallbackStorage
     from django.contrib.sessions.backends.db import SessionStore
+    from django.test import RequestFactory
 
     from webapp.teams.login_throttle import throttled
 
-    make_member("alice", "Team A")
-    settings.LOGIN_MAX_FAILURES = 3
+    for name, value in limits.items():
+        setattr(settings, name, value)
     view = throttled(auth_views.LoginView.as_view())
 
-    def post(password):
-        request = rf.post("/login/", {"username": "Alice", "password": password})
+    def post(password, username="alice", address="127.0.0.1"):
+        request = RequestFactory().post("/login/", {"username": username, "password": password},
+                                        REMOTE_ADDR=address)
         request._dont_enforce_csrf_checks = True  # as the test client does; CSRF has its own test above
         request.session, request.user = SessionStore(), None
         request._messages = FallbackStorage(request)
@@ -282,9 +334,41 @@ def test_password_guessing_is_throttled_and_a_success_clears_the_count(rf, make_
             response.render()
         return response.status_code, response.content.decode()
 
-    assert [post(f"wrong-{i}")[0] for i in range(3)] == [200, 200, 200]
+    return post
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("fresh_throttle")
+def test_password_guessing_is_throttled_per_username(make_member, settings):
+    make_member("alice", "Team A")
+    post = throttled_login(settings, LOGIN_MAX_FAILURES=3)
+    assert [post(f"wrong-{i}", username="Alice")[0] for i in range(3)] == [200, 200, 200]  # any case: one name
     status, page = post("pw-for-tests-1")  # even the right password waits out the window
     assert status == 429 and "Too many failed sign-ins. Try again in 15 minutes." in page
+    assert post("pw-for-tests-1", address="10.0.0.9")[0] == 429  # the name's count, whatever the address
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("fresh_throttle")
+def test_a_successful_sign_in_clears_its_usernames_failure_count(make_member, settings):
+    make_member("alice", "Team A")
+    post = throttled_login(settings, LOGIN_MAX_FAILURES=3)
+    assert [post(f"wrong-{i}")[0] for i in range(2)] == [200, 200]
+    assert post("pw-for-tests-1")[0] == 302
+    # Counted from zero again: without the reset the third failure here would be the fifth, and refused.
+    assert [post(f"again-wrong-{i}")[0] for i in range(3)] == [200, 200, 200]
+    assert post("pw-for-tests-1")[0] == 429
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("fresh_throttle")
+def test_guessing_across_many_usernames_from_one_address_is_throttled_per_address(make_member, settings):
+    make_member("alice", "Team A")
+    post = throttled_login(settings, LOGIN_MAX_FAILURES=3, LOGIN_MAX_FAILURES_PER_ADDRESS=4)
+    assert [post("guess", username=f"user{i}", address="10.0.0.1")[0] for i in range(4)] == [200] * 4
+    status, page = post("pw-for-tests-1", address="10.0.0.1")  # alice herself, never guessed, from that address
+    assert status == 429 and "Too many failed sign-ins" in page
+    assert post("pw-for-tests-1", address="10.0.0.2")[0] == 302  # another address is not held up
 
 
 @pytest.mark.django_db
@@ -292,8 +376,46 @@ def test_password_guessing_is_throttled_and_a_success_clears_the_count(rf, make_
 def test_the_login_page_is_throttled(client, make_member):
     from django.urls import resolve
 
-    if not getattr(resolve("/login/").func, "login_throttled", False):
-        pytest.skip("webapp/urls.py does not wrap the login view in webapp.teams.login_throttle.throttled yet")
+    assert getattr(resolve("/login/").func, "login_throttled", False), \
+        "webapp/urls.py must wrap the login view in webapp.teams.login_throttle.throttled"
     make_member("alice", "Team A")
     assert {guess(client, f"wrong-{i}").status_code for i in range(5)} == {200}
     assert guess(client, "pw-for-tests-1").status_code == 429
+
+
+PRODUCTION_COOKIES = """
+import django, json
+django.setup()
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.test import Client
+call_command("migrate", verbosity=0)
+call_command("collectstatic", interactive=False, verbosity=0)  # production pages name the collected files
+get_user_model().objects.create_user("alice", password="pw-for-tests-1")
+client = Client(secure=True, HTTP_X_FORWARDED_PROTO="https")  # as behind the TLS proxy: else redirected to HTTPS
+page = client.get("/login/")
+signed_in = client.post("/login/", {"username": "alice", "password": "pw-for-tests-1",
+                                    "csrfmiddlewaretoken": page.cookies["csrftoken"].value})
+flags = {name: {"secure": bool(morsel["secure"]), "httponly": bool(morsel["httponly"])}
+         for response in (page, signed_in) for name, morsel in response.cookies.items()}
+print(json.dumps({"status": signed_in.status_code, "cookies": flags}))
+"""
+
+
+def test_the_session_and_csrf_cookies_are_secure_under_production_settings(tmp_path):
+    import json
+    import os
+    import secrets
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SECRET_KEY")}
+    env.update(VAR_DIR=str(tmp_path), PRODUCTION="1", SECRET_KEY=secrets.token_urlsafe(50), ALLOWED_HOSTS="testserver",
+               DATABASE_URL=f"sqlite:///{tmp_path}/db.sqlite3", DJANGO_SETTINGS_MODULE="webapp.settings")
+    result = subprocess.run([sys.executable, "-c", PRODUCTION_COOKIES], cwd=root, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen["status"] == 302, seen
+    assert seen["cookies"]["sessionid"] == {"secure": True, "httponly": True}
+    assert seen["cookies"]["csrftoken"]["secure"] is True
