@@ -2,8 +2,9 @@
 
 A checkpoint is a folder `checkpoints/step-000050/` holding
   trainable.safetensors  every trainable tensor (LoRA A/B and the classifier head), by parameter name
-  state.pt               optimizer, scheduler, RNG states (python, numpy, torch CPU and CUDA), data position,
-                         history and anything else the trainer passes in `extra`.
+  state.pt               optimizer, scheduler, RNG states (python, numpy, torch CPU and CUDA), the fp16 GradScaler
+                         (its loss scale and growth tracker), data position, history and anything else the trainer
+                         passes in `extra`.
 It is written to a temporary folder and renamed, so a crash mid-write never leaves a half checkpoint behind.
 Only the newest `keep` checkpoints stay.
 """
@@ -54,8 +55,11 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(checkpoints_dir: str | os.PathLike, step: int, model, optimizer, scheduler, *,
-                    position: dict, history: list, extra: dict | None = None, keep: int = 2) -> Path:
-    """Write checkpoint `step` and drop all but the newest `keep`. Returns its folder."""
+                    position: dict, history: list, extra: dict | None = None, keep: int = 2,
+                    scaler=None) -> Path:
+    """Write checkpoint `step` and drop all but the newest `keep`. Returns its folder.
+
+    `scaler`: the run's torch.amp.GradScaler (fp16 training), or None."""
     root = Path(checkpoints_dir)
     final = root / f"{PREFIX}{step:06d}"
     partial = root / f".{final.name}.partial"
@@ -65,7 +69,8 @@ def save_checkpoint(checkpoints_dir: str | os.PathLike, step: int, model, optimi
     save_file({k: v.contiguous().clone().cpu() for k, v in trainable_state(model).items()},
               str(partial / WEIGHTS_FILE))
     torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": rng_state(), "position": position, "history": history, "extra": extra or {}},
+                "rng": rng_state(), "position": position, "history": history, "extra": extra or {},
+                "scaler": scaler.state_dict() if scaler is not None else None},
                partial / STATE_FILE)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(partial, final)
@@ -88,8 +93,9 @@ def latest_checkpoint(checkpoints_dir: str | os.PathLike) -> Path | None:
     return found[-1] if found else None
 
 
-def load_checkpoint(folder: str | os.PathLike, model, optimizer, scheduler) -> dict:
-    """Restore weights, optimizer, scheduler and RNG from `folder`; return {step, position, history, extra}."""
+def load_checkpoint(folder: str | os.PathLike, model, optimizer, scheduler, scaler=None) -> dict:
+    """Restore weights, optimizer, scheduler, RNG (and `scaler`, when given and saved) from `folder`; return
+    {step, position, history, extra}."""
     folder = Path(folder)
     weights = load_file(str(folder / WEIGHTS_FILE))
     params = trainable_state(model)
@@ -104,4 +110,6 @@ def load_checkpoint(folder: str | os.PathLike, model, optimizer, scheduler) -> d
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
     return {key: state[key] for key in ("step", "position", "history", "extra")}

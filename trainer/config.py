@@ -17,6 +17,9 @@ SCHEDULERS = ("cosine", "linear")
 MAX_RANK = 1024
 MAX_LENGTH_LIMIT = 32768
 MAX_TARGET_REGEX_LENGTH = 200
+# Sampling defaults of trainer.inference.stream_generate / generate and `python -m trainer generate`.
+GENERATION_DEFAULTS = {"temperature": 0.7, "top_p": 0.95, "top_k": 50, "max_new_tokens": 128,
+                       "repetition_penalty": 1.0, "seed": 0}
 
 
 @dataclass

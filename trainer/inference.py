@@ -15,8 +15,9 @@ from pathlib import Path
 
 import torch
 
+from trainer.config import GENERATION_DEFAULTS
 from trainer.errors import ConfigError
-from trainer.models import load_model
+from trainer.models import load_model, load_tokenizer
 
 DEFAULT_MAX_PROMPT_TOKENS = 1024
 
@@ -128,8 +129,12 @@ def sample_token_ids(model, ids: list[int], *, temperature: float, top_p: float,
         yield token
 
 
-def stream_generate(model, tokenizer, prompt: str | list[dict], *, temperature: float = 0.7, top_p: float = 0.95,
-                    top_k: int = 50, max_new_tokens: int = 128, repetition_penalty: float = 1.0, seed: int = 0,
+def stream_generate(model, tokenizer, prompt: str | list[dict], *,
+                    temperature: float = GENERATION_DEFAULTS["temperature"],
+                    top_p: float = GENERATION_DEFAULTS["top_p"], top_k: int = GENERATION_DEFAULTS["top_k"],
+                    max_new_tokens: int = GENERATION_DEFAULTS["max_new_tokens"],
+                    repetition_penalty: float = GENERATION_DEFAULTS["repetition_penalty"],
+                    seed: int = GENERATION_DEFAULTS["seed"],
                     max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS) -> Iterator[str]:
     """Yield the generated text in pieces as tokens are chosen (special tokens left out).
 
@@ -186,12 +191,21 @@ def folder_task(folder: str | Path) -> str:
     return default_task(AutoConfig.from_pretrained(str(folder)))
 
 
+def adapter_tokenizer(adapter_dir: str | Path):
+    """The tokenizer a training run saved next to its adapter (with the chat template it trained with), or None
+    for an adapter folder without one (PEFT's, or one written before tokenizers were saved)."""
+    if not (Path(adapter_dir) / "tokenizer_config.json").is_file():
+        return None
+    return load_tokenizer(adapter_dir)
+
+
 def load_for_inference(model_name: str, *, task: str | None = None, adapter_dir: str | Path | None = None,
                        merged_dir: str | Path | None = None, device: str = "cpu", dtype=None):
     """(model, tokenizer) ready for `generate` / `classify`, in eval mode.
 
     - base: `model_name` alone;
-    - base + adapter, unmerged: the base with the LoRA layers of `adapter_dir` (ours or PEFT's) applied;
+    - base + adapter, unmerged: the base with the LoRA layers of `adapter_dir` (ours or PEFT's) applied, and the
+      tokenizer saved in `adapter_dir` when there is one (else the base's);
     - merged: the folder `merged_dir` (a plain transformers model; `model_name` is then only a label).
     `task` None takes it from the adapter's task_type or the folder's architecture.
     """
@@ -212,6 +226,7 @@ def load_for_inference(model_name: str, *, task: str | None = None, adapter_dir:
     num_labels = saved_head_width(adapter_dir) if task == "classification" and id2label is None else None
     model, tokenizer = load_model(model_name, task, id2label=id2label, num_labels=num_labels, dtype=dtype,
                                   device=device)
+    tokenizer = adapter_tokenizer(adapter_dir) or tokenizer
     model = load_adapter(model, adapter_dir)
     model.eval()
     return model, tokenizer

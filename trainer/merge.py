@@ -1,7 +1,8 @@
 """Merged export: fold an adapter into its base model and write a plain Hugging Face model folder.
 
 The folder (safetensors weights, config, tokenizer with its chat template, generation config for generators)
-loads with `transformers` alone. The base is loaded in the dtype its checkpoint is stored in and each update
+loads with `transformers` alone. Its tokenizer is the one saved with the adapter when there is one (a run on
+chat data gives it the chat template it trained with), else the base model's. The base is loaded in the dtype its checkpoint is stored in and each update
 s·B@A is added in float32 and rounded once (trainer.lora), so a bf16 model stays bf16 without extra error.
 A classification adapter's label names (label_mapping.json) become the merged config's id2label.
 """
@@ -17,6 +18,7 @@ TASK_FOR_TYPE = {"CAUSAL_LM": "causal-lm", "SEQ_CLS": "classification"}
 
 def merge_to_folder(model_path_or_id: str, adapter_dir, out_dir) -> Path:
     """Write base `model_path_or_id` + the adapter in `adapter_dir`, merged, into `out_dir`; returns it."""
+    from trainer.inference import adapter_tokenizer
     from trainer.inspect_model import checkpoint_dtype
     from trainer.models import load_model, resolve_model_path
 
@@ -27,6 +29,7 @@ def merge_to_folder(model_path_or_id: str, adapter_dir, out_dir) -> Path:
     base_folder = resolve_model_path(model_path_or_id)
     dtype = checkpoint_dtype(base_folder, None)
     model, tokenizer = load_model(model_path_or_id, task, id2label=id2label, num_labels=num_labels, dtype=dtype)
+    tokenizer = adapter_tokenizer(adapter_dir) or tokenizer
     merge_and_unload(load_adapter(model, adapter_dir))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

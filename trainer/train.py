@@ -8,6 +8,8 @@ from the newest one exactly (same weights, optimizer, schedule, RNG and batch or
 A step is one optimizer update over `grad_accum` micro-batches. Its loss is the mean over every target in
 those micro-batches (tokens with a label for causal LM, examples for classification), so accumulating gives
 the same gradient as one big batch. The loop syncs with the device once a step (the loss for the reporter).
+Throughput, ETA and `train_runtime_s` count training time only: periodic evals and checkpoints are timed apart
+(`train_wall_s` is the loop's wall time with them).
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from trainer.adapter_io import save_adapter
 from trainer.config import TrainConfig
 from trainer.data.batching import batch_order, collate
 from trainer.data.dataset import prepare
+from trainer.data.render import ensure_chat_template
 from trainer.errors import ConfigError, OutOfMemoryError
 from trainer.evaluate import batch_loss_sum, evaluate, target_count
 from trainer.inject import apply_lora
@@ -36,6 +39,7 @@ from trainer.schedule import make_scheduler, warmup_steps_for
 
 METRICS_FILE = "metrics.json"
 EVAL_BATCH_SIZE_FACTOR = 2  # no activations kept for backward: eval batches can be bigger
+LOGGED_PROBLEMS = 5  # of the data's row problems, how many the run's log names
 
 
 def train(config: TrainConfig, reporter: Reporter | None = None) -> dict:
@@ -88,6 +92,7 @@ class _Run:
         tokenizer = load_tokenizer(resolve_model_path(config.model))
         # prepare raises DataError when no usable training example is left.
         self.train_features, self.eval_features, self.label_mapping, self.data_stats = prepare(config, tokenizer)
+        reporter.on_log(data_summary(self.data_stats, config.max_length))
         self._load_model()
         self._plan()
         state = self._start()
@@ -104,6 +109,8 @@ class _Run:
         self.reporter.on_log(f"loading {config.model} on {self.device}")
         id2label = dict(enumerate(self.label_mapping)) if self.label_mapping else None
         self.model, self.tokenizer = load_model(config.model, config.task, id2label=id2label, device=self.device)
+        if self.data_stats["format"] == "chat":  # saved with the adapter: the format it was trained on
+            ensure_chat_template(self.tokenizer)
         self.lora = apply_lora(self.model, config.lora, config.task)
         if config.gradient_checkpointing:
             self.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
@@ -129,14 +136,14 @@ class _Run:
     def _start(self) -> dict:
         """Fresh run state, or the newest checkpoint's when resuming."""
         state = {"step": 0, "epoch": 0, "batch": 0, "history": [], "eval_history": [], "base_eval": None,
-                 "train_tokens": 0, "padded_tokens": 0, "runtime_s": 0.0, "resumed_from_step": None}
+                 "train_tokens": 0, "padded_tokens": 0, "runtime_s": 0.0, "wall_s": 0.0, "resumed_from_step": None}
         if not self.config.resume:
             return state
         found = checkpoint.latest_checkpoint(self.checkpoints)
         if found is None:
             self.reporter.on_log("no checkpoint to resume from: starting from the beginning")
             return state
-        restored = checkpoint.load_checkpoint(found, self.model, self.optimizer, self.scheduler)
+        restored = checkpoint.load_checkpoint(found, self.model, self.optimizer, self.scheduler, self.scaler)
         extra = restored["extra"]
         if extra.get("total_steps") != self.total_steps:
             raise ConfigError(f"{found} was written for a run of {extra.get('total_steps')} steps, this one has "
@@ -163,7 +170,8 @@ class _Run:
         """Train until total_steps or a stop request; returns True when stopped early."""
         config, reporter = self.config, self.reporter
         started, tokens_at_start = time.perf_counter(), state["train_tokens"]
-        runtime_before = state["runtime_s"]
+        runtime_before, wall_before = state["runtime_s"], state.get("wall_s", state["runtime_s"])
+        paused = 0.0  # seconds spent in periodic evals and checkpoints, left out of the throughput
         windows = self._windows(state["epoch"], state["batch"])
         while state["step"] < self.total_steps:
             epoch, next_batch, window = next(windows)
@@ -174,13 +182,15 @@ class _Run:
             for batch in window:
                 state["train_tokens"] += int(batch["attention_mask"].sum())
                 state["padded_tokens"] += batch["attention_mask"].numel()
-            elapsed = time.perf_counter() - started
-            state["runtime_s"] = runtime_before + elapsed
+            wall = time.perf_counter() - started
+            elapsed = wall - paused
+            state["runtime_s"], state["wall_s"] = runtime_before + elapsed, wall_before + wall
             state["history"].append({"step": state["step"], "loss": loss, "lr": lr})
             tokens_per_s = (state["train_tokens"] - tokens_at_start) / max(elapsed, 1e-9)
             done_here = state["step"] - (state["resumed_from_step"] or 0)
             eta_s = elapsed / done_here * (self.total_steps - state["step"])
             reporter.on_step(state["step"], self.total_steps, loss, lr, tokens_per_s, eta_s)
+            pause_started = time.perf_counter()
             if (config.eval_every and self.eval_features and state["step"] % config.eval_every == 0
                     and state["step"] < self.total_steps):
                 metrics = self._evaluate()
@@ -192,6 +202,8 @@ class _Run:
                 return True
             if config.checkpoint_every and state["step"] % config.checkpoint_every == 0:
                 self._checkpoint(state)
+            paused += time.perf_counter() - pause_started
+            state["wall_s"] = wall_before + time.perf_counter() - started
         return False
 
     def _step(self, window: list[dict]) -> float:
@@ -229,11 +241,11 @@ class _Run:
 
     def _checkpoint(self, state: dict) -> None:
         kept = {key: state[key] for key in ("eval_history", "base_eval", "train_tokens", "padded_tokens",
-                                            "runtime_s")}
+                                            "runtime_s", "wall_s")}
         checkpoint.save_checkpoint(self.checkpoints, state["step"], self.model, self.optimizer, self.scheduler,
                                    position={"epoch": state["epoch"], "batch": state["batch"]},
                                    history=state["history"],
-                                   extra={"state": kept, "total_steps": self.total_steps})
+                                   extra={"state": kept, "total_steps": self.total_steps}, scaler=self.scaler)
 
     # --- the end -----------------------------------------------------------------------------------------
 
@@ -250,6 +262,8 @@ class _Run:
             save_adapter(self.model, out / "adapter", base_model_name_or_path=config.model, task=config.task,
                          settings=config.lora, target_modules=self.lora.target_modules,
                          modules_to_save=self.lora.modules_to_save, label_mapping=id2label)
+            # With its chat template, if it was trained on chat: merge and inference read it from here.
+            self.tokenizer.save_pretrained(out / "adapter")
             if config.merge:
                 self._merge()
         metrics = self._metrics(state, final_eval, stopped)
@@ -283,6 +297,7 @@ class _Run:
             "eval_examples": len(self.eval_features),
             "train_tokens": state["train_tokens"],
             "train_runtime_s": state["runtime_s"],
+            "train_wall_s": state["wall_s"],
             "tokens_per_s": state["train_tokens"] / max(state["runtime_s"], 1e-9),
             "steps": state["step"],
             "total_steps": self.total_steps,
@@ -294,6 +309,19 @@ class _Run:
             "data": self.data_stats,
             "config": self.config.to_dict(),
         }
+
+
+def data_summary(stats: dict, max_length: int) -> str:
+    """One log line on what the data lost before training: skipped, truncated and loss-free rows, and the first
+    few problems by row number."""
+    line = (f"data: {stats['skipped_rows']} rows skipped for problems, {stats['truncated_rows']} truncated to "
+            f"{max_length} tokens, {stats['no_loss_rows']} left out with no token to learn from")
+    problems = stats.get("problems") or []
+    if problems:
+        shown = "; ".join(f"row {p['row']}" + (f" ({p['field']})" if p.get("field") else "") + f": {p['message']}"
+                          for p in problems[:LOGGED_PROBLEMS])
+        line += f". First problems: {shown}"
+    return line
 
 
 def _oom_message(config: TrainConfig) -> str:

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from tiny_models import tiny_tokenizer
-from trainer.data.render import IGNORE_INDEX, encode_batch, estimate_tokens, render_preview, segments
+from trainer.data.render import (DEFAULT_CHAT_TEMPLATE, IGNORE_INDEX, encode_batch, ensure_chat_template,
+                                 estimate_tokens, render_preview, segments)
 
 TOKENIZER = tiny_tokenizer()
 PLAIN = tiny_tokenizer(chat_template=False)
@@ -54,11 +55,28 @@ def test_chat_with_a_template_counts_each_assistant_turn_and_its_end_token():
 
 def test_chat_without_a_template_uses_the_documented_default():
     example = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]}
-    assert segments(example, "chat", PLAIN) == [("<|user|>\nHi\n<|assistant|>\n", False), ("Yo</s>", True),
-                                                 ("\n", False)]
+    assert segments(example, "chat", PLAIN) == [("<|user|>\nHi\n<|assistant|>\n", False), ("Yo</s>\n", True)]
     encoded = encode(example, "chat", PLAIN)
     assert encoded.feature["input_ids"] == ids("<|user|>\nHi\n<|assistant|>\nYo</s>\n", PLAIN)
-    assert counted(encoded.feature) == ids("Yo</s>", PLAIN)
+    assert counted(encoded.feature) == ids("Yo</s>\n", PLAIN)
+    assert not PLAIN.chat_template  # rendering through the default leaves the tokenizer as it was
+
+
+def test_the_default_chat_template_is_the_one_definition_of_the_default_rendering():
+    example = {"messages": [{"role": "system", "content": "Be brief"}, {"role": "user", "content": "Hi"},
+                            {"role": "assistant", "content": "Yo"}, {"role": "user", "content": "More"},
+                            {"role": "assistant", "content": "No"}]}
+    with_template = ensure_chat_template(tiny_tokenizer(chat_template=False))
+    assert with_template.chat_template == DEFAULT_CHAT_TEMPLATE
+    rendered = with_template.apply_chat_template(example["messages"], tokenize=False)
+    assert "".join(text for text, _ in segments(example, "chat", PLAIN)) == rendered
+    assert rendered == ("<|system|>\nBe brief\n<|user|>\nHi\n<|assistant|>\nYo</s>\n"
+                        "<|user|>\nMore\n<|assistant|>\nNo</s>\n")
+    # Without a tokenizer (estimates, previews) the same template renders, with no EOS text to write.
+    assert "".join(text for text, _ in segments(example, "chat")) == rendered.replace("</s>", "")
+    own = tiny_tokenizer(chat_template=False)
+    own.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    assert ensure_chat_template(own).chat_template == "{% for m in messages %}{{ m['content'] }}{% endfor %}"
 
 
 def test_a_template_that_is_not_prefix_stable_falls_back_to_finding_the_replies():

@@ -133,3 +133,97 @@ def test_resuming_with_a_different_number_of_steps_is_refused(tmp_path, tiny_lla
     train(TrainConfig(max_steps=2, **base), _StopAfter(1))
     with pytest.raises(ConfigError, match="resume"):
         train(TrainConfig(max_steps=5, resume=True, **base))
+
+
+def test_a_checkpoint_round_trips_the_fp16_grad_scaler_state(tmp_path):
+    model, optimizer, scheduler = _setup()
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=2)
+    for poison in (False, True, False):  # an inf gradient halves the scale; clean steps count toward growth
+        loss = model(torch.randn(3, 4)).pow(2).mean() * (float("inf") if poison else 1.0)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+    saved = scaler.state_dict()
+    assert saved["scale"] == 2.0**9 and saved["_growth_tracker"] == 1
+    folder = save_checkpoint(tmp_path, 3, model, optimizer, scheduler, position={}, history=[], scaler=scaler)
+
+    fresh = torch.amp.GradScaler("cpu", init_scale=2.0**16, growth_interval=2000)
+    resumed, resumed_opt, resumed_sched = _setup(scramble=True)
+    load_checkpoint(folder, resumed, resumed_opt, resumed_sched, fresh)
+    assert fresh.state_dict() == saved
+    # A checkpoint written without a scaler leaves a given scaler as it is.
+    plain = save_checkpoint(tmp_path, 4, model, optimizer, scheduler, position={}, history=[])
+    untouched = torch.amp.GradScaler("cpu", init_scale=8.0)
+    load_checkpoint(plain, resumed, resumed_opt, resumed_sched, untouched)
+    assert untouched.get_scale() == 8.0
+
+
+class _Crash(Exception):
+    """Stands in for a worker dying mid-run: no stop request, no final checkpoint."""
+
+
+class _CrashAt(NullReporter):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step(self, step, total_steps, loss, lr, tokens_per_s, eta_s):
+        if step == self.step:
+            raise _Crash(step)
+
+
+def test_resuming_after_a_crash_continues_from_the_last_periodic_checkpoint_like_a_straight_run(
+        tmp_path, tiny_llama_dir):
+    data = _prompt_data(tmp_path / "data.jsonl")
+
+    def config(out, **overrides):
+        return TrainConfig(model=str(tiny_llama_dir), data=str(data), out=str(tmp_path / out), max_steps=7,
+                           batch_size=4, lr=1e-2, eval_fraction=0.1, checkpoint_every=3,
+                           lora=LoraSettings(rank=4, dropout=0.2), **overrides)
+
+    straight = train(config("straight"))
+    with pytest.raises(_Crash):
+        train(config("crashed"), _CrashAt(5))  # after the periodic checkpoint at step 3, before the one at 6
+    assert [p.name for p in list_checkpoints(tmp_path / "crashed" / "checkpoints")] == ["step-000003"]
+    resumed = train(config("crashed", resume=True))
+    assert resumed["resumed_from_step"] == 3 and resumed["steps"] == 7
+    _assert_same_training(resumed, straight, tmp_path / "crashed", tmp_path / "straight", rtol=1e-5, atol=1e-6)
+
+
+def _assert_same_training(resumed: dict, straight: dict, resumed_out, straight_out, *, rtol, atol) -> None:
+    """Same per-step losses and the same saved adapter."""
+    assert [h["loss"] for h in resumed["history"]] == pytest.approx([h["loss"] for h in straight["history"]],
+                                                                     rel=rtol)
+    expected = load_file(str(straight_out / "adapter" / "adapter_model.safetensors"))
+    got = load_file(str(resumed_out / "adapter" / "adapter_model.safetensors"))
+    assert set(got) == set(expected)
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=rtol, atol=atol)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_cuda_mixed_precision_training_resumes_like_a_straight_run(tmp_path, tiny_llama_dir, monkeypatch,
+                                                                   precision):
+    if precision == "fp16":  # what a GPU without bf16 gets: fp16 autocast with a GradScaler
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
+    elif not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bf16")
+    data = _prompt_data(tmp_path / "data.jsonl")
+
+    def config(out, **overrides):
+        return TrainConfig(model=str(tiny_llama_dir), data=str(data), out=str(tmp_path / out), max_steps=7,
+                           batch_size=4, lr=1e-2, eval_fraction=0.1, checkpoint_every=0, device="cuda",
+                           lora=LoraSettings(rank=4, dropout=0.2), **overrides)
+
+    straight = train(config("straight"))
+    assert straight["device"] == "cuda"
+    train(config("parts"), _StopAfter(3))
+    state = torch.load(tmp_path / "parts" / "checkpoints" / "step-000003" / "state.pt", weights_only=True)
+    if precision == "fp16":
+        assert state["scaler"]["scale"] > 0
+    else:
+        assert state["scaler"] is None
+    resumed = train(config("parts", resume=True))
+    assert resumed["resumed_from_step"] == 3
+    _assert_same_training(resumed, straight, tmp_path / "parts", tmp_path / "straight", rtol=1e-4, atol=1e-5)

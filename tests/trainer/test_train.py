@@ -1,4 +1,5 @@
 import json
+import time
 
 import pytest
 import torch
@@ -16,13 +17,17 @@ WORDS = ["red", "blue", "green", "gold", "pink", "gray", "teal", "navy"]
 
 class _Recorder(NullReporter):
     def __init__(self, stop_at=None):
-        self.steps, self.evals, self.stop_at = [], [], stop_at
+        self.steps, self.evals, self.logs, self.times, self.stop_at = [], [], [], [], stop_at
 
     def on_step(self, step, total_steps, loss, lr, tokens_per_s, eta_s):
         self.steps.append((step, total_steps, loss, lr, tokens_per_s, eta_s))
+        self.times.append(time.perf_counter())
 
     def on_eval(self, metrics):
         self.evals.append(metrics)
+
+    def on_log(self, message):
+        self.logs.append(message)
 
     def should_stop(self):
         return self.stop_at is not None and len(self.steps) >= self.stop_at
@@ -113,10 +118,26 @@ def test_classification_reports_accuracy_f1_and_a_confusion_matrix_with_label_na
     assert (adapter / "label_mapping.json").is_file()
 
 
-def test_gradient_checkpointing_gives_the_same_first_steps(tmp_path, tiny_llama_dir):
-    plain = train(_lm_config(tmp_path, tiny_llama_dir, max_steps=3, out=str(tmp_path / "a")))
-    checkpointed = train(_lm_config(tmp_path, tiny_llama_dir, max_steps=3, out=str(tmp_path / "b"),
-                                    gradient_checkpointing=True))
+def test_gradient_checkpointing_recomputes_each_layer_and_gives_the_same_first_steps(tmp_path, tiny_llama_dir,
+                                                                                     monkeypatch):
+    from transformers.models.llama.modeling_llama import LlamaMLP
+
+    # Counted inside each decoder layer (its MLP): wrapping the layer's own forward would turn checkpointing off.
+    calls = []
+    forward = LlamaMLP.forward
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(LlamaMLP, "forward", counted)
+    # No held-out split: every layer call is a training forward (3 steps x 1 batch x 2 layers).
+    plain = train(_lm_config(tmp_path, tiny_llama_dir, max_steps=3, eval_fraction=0.0, out=str(tmp_path / "a")))
+    plain_calls, calls[:] = len(calls), []
+    checkpointed = train(_lm_config(tmp_path, tiny_llama_dir, max_steps=3, eval_fraction=0.0,
+                                    out=str(tmp_path / "b"), gradient_checkpointing=True))
+    assert plain_calls == 3 * 2
+    assert len(calls) == 2 * plain_calls  # each layer runs again in the backward pass
     assert [h["loss"] for h in checkpointed["history"]] == pytest.approx([h["loss"] for h in plain["history"]],
                                                                          rel=1e-5)
 
@@ -132,8 +153,103 @@ def test_out_of_memory_names_the_settings_to_lower(tmp_path, tiny_llama_dir, mon
 
 def test_a_dataset_with_no_usable_rows_is_a_data_error(tmp_path, tiny_llama_dir):
     data = _jsonl(tmp_path / "bad.jsonl", [{"prompt": "p", "completion": ""}, {"prompt": "q", "completion": ""}])
-    with pytest.raises(DataError):
+    with pytest.raises(DataError, match="no usable training examples are left after validation"):
         train(_lm_config(tmp_path, tiny_llama_dir, data=data, max_steps=2))
+
+
+def test_rows_lost_to_problems_truncation_and_empty_loss_are_logged_before_training(tmp_path, tiny_llama_dir):
+    rows = [{"prompt": f"Say {w}:", "completion": f" {w}"} for w in WORDS]
+    rows[1] = {"prompt": "Say blue:"}  # row 2: no completion
+    rows[3] = {"prompt": 5, "completion": " x"}  # row 4: not text
+    rows[5] = {"prompt": "x" * 40, "completion": " gray"}  # longer than max_length: the completion is cut off
+    rows.append({"prompt": "Say more:", "completion": " more " * 8})  # truncated, keeps some completion
+    reporter = _Recorder()
+    metrics = train(_lm_config(tmp_path, tiny_llama_dir, data=_jsonl(tmp_path / "mixed.jsonl", rows),
+                               max_length=24, max_steps=1, eval_fraction=0.0), reporter)
+    assert metrics["data"]["skipped_rows"] == 2 and metrics["data"]["truncated_rows"] == 2
+    assert metrics["data"]["no_loss_rows"] == 1 and metrics["train_examples"] == len(rows) - 3
+    (line,) = [log for log in reporter.logs if log.startswith("data:")]
+    assert line.startswith("data: 2 rows skipped for problems, 2 truncated to 24 tokens, 1 left out with no "
+                           "token to learn from")
+    assert "row 2 (completion): missing field 'completion'" in line
+    assert "row 4 (prompt): 'prompt' must be text" in line
+    assert reporter.logs.index(line) < next(i for i, log in enumerate(reporter.logs) if log.startswith("loading"))
+
+
+def test_throughput_eta_and_runtime_leave_out_periodic_evals_and_checkpoints(tmp_path, tiny_llama_dir, monkeypatch):
+    from trainer import checkpoint
+
+    pause = 0.5
+    evaluate, save = train_module._Run._evaluate, checkpoint.save_checkpoint
+    monkeypatch.setattr(train_module._Run, "_evaluate", lambda self: (time.sleep(pause), evaluate(self))[1])
+    monkeypatch.setattr(checkpoint, "save_checkpoint", lambda *a, **k: (time.sleep(pause), save(*a, **k))[1])
+    reporter = _Recorder()
+    started = time.perf_counter()
+    metrics = train(_lm_config(tmp_path, tiny_llama_dir, max_steps=3, eval_every=1, checkpoint_every=1), reporter)
+    total = time.perf_counter() - started
+    paused = pause * (2 + 3)  # evals after steps 1 and 2 (not the last), a checkpoint after every step
+    assert metrics["train_wall_s"] - metrics["train_runtime_s"] >= paused
+    assert metrics["train_runtime_s"] < total - paused - 2 * pause  # base and final evals are outside too
+    assert metrics["tokens_per_s"] == pytest.approx(metrics["train_tokens"] / metrics["train_runtime_s"])
+    assert reporter.steps[-1][4] == pytest.approx(metrics["tokens_per_s"])
+    # The ETAs give the training time so far (step 1 of 3: 2x it, step 2: half of it). Between the two steps an
+    # eval and a checkpoint took 2 x pause of wall time, which that training time leaves out.
+    trained_by_1, trained_by_2 = reporter.steps[0][5] / 2, reporter.steps[1][5] * 2
+    assert trained_by_2 - trained_by_1 < reporter.times[1] - reporter.times[0] - 0.9 * 2 * pause
+
+
+def test_packing_trains_on_full_length_chunks_of_the_concatenated_examples(tmp_path, tiny_llama_dir):
+    from trainer.data.batching import pack
+
+    config = _lm_config(tmp_path, tiny_llama_dir, epochs=1.0, max_length=32)
+    unpacked, _, _, _ = prepare(config, load_tokenizer(tiny_llama_dir))
+    expected = pack(unpacked, 32)
+    metrics = train(_lm_config(tmp_path, tiny_llama_dir, epochs=1.0, max_length=32, packing=True))
+    assert metrics["data"]["packed"] is True
+    assert metrics["data"]["train_packed_sequences"] == metrics["train_examples"] == len(expected)
+    assert len(expected) == -(-sum(len(f["input_ids"]) for f in unpacked) // 32)  # no chunk dropped
+    assert metrics["steps"] == -(-len(expected) // 4)
+    assert metrics["train_tokens"] == sum(len(f["input_ids"]) for f in unpacked)
+    # Every chunk but the last is full, so at most one batch pads, and only up to 32 tokens a row.
+    assert metrics["padding_fraction"] < 4 * 32 / metrics["train_tokens"]
+    assert metrics["eval_examples"] == 6  # eval stays unpacked: the 25 % held-out rows of 24
+
+
+def test_chat_data_without_a_template_saves_the_default_template_with_the_adapter_and_merged_model(
+        tmp_path, tiny_llama_dir):
+    from transformers import AutoTokenizer
+
+    from tiny_models import tiny_llama, tiny_tokenizer
+    from trainer.data.render import DEFAULT_CHAT_TEMPLATE, segments
+    from trainer.inference import generate, load_for_inference, prompt_ids
+
+    base = tmp_path / "no-template"
+    tiny_llama()[0].save_pretrained(base)
+    tiny_tokenizer(chat_template=False).save_pretrained(base)
+    assert not load_tokenizer(base).chat_template
+    conversations = [[{"role": "user", "content": f"Colour {w}?"}, {"role": "assistant", "content": w}]
+                     for w in WORDS] * 2
+    data = _jsonl(tmp_path / "chat.jsonl", [{"messages": m} for m in conversations])
+    config = _lm_config(tmp_path, base, data=data, max_steps=2, merge=True)
+    features, _, _, _ = prepare(config, load_tokenizer(base))
+    train(config)
+
+    plain = load_tokenizer(base)
+    for folder in (tmp_path / "run" / "adapter", tmp_path / "run" / "merged"):
+        saved = AutoTokenizer.from_pretrained(folder)
+        assert saved.chat_template == DEFAULT_CHAT_TEMPLATE
+        for messages in conversations[:3]:
+            rendered = saved.apply_chat_template(messages, tokenize=False)
+            assert rendered == "".join(text for text, _ in segments({"messages": messages}, "chat", plain))
+        trained_ids = {tuple(f["input_ids"]) for f in features}
+        assert tuple(saved.apply_chat_template(conversations[0], tokenize=True, return_dict=True)["input_ids"]) \
+            in trained_ids  # exactly the tokens the run trained on
+
+    model, tokenizer = load_for_inference(str(base), adapter_dir=tmp_path / "run" / "adapter")
+    question = conversations[0][:1]
+    assert prompt_ids(tokenizer, question, 100) == tokenizer("<|user|>\nColour red?\n<|assistant|>\n",
+                                                             add_special_tokens=False)["input_ids"]
+    assert isinstance(generate(model, tokenizer, question, max_new_tokens=3, temperature=0), str)
 
 
 # What a web user gets for MiniLM on the support-ticket sample (see the report in the lead's notes).

@@ -8,7 +8,8 @@ It unpacks as a tuple `train_features, eval_features, label_mapping, stats = pre
   Every feature is at most `config.max_length` tokens and has at least one token that counts toward the loss.
   With `config.packing` (causal LM only) the training features are packed into max_length chunks; eval is not.
 - `label_mapping`: the label names in id order (`label_mapping[i]` is id i's label); [] for causal LM.
-- `stats`: a JSON-able dict of counts (format, task, rows, skipped rows, truncated rows, split sizes...).
+- `stats`: a JSON-able dict of counts (format, task, rows, skipped rows, truncated rows, split sizes...) and
+  `problems`, the first KEPT_PROBLEMS row problems of the training file ({row, field, message}).
 
 Rows are read and checked by exactly the code behind validation (`validate.checked_rows`); rows with problems
 are skipped and counted, never fatal. Raises DataError when the file is unreadable (empty, binary, not UTF-8...),
@@ -29,6 +30,7 @@ from trainer.data.split import split_indices
 from trainer.data.validate import checked_rows
 
 ENCODE_CHUNK = 1024
+KEPT_PROBLEMS = 10
 
 
 class Prepared(NamedTuple):
@@ -39,8 +41,9 @@ class Prepared(NamedTuple):
 
 
 def load_examples(path, format: str = "auto", column_mapping: dict[str, str] | None = None,
-                  task: str | None = None) -> tuple[str, list[dict], int]:
-    """(format, canonical examples of the good rows, number of rows skipped for problems)."""
+                  task: str | None = None, problems: list | None = None) -> tuple[str, list[dict], int]:
+    """(format, canonical examples of the good rows, number of rows skipped for problems). The first
+    KEPT_PROBLEMS problems are appended to `problems` as dicts, when a list is given."""
     examples, skipped_rows, last_bad = [], 0, None
     with open_rows(path) as stream:
         fmt, rows = checked_rows(stream, format, task, column_mapping)
@@ -52,15 +55,20 @@ def load_examples(path, format: str = "auto", column_mapping: dict[str, str] | N
                 examples.append(item[1])
             elif item.fatal:
                 raise DataError(item.message)
-            elif item.row is None or item.row != last_bad:  # one row's problems arrive together
-                skipped_rows, last_bad = skipped_rows + 1, item.row
+            else:
+                if problems is not None and len(problems) < KEPT_PROBLEMS:
+                    problems.append(item.to_dict())
+                if item.row is None or item.row != last_bad:  # one row's problems arrive together
+                    skipped_rows, last_bad = skipped_rows + 1, item.row
     return fmt, examples, skipped_rows
 
 
 def prepare(config, tokenizer) -> Prepared:
     """Training and eval features for `config` (a trainer.config.TrainConfig), tokenized with `tokenizer`."""
-    fmt, examples, skipped = load_examples(config.data, config.format, config.column_mapping, config.task)
-    stats = {"format": fmt, "task": config.task, "rows": len(examples) + skipped, "skipped_rows": skipped}
+    problems: list[dict] = []
+    fmt, examples, skipped = load_examples(config.data, config.format, config.column_mapping, config.task, problems)
+    stats = {"format": fmt, "task": config.task, "rows": len(examples) + skipped, "skipped_rows": skipped,
+             "problems": problems}
     if config.eval_data:
         train_examples = examples
         eval_mapping = config.column_mapping if config.eval_column_mapping is None else config.eval_column_mapping

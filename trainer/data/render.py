@@ -10,26 +10,38 @@ Templates (the counting part is in [brackets]):
                      between them ("2+2=" + "4" -> "2+2= 4").
 - alpaca:            "### Instruction:\\n{instruction}\\n\\n" + ("### Input:\\n{input}\\n\\n" when input is not blank)
                      + "### Response:\\n" + [output] EOS
-- chat, tokenizer with a chat template: the template's own text. Each assistant turn counts, from the end of the
-                     generation prompt that precedes it to the end of the turn as the template writes it (its
-                     end-of-turn token included), found by rendering the conversation up to each turn. If the
-                     template is not prefix-stable, each assistant `content` (and an EOS right after it) counts.
-- chat, no template (the default template): for each message "<|{role}|>\\n" + content + "\\n", where an
-                     assistant message is "<|assistant|>\\n" + [content EOS] + "\\n".
+- chat:              the tokenizer's chat template, or DEFAULT_CHAT_TEMPLATE when it has none: for each message
+                     "<|{role}|>\\n" + content + "\\n", where an assistant message is
+                     "<|assistant|>\\n" + [content EOS "\\n"]; the generation prompt is "<|assistant|>\\n".
+                     Each assistant turn counts, from the end of the generation prompt that precedes it to the end
+                     of the turn as the template writes it (its end-of-turn token included), found by rendering the
+                     conversation up to each turn. If the template is not prefix-stable, each assistant `content`
+                     (and an EOS right after it) counts. A run on chat data saves its tokenizer with the template it
+                     used (`ensure_chat_template`), so inference and other tools render prompts the same way.
 - classification:    the text alone; the label id is the target.
 
 "EOS" is the tokenizer's eos token, appended as an id for non-chat formats (counted), written as text in the
-default chat template. The tokenizer's own special tokens (BOS, [CLS]/[SEP]) are added for non-chat formats;
-chat templates write theirs into the text. Sequences longer than `max_length` keep their first `max_length` tokens.
+chat template. The tokenizer's own special tokens (BOS, [CLS]/[SEP]) are added for non-chat formats; chat
+templates write theirs into the text. Sequences longer than `max_length` keep their first `max_length` tokens.
 """
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 IGNORE_INDEX = -100
 # Rough tokens per byte for a length estimate without a tokenizer (English BPE averages about 4 bytes a token).
 BYTES_PER_TOKEN_ESTIMATE = 4
 Segments = list[tuple[str, bool]]
+# The chat template for tokenizers without one (Jinja, as transformers renders it). Newlines follow expressions,
+# never block tags, so trim_blocks (on in transformers) changes nothing.
+DEFAULT_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "<|{{ message['role'] }}|>\n{{ message['content'] }}"
+    "{% if message['role'] == 'assistant' %}{{ eos_token }}{% endif %}{{ '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
 
 
 class Encoded(NamedTuple):
@@ -44,9 +56,7 @@ class Encoded(NamedTuple):
 def segments(example: dict, fmt: str, tokenizer=None) -> Segments:
     """The example as text segments `(text, counts_toward_loss)`, joined exactly as it is tokenized."""
     if fmt == "chat":
-        if tokenizer is not None and getattr(tokenizer, "chat_template", None):
-            return _chat_template_segments(example["messages"], tokenizer)
-        return _default_chat_segments(example["messages"], _eos_text(tokenizer))
+        return _chat_template_segments(example["messages"], _chat_renderer(tokenizer), _eos_text(tokenizer))
     if fmt == "text":
         return [(example["text"], True)]
     if fmt == "classification":
@@ -103,8 +113,7 @@ def _encode(examples, fmt, tokenizer, max_length, train_on_prompt, label2id):
     """[(Encoded, token character offsets, rendered text)] per example."""
     laid_out = [segments(example, fmt, tokenizer) for example in examples]
     texts = ["".join(text for text, _ in parts) for parts in laid_out]
-    template_chat = fmt == "chat" and bool(getattr(tokenizer, "chat_template", None))
-    tokenized = _tokenize(tokenizer, texts, laid_out, add_special_tokens=not template_chat)
+    tokenized = _tokenize(tokenizer, texts, laid_out, add_special_tokens=fmt != "chat")
     eos = tokenizer.eos_token_id if fmt not in ("chat", "classification") else None
     results = []
     for example, parts, text, (ids, offsets) in zip(examples, laid_out, texts, tokenized):
@@ -125,21 +134,32 @@ def _eos_text(tokenizer) -> str:
     return (getattr(tokenizer, "eos_token", None) or "") if tokenizer is not None else ""
 
 
-def _default_chat_segments(messages: list[dict], eos: str) -> Segments:
-    parts: Segments = []
-    for message in messages:
-        parts.append((f"<|{message['role']}|>\n", False))
-        if message["role"] == "assistant":
-            parts += [(message["content"] + eos, True), ("\n", False)]
-        else:
-            parts.append((message["content"] + "\n", False))
-    return _merge(parts)
+def ensure_chat_template(tokenizer):
+    """Give `tokenizer` DEFAULT_CHAT_TEMPLATE when it has no chat template of its own; returns it."""
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE
+    return tokenizer
 
 
-def _chat_template_segments(messages: list[dict], tokenizer) -> Segments:
-    def render(turns: list[dict], generation_prompt: bool) -> str:
-        return tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=generation_prompt)
+def _chat_renderer(tokenizer):
+    """render(turns, add_generation_prompt) -> text, with the tokenizer's template or DEFAULT_CHAT_TEMPLATE
+    (rendered by Jinja alone, with no EOS text, when there is no tokenizer)."""
+    if tokenizer is None:
+        template = _compiled_default_template()
+        return lambda turns, prompt: template.render(messages=turns, add_generation_prompt=prompt, eos_token="")
+    template = getattr(tokenizer, "chat_template", None) or DEFAULT_CHAT_TEMPLATE
+    return lambda turns, prompt: tokenizer.apply_chat_template(turns, chat_template=template, tokenize=False,
+                                                               add_generation_prompt=prompt)
 
+
+@functools.cache
+def _compiled_default_template():
+    from jinja2.sandbox import ImmutableSandboxedEnvironment  # transformers' own settings for chat templates
+
+    return ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(DEFAULT_CHAT_TEMPLATE)
+
+
+def _chat_template_segments(messages: list[dict], render, eos: str) -> Segments:
     full = render(messages, False)
     parts: Segments = []
     cursor = 0
@@ -149,11 +169,11 @@ def _chat_template_segments(messages: list[dict], tokenizer) -> Segments:
                 continue
             start, end = len(render(messages[:i], True)), render(messages[:i + 1], False)
             if not full.startswith(end) or not cursor <= start <= len(end):
-                return _searched_chat_segments(full, messages, _eos_text(tokenizer))
+                return _searched_chat_segments(full, messages, eos)
             parts += [(full[cursor:start], False), (full[start:len(end)], True)]
             cursor = len(end)
     except Exception:  # noqa: BLE001 - templates may refuse partial conversations (e.g. an empty one)
-        return _searched_chat_segments(full, messages, _eos_text(tokenizer))
+        return _searched_chat_segments(full, messages, eos)
     parts.append((full[cursor:], False))
     return _merge([part for part in parts if part[0]])
 
