@@ -8,10 +8,11 @@ Heavy modules (torch, transformers) are imported inside the commands, so `--help
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
-from trainer.config import SCHEDULERS, TASKS, LoraSettings, TrainConfig
+from trainer.config import GENERATION_DEFAULTS, SCHEDULERS, TASKS, LoraSettings, TrainConfig
 from trainer.errors import TrainerError
 
 EXIT_UNUSABLE = 1
@@ -56,12 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--model", required=True)
     generate.add_argument("--adapter")
     generate.add_argument("--prompt", required=True)
-    generate.add_argument("--temperature", type=float, default=0.7)
-    generate.add_argument("--top-p", type=float, default=0.9)
-    generate.add_argument("--top-k", type=int, default=50)
-    generate.add_argument("--max-new-tokens", type=int, default=128)
-    generate.add_argument("--repetition-penalty", type=float, default=1.1)
-    generate.add_argument("--seed", type=int, default=0)
+    for name, value in GENERATION_DEFAULTS.items():
+        generate.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value,
+                              help=f"default: {value}")
     generate.set_defaults(command=cmd_generate)
 
     classify = commands.add_parser("classify", help="label probabilities for a text")
@@ -73,40 +71,57 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_train_parser(commands) -> None:
-    # Defaults are None here so TrainConfig / LoraSettings stay the one place that defines them.
+    # Defaults are None here so TrainConfig / LoraSettings stay the one place that defines them; the help shows them.
     train = commands.add_parser("train", help="fine-tune a LoRA adapter; writes OUT/adapter, OUT/metrics.json")
+    flag = _flag_with_default(train)
     train.add_argument("--model", required=True)
     train.add_argument("--data", required=True)
     train.add_argument("--out", required=True)
     train.add_argument("--task", choices=TASKS, help="default: the task of the data's format")
-    train.add_argument("--format")
-    train.add_argument("--eval-data", help="a separate eval file (instead of splitting off --eval-fraction)")
-    train.add_argument("--eval-fraction", type=float)
-    train.add_argument("--rank", type=int)
-    train.add_argument("--alpha", type=float)
-    train.add_argument("--dropout", type=float)
-    train.add_argument("--targets", help="attention | attention+mlp | all-linear | NAME,NAME | re:REGEX")
-    train.add_argument("--rslora", action="store_true", default=None)
-    train.add_argument("--epochs", type=float)
-    train.add_argument("--max-steps", type=int, help="optimizer steps; overrides --epochs")
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--grad-accum", type=int)
-    train.add_argument("--lr", type=float)
-    train.add_argument("--warmup", type=float, help="fraction of the steps")
-    train.add_argument("--scheduler", choices=SCHEDULERS)
-    train.add_argument("--weight-decay", type=float)
-    train.add_argument("--max-grad-norm", type=float)
-    train.add_argument("--max-length", type=int)
-    train.add_argument("--packing", action="store_true", default=None)
-    train.add_argument("--train-on-prompt", action="store_true", default=None)
-    train.add_argument("--gradient-checkpointing", action="store_true", default=None)
-    train.add_argument("--eval-every", type=int)
-    train.add_argument("--checkpoint-every", type=int)
-    train.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
-    train.add_argument("--seed", type=int)
-    train.add_argument("--merge", action="store_true", default=None)
-    train.add_argument("--resume", action="store_true", default=None)
+    flag("--format", help="auto | text | prompt_completion | alpaca | chat | classification")
+    flag("--eval-data", help="a separate eval file (instead of splitting off --eval-fraction)")
+    flag("--eval-fraction", type=float)
+    flag("--rank", type=int)
+    flag("--alpha", type=float)
+    flag("--dropout", type=float)
+    flag("--targets", help="attention | attention+mlp | all-linear | NAME,NAME | re:REGEX")
+    flag("--rslora", action="store_true")
+    flag("--epochs", type=float)
+    flag("--max-steps", type=int, help="optimizer steps; overrides --epochs")
+    flag("--batch-size", type=int)
+    flag("--grad-accum", type=int)
+    flag("--lr", type=float)
+    flag("--warmup", type=float, help="fraction of the steps")
+    flag("--scheduler", choices=SCHEDULERS)
+    flag("--weight-decay", type=float)
+    flag("--max-grad-norm", type=float)
+    flag("--max-length", type=int)
+    flag("--packing", action="store_true")
+    flag("--train-on-prompt", action="store_true")
+    flag("--gradient-checkpointing", action="store_true")
+    flag("--eval-every", type=int, help="steps between evals during training; 0: before and after only")
+    flag("--checkpoint-every", type=int, help="steps between checkpoints")
+    flag("--device", choices=("auto", "cpu", "cuda", "mps"))
+    flag("--seed", type=int)
+    flag("--merge", action="store_true", help="also write OUT/merged")
+    flag("--resume", action="store_true", help="continue from the newest checkpoint in OUT/checkpoints")
     train.set_defaults(command=cmd_train)
+
+
+def config_default(name: str):
+    """The default of setting `name` in TrainConfig, or in LoraSettings for the LoRA flags."""
+    owner = LoraSettings if name in LORA_FLAGS else TrainConfig
+    return next(f.default for f in dataclasses.fields(owner) if f.name == name)
+
+
+def _flag_with_default(parser: argparse.ArgumentParser):
+    """add_argument for a train flag: default None (unset), help ending in the config's default."""
+    def add(flag: str, help: str | None = None, **kwargs):
+        default = config_default(flag[2:].replace("-", "_"))
+        shown = "off" if default is False else ("none" if default is None else default)
+        text = f"{help}; default: {shown}" if help else f"default: {shown}"
+        parser.add_argument(flag, default=None, help=text.replace("%", "%%"), **kwargs)
+    return add
 
 
 LORA_FLAGS = ("rank", "alpha", "dropout", "targets", "rslora")

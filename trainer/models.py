@@ -25,7 +25,8 @@ BUILTIN_MODELS = {
     MINILM: "MiniLM-L6 sentence encoder (pretrained, 22 M parameters), base for text classification",
     TINY_LM: "tiny demo causal LM (about 1 M parameters, pretrained on Python's help texts), for trying generation",
 }
-# Files fetched for a hub id: configs, weights, tokenizers, chat templates; never code.
+# Files fetched for a hub id: configs, weights, tokenizers, chat templates; never code, and never pickled weights
+# (pytorch_model.bin): a repo may hold both formats, and only safetensors load without unpickling.
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -105,10 +106,23 @@ def _hub_snapshot(repo_id: str) -> Path:
     if _hub_offline():
         raise ModelNotFoundError(_not_found_message(repo_id, cache, "the hub is unreachable (HF_HUB_OFFLINE is set)"))
     try:
-        return Path(snapshot_download(repo_id, cache_dir=cache, allow_patterns=HUB_PATTERNS))
+        folder = Path(snapshot_download(repo_id, cache_dir=cache, allow_patterns=HUB_PATTERNS))
     except Exception as error:  # network down, unknown repo, gated repo: all end the same way for the user
         reason = f"the hub is unreachable or refused it ({type(error).__name__}: {str(error)[:200]})"
         raise ModelNotFoundError(_not_found_message(repo_id, cache, reason)) from None
+    check_safetensors_weights(folder, repo_id)
+    return folder
+
+
+def check_safetensors_weights(folder: Path, repo_id: str) -> None:
+    """Raise ModelNotFoundError when a downloaded hub snapshot has no .safetensors weights (we never fetch
+    pickled pytorch_model.bin files), naming what the repo has instead."""
+    if any(folder.glob("*.safetensors")):
+        return
+    raise ModelNotFoundError(
+        f"model {repo_id!r} has no safetensors weights on the Hugging Face hub: this model has no *.safetensors "
+        "file (perhaps only a pickled pytorch_model.bin, which Loraworks does not download). Use a copy of the "
+        "model that ships model.safetensors, or convert it where you trust the file and give the local folder.")
 
 
 def _not_found_message(repo_id: str, cache: str, reason: str) -> str:

@@ -79,12 +79,17 @@ def test_peft_loads_our_classification_adapter_with_its_trained_head(tmp_path, t
                                rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("task", ["causal-lm", "classification"])
-def test_we_load_a_peft_adapter_with_the_same_logits(tmp_path, task):
-    builder, task_type = (tiny_llama, "CAUSAL_LM") if task == "causal-lm" else (tiny_bert, "SEQ_CLS")
-    targets = ["q_proj", "v_proj"] if task == "causal-lm" else ["query", "value"]
+# GPT-2's Conv1D stores its weight (in, out): PEFT writes fan_in_fan_out adapters for it.
+PEFT_WRITTEN = {"llama": (tiny_llama, "CAUSAL_LM", ["q_proj", "v_proj"]),
+                "gpt2": (tiny_gpt2, "CAUSAL_LM", ["c_attn", "c_fc"]),
+                "bert": (tiny_bert, "SEQ_CLS", ["query", "value"])}
+
+
+@pytest.mark.parametrize("kind", list(PEFT_WRITTEN))
+def test_we_load_a_peft_adapter_with_the_same_logits(tmp_path, kind):
+    builder, task_type, targets = PEFT_WRITTEN[kind]
     peft_model = get_peft_model(builder()[0], LoraConfig(task_type=task_type, r=2, lora_alpha=5,
-                                                         target_modules=targets))
+                                                         target_modules=targets, fan_in_fan_out=kind == "gpt2"))
     with torch.no_grad():
         for name, p in peft_model.named_parameters():
             if p.requires_grad:
@@ -92,6 +97,8 @@ def test_we_load_a_peft_adapter_with_the_same_logits(tmp_path, task):
     peft_model.save_pretrained(tmp_path)
     peft_model.eval()
 
+    if kind == "gpt2":
+        assert json.loads((tmp_path / "adapter_config.json").read_text())["fan_in_fan_out"] is True
     ours = load_adapter(builder()[0], tmp_path).eval()
     assert len(list(lora_modules(ours))) == 4
     torch.testing.assert_close(ours(input_ids=TOKENS).logits, peft_model(input_ids=TOKENS).logits,

@@ -144,10 +144,32 @@ def test_unknown_task_and_dtype_are_config_errors(tiny_llama_dir):
     assert caught.value.field == "dtype"
 
 
-def test_pick_device_auto_prefers_an_accelerator_and_falls_back_to_cpu():
-    expected = "cuda" if torch.cuda.is_available() else ("mps" if torch.backends.mps.is_available() else "cpu")
+@pytest.mark.parametrize("cuda, mps, expected", [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")])
+def test_pick_device_auto_prefers_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
     assert pick_device("auto") == expected
     assert pick_device("cpu") == "cpu"
+    if mps:
+        assert pick_device("mps") == "mps"
+
+
+def test_hub_patterns_never_fetch_pickled_weights_and_a_snapshot_without_safetensors_says_so(tmp_path,
+                                                                                               tiny_llama_dir):
+    from fnmatch import fnmatch
+
+    from trainer.models import HUB_PATTERNS, check_safetensors_weights
+
+    assert not any(fnmatch("pytorch_model.bin", pattern) for pattern in HUB_PATTERNS)
+    assert any(fnmatch("model.safetensors", pattern) for pattern in HUB_PATTERNS)
+    only_bin = tmp_path / "only-bin"
+    only_bin.mkdir()
+    shutil.copy(tiny_llama_dir / "config.json", only_bin / "config.json")
+    torch.save(load_file(str(tiny_llama_dir / "model.safetensors")), only_bin / "pytorch_model.bin")
+    with pytest.raises(ModelNotFoundError, match="'acme/old-model' has no safetensors weights") as caught:
+        check_safetensors_weights(only_bin, "acme/old-model")
+    assert "pytorch_model.bin" in str(caught.value)
+    check_safetensors_weights(tiny_llama_dir, "acme/tiny")  # safetensors present: no error
 
 
 def test_pick_device_rejects_unknown_or_missing_devices(monkeypatch):
