@@ -93,13 +93,19 @@ def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
 @pytest.fixture(scope="session")
 def demo_lm_build(tmp_path_factory):
     """The full demo causal LM, built once per session by its command line (`python -m trainer.demo_models`):
-    (folder, seconds the build took). The build test checks it; the browser suite trains on it."""
+    (folder, seconds the build took, CPU seconds it used). The build test checks it; the browser suite trains on
+    it."""
+    import resource
     import subprocess
     import sys
     import time
 
+    def children_cpu_s() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
     folder = tmp_path_factory.mktemp("demo-lm") / "lm"
-    started = time.monotonic()
+    started, cpu_before = time.monotonic(), children_cpu_s()
     subprocess.run([sys.executable, "-m", "trainer.demo_models", str(folder)], check=True,
                    env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True)
-    return folder, time.monotonic() - started
+    return folder, time.monotonic() - started, children_cpu_s() - cpu_before

@@ -88,9 +88,10 @@ def test_full_build_from_the_command_line_is_small_fast_and_writes_english_like_
     from trainer.inference import generate
     from trainer.models import load_model
 
-    folder, elapsed = demo_lm_build
+    folder, _, cpu_s = demo_lm_build
     assert sum(p.stat().st_size for p in folder.iterdir()) <= 10 * 1024 * 1024
-    assert elapsed < 600  # < 3 minutes on two idle cores; generous here since tests share the machine
+    # CPU seconds, not wall time, so a busy test machine does not fail it: 2 cores x 180 s.
+    assert cpu_s < 2 * 180
     build = json.loads((folder / "demo_build.json").read_text())
     assert build["final_train_loss"] < 4.5
     model, tokenizer = load_model(str(folder), "causal-lm")
