@@ -122,8 +122,9 @@ def models_for(spec: dict) -> tuple[tuple, tuple, list[str]]:
 
 def prompt_for(spec: dict, prompt: str, tokenizer) -> str | list[dict]:
     """The prompt laid out as the job's training data was (alpaca, prompt/completion, chat), so the fine-tuned
-    model sees what it learned to answer; chat goes as messages when the tokenizer has a chat template."""
-    from trainer.data.render import segments
+    model sees what it learned to answer. Chat goes as messages, rendered by the tokenizer's chat template or,
+    when it has none, by the default template training used (`ensure_chat_template`), with no BOS added."""
+    from trainer.data.render import ensure_chat_template, segments
 
     fmt = spec["format"]
     placeholder = "\x00"
@@ -134,7 +135,8 @@ def prompt_for(spec: dict, prompt: str, tokenizer) -> str | list[dict]:
     }
     if fmt not in examples:
         return prompt
-    if fmt == "chat" and getattr(tokenizer, "chat_template", None):
+    if fmt == "chat":
+        ensure_chat_template(tokenizer)
         return examples["chat"]["messages"][:1]
     laid_out = []
     for text, counts in segments(examples[fmt], fmt, tokenizer):

@@ -3,6 +3,7 @@
 These run the task code in-process on tiny models (the end-to-end run through a real worker is in
 tests/webapp/test_playground.py).
 """
+import itertools
 import json
 import uuid
 from pathlib import Path
@@ -11,6 +12,8 @@ import pytest
 
 
 import finished_jobs
+from trainer.data.render import DEFAULT_CHAT_TEMPLATE, segments
+from trainer.inference import prompt_ids
 from workers import inference_tasks
 from workers.inference_tasks import ModelCache
 
@@ -92,7 +95,14 @@ def test_prompts_are_laid_out_like_the_training_data(merged_llama_run):
     assert inference_tasks.prompt_for({"format": "prompt_completion"}, "2+2=", tokenizer) == "2+2= "
     assert inference_tasks.prompt_for({"format": "text"}, "Once upon", tokenizer) == "Once upon"
     assert inference_tasks.prompt_for({"format": "chat"}, "Hi", tokenizer) == [{"role": "user", "content": "Hi"}]
-    assert inference_tasks.prompt_for({"format": "chat"}, "Hi", plain) == "<|user|>\nHi\n<|assistant|>\n"
+    # No template of its own: the default one training used, so the prompt's tokens are the training rows' own.
+    assert inference_tasks.prompt_for({"format": "chat"}, "Hi", plain) == [{"role": "user", "content": "Hi"}]
+    assert plain.chat_template == DEFAULT_CHAT_TEMPLATE
+    row = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}
+    trained_prompt = "".join(text for text, _ in itertools.takewhile(lambda seg: not seg[1],
+                                                                       segments(row, "chat", plain)))
+    assert prompt_ids(plain, [{"role": "user", "content": "Hi"}], 100) == plain(
+        trained_prompt, add_special_tokens=False)["input_ids"]
 
 
 def test_base_and_fine_tuned_answers_stream_what_generate_gives_and_a_repeat_loads_nothing(
