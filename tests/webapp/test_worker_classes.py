@@ -126,7 +126,7 @@ def test_a_queued_jobs_place_counts_only_jobs_ahead_on_its_own_queue(member_clie
     make_job(team, llama, dataset, name="gpu-gone, first", worker_class="gpu-gone")
     second = make_job(team, llama, dataset, name="gpu-gone, second", worker_class="gpu-gone")
     page = member_client.get(reverse("jobs:detail", args=[second.pk])).content.decode()
-    assert "Position <strong>2</strong> in the gpu-gone queue" in page
+    assert 'Position <strong data-live="position">2</strong> in the gpu-gone queue' in page
     assert "No live worker serves the class gpu-gone right now: the job waits until one starts." in page
     assert "Worker class: <strong>gpu-gone</strong>" in page
 
