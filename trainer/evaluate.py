@@ -31,9 +31,11 @@ def loss_sum(logits: torch.Tensor, labels: torch.Tensor, task: str) -> torch.Ten
     """Summed cross-entropy. logits: (B, T, V) with labels (B, T), or (B, C) with labels (B,)."""
     if task == "classification":
         return F.cross_entropy(logits.float(), labels, reduction="sum")
-    # Token t predicts token t+1: drop the last logit and the first label.
-    logits = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
-    return F.cross_entropy(logits, labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
+    # Token t predicts token t+1: shift the labels left (the last position gets none) rather than slicing the
+    # logits, which would copy all (B, T, V) of them.
+    targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
+                           ignore_index=IGNORE_INDEX, reduction="sum")
 
 
 def forward_logits(model, batch: dict, device) -> torch.Tensor:
