@@ -3,6 +3,10 @@
     .venv/bin/python benchmarks/engine_vs_peft.py [--models llama,minilm] [--rounds 8] [--memory-steps 3]
                                                   [--threads 1] [--markdown]
     .venv/bin/python benchmarks/engine_vs_peft.py --models llama-100m     # ~110M parameters, a few minutes
+    .venv/bin/python benchmarks/engine_vs_peft.py --e2e [--steps 24]      # whole pipelines on the sample data
+
+The default mode compares the implementations like for like, on identical batches (below). --e2e runs each one's
+whole training pipeline on real data instead, batching and loss included (engine_vs_peft_e2e.py says how).
 
 All three train the same model on the same batches with the same step (forward, loss, backward, AdamW on the
 LoRA parameters), LoRA on the same modules with the job defaults (rank 8, alpha 16, dropout 0.05,
@@ -238,44 +242,58 @@ def benchmark(model_name: str, rounds: int | None, memory_steps: int | None, thr
     return rows
 
 
+def format_table(header: list[str], lines: list[list[str]], markdown: bool) -> str:
+    if markdown:
+        rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        return "\n".join(rows + ["| " + " | ".join(line) + " |" for line in lines])
+    widths = [max(len(x) for x in column) for column in zip(header, *lines)]
+    return "\n".join("  ".join(cell.rjust(width) for cell, width in zip(line, widths)) for line in [header] + lines)
+
+
 def print_table(rows: list[dict], markdown: bool) -> None:
     header = ["model", "params", "tokens/step", "impl", "tokens/s", "tokens/CPU-s", "peak MB", "speed vs PEFT",
               "memory vs PEFT", "trainable"]
     lines = [[r["model"], f"{r['params'] / 1e6:.1f}M", str(r["tokens"]), r["impl"], f"{r['tokens_per_s']:.0f}",
               f"{r['tokens_per_cpu_s']:.0f}", f"{r['peak_mb']:.0f}", f"{r['speed_vs_peft']:.2f}x",
               f"{r['memory_vs_peft']:.2f}x", f"{r['trainable']:,}"] for r in rows]
-    if markdown:
-        print("| " + " | ".join(header) + " |")
-        print("|" + "---|" * len(header))
-        for line in lines:
-            print("| " + " | ".join(line) + " |")
-        return
-    widths = [max(len(x) for x in column) for column in zip(header, *lines)]
-    for line in [header] + lines:
-        print("  ".join(cell.rjust(width) for cell, width in zip(line, widths)))
+    print(format_table(header, lines, markdown))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      epilog="The ~110M-parameter Llama is not in the default set (a few minutes on "
                                             "one core): --models llama-100m, or --models llama,minilm,llama-100m.")
-    parser.add_argument("--models", default=DEFAULT_MODELS, help=f"comma-separated, from {', '.join(MODELS)} "
-                                                                   f"(default {DEFAULT_MODELS})")
+    parser.add_argument("--models", help=f"comma-separated, from {', '.join(MODELS)} (default {DEFAULT_MODELS}; "
+                                         f"with --e2e from llama, minilm, default both)")
     parser.add_argument("--rounds", type=int, help="timed steps per implementation (default: 8; 5 for llama-100m)")
     parser.add_argument("--memory-steps", type=int, help="steps per memory process (default: 3; 2 for llama-100m)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--e2e", action="store_true",
+                        help="end to end on the sample data: each implementation's own batching and loss "
+                             "(see benchmarks/engine_vs_peft_e2e.py); models llama, minilm")
+    parser.add_argument("--steps", type=int, help="--e2e: timed steps per implementation (default 24)")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         kind, *rest = args.worker
-        if kind == "speed":
+        if kind.startswith("e2e-"):
+            import engine_vs_peft_e2e
+
+            engine_vs_peft_e2e.worker(kind, rest)
+        elif kind == "speed":
             print(json.dumps(measure_speed(rest[0], int(rest[1]), int(rest[2]))))
         else:
             print(json.dumps(measure_memory(rest[0], rest[1], int(rest[2]), int(rest[3]))))
         return
+    if args.e2e:
+        import engine_vs_peft_e2e
+
+        models = (args.models or ",".join(engine_vs_peft_e2e.E2E_MODELS)).split(",")
+        engine_vs_peft_e2e.main(models, args.steps, args.threads, args.markdown)
+        return
     rows = []
-    for model_name in args.models.split(","):
+    for model_name in (args.models or DEFAULT_MODELS).split(","):
         rows += benchmark(model_name, args.rounds, args.memory_steps, args.threads)
     steps = ", ".join(f"{r['model']} {r['rounds']}/{r['memory_steps']}/{MODELS[r['model']][3]}"
                       for r in rows[::len(IMPLS)])
