@@ -80,16 +80,18 @@ def start_bundled_redis(url: str, workdir: Path) -> subprocess.Popen:
 
 
 def stop_processes(processes: list[subprocess.Popen], grace_s: float = STOP_GRACE_S) -> None:
-    """SIGTERM each process group, wait up to `grace_s`, then SIGKILL whatever is left."""
-    for process in processes:
-        signal_group(process, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    for process in processes:
+    """Stop the processes in reverse start order (web, then the worker, Redis last), each within `grace_s`.
+
+    SIGTERM goes to the leader alone: Celery then shuts its pool down warmly and gunicorn its workers, while a
+    signal to the whole group would kill the pool children mid-task under a worker still talking to Redis.
+    Whatever is left in the group (Celery's pool, when its leader has gone) gets SIGKILL after that."""
+    for process in reversed(processes):
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
         try:
-            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            process.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
             pass
-        # The group may still hold children (Celery's pool) even when the leader has gone.
         signal_group(process, signal.SIGKILL)
         process.wait()
 
