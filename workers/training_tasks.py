@@ -27,6 +27,7 @@ from pathlib import Path
 
 from celery.signals import worker_ready
 from django.db import connection
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from webapp.jobs import conf, live, queue, routing, states
@@ -361,8 +362,10 @@ def resend_lost_tasks(now=None) -> list[int]:
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=conf.REQUEUE_AFTER_S)
     # A job without a task id was never submitted (queue.submit gives one before sending): not ours to send.
-    candidates = Job.objects.filter(state__in=(states.QUEUED, states.VALIDATING)).exclude(celery_task_id="")
-    waiting = [job for job in candidates if (job.queued_at or job.created_at) < cutoff]
+    waiting = list(Job.objects.filter(state__in=(states.QUEUED, states.VALIDATING))
+                   .exclude(celery_task_id="")
+                   .annotate(waiting_since=Coalesce("queued_at", "created_at"))
+                   .filter(waiting_since__lt=cutoff))
     if not waiting:
         return []
     in_broker = task_ids_in_broker({routing.queue_for(job.worker_class) for job in waiting})

@@ -96,7 +96,7 @@ def job_detail(request, pk: int):
     job = get_team_object_or_404(request, Job.objects.select_related("base_model", "dataset", "eval_dataset"), pk=pk)
     snapshot = progress_snapshot(job)
     context = {"job": job, "snapshot": snapshot, "log_text": "\n".join(snapshot["log"]),
-               "position": queue.queue_position(job), "events": job.events.all(),
+               "position": snapshot["position"], "events": job.events.all(),
                "cancelling": job.state == states.RUNNING and (bool(job.cancel_requested_at) or _cancel_flag(job)),
                "silent": queue.silent_worker(job),
                "class_unserved": _class_unserved(job)}
