@@ -73,7 +73,7 @@ def test_models_whose_head_trains_or_is_not_plain_use_full_logits():
     model.get_output_embeddings().weight.requires_grad_(True)
     assert not lm_loss.supports_hidden_state_loss(model)
     model.get_output_embeddings().weight.requires_grad_(False)
-    model.config.model_type = "gemma2"  # soft-caps its logits after the head
+    model.config.model_type = "cohere"  # scales its logits after the head
     assert not lm_loss.supports_hidden_state_loss(model)
     classifier, _ = tiny_models.tiny_bert()
     assert not lm_loss.supports_hidden_state_loss(classifier)

@@ -9,6 +9,7 @@ tests/trainer/conftest.py exposes them as session fixtures.
 """
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -118,7 +119,66 @@ def tiny_bert(seed: int = 0, labels: list[str] = LABELS) -> tuple[BertForSequenc
     return BertForSequenceClassification(config).eval(), tokenizer
 
 
-BUILDERS = {"llama": tiny_llama, "gpt2": tiny_gpt2, "gpt_neox": tiny_neox, "bert": tiny_bert}
+def _causal_config(model_type: str, tokenizer, **extra):
+    """A tiny config of `model_type` in the shape the decoder-only families share (GQA: 4 query, 2 kv heads)."""
+    from transformers import AutoConfig
+
+    shape = dict(hidden_size=HIDDEN, intermediate_size=64, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+                 num_key_value_heads=2, max_position_embeddings=MAX_POSITIONS)
+    return AutoConfig.for_model(model_type, **shape, **_special_ids(tokenizer), **extra)
+
+
+# Gemma's final logit soft-cap (30 in the real models), scaled to the logits of these random-init models
+# (std about 0.1) so that it changes them: c·tanh(z / c) with c = 0.1 bends them well away from z.
+SOFTCAP = 0.1
+# Real-model traits each tiny config keeps: Llama 3's rope scaling and tied head (3.2 1B/3B), Qwen2's q/k/v
+# biases and tied head (2.5 0.5B), Qwen3's q/k norms, Mistral's sliding window, Gemma's embedding scaling,
+# 8-wide heads and tied head (Gemma 2 adds attention and final logit soft-capping; Gemma 3 q/k norms and
+# local/global layers), Phi-3's fused qkv_proj and gate_up_proj.
+CAUSAL_CONFIGS = {
+    "llama3": dict(tie_word_embeddings=True, rope_parameters={
+        "rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0, "original_max_position_embeddings": 64}),
+    "qwen2": dict(tie_word_embeddings=True),
+    "qwen3": dict(tie_word_embeddings=False, head_dim=8),
+    "mistral": dict(tie_word_embeddings=False, sliding_window=16),
+    "gemma2": dict(tie_word_embeddings=True, head_dim=8, final_logit_softcapping=SOFTCAP, attn_logit_softcapping=5.0,
+                   sliding_window=16, attn_implementation="eager"),
+    "gemma3_text": dict(tie_word_embeddings=True, head_dim=8, sliding_window=16, final_logit_softcapping=SOFTCAP),
+    "phi3": dict(tie_word_embeddings=False),
+}
+
+
+def tiny_causal(model_type: str, seed: int = 0):
+    """A tiny random-init causal LM of `model_type` (a key of CAUSAL_CONFIGS) and the byte-level tokenizer."""
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = tiny_tokenizer()
+    extra = dict(CAUSAL_CONFIGS[model_type])
+    attention = extra.pop("attn_implementation", None)
+    config = _causal_config("llama" if model_type == "llama3" else model_type, tokenizer, **extra)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation=attention)
+    return model.eval(), tokenizer
+
+
+def tiny_encoder_classifier(model_type: str, seed: int = 0, labels: list[str] = LABELS):
+    """A tiny random-init RoBERTa or DeBERTa-v2 sequence classifier with len(labels) classes."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    tokenizer = tiny_tokenizer(chat_template=False, encoder=True)
+    # RoBERTa numbers positions from pad_token_id + 1: two more position embeddings than tokens.
+    config = AutoConfig.for_model(
+        model_type, hidden_size=HIDDEN, intermediate_size=64, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+        max_position_embeddings=MAX_POSITIONS + 2, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+        num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)})
+    torch.manual_seed(seed)
+    return AutoModelForSequenceClassification.from_config(config).eval(), tokenizer
+
+
+BUILDERS = {"llama": tiny_llama, "gpt2": tiny_gpt2, "gpt_neox": tiny_neox, "bert": tiny_bert,
+            **{kind: functools.partial(tiny_causal, kind) for kind in CAUSAL_CONFIGS},
+            **{kind: functools.partial(tiny_encoder_classifier, kind) for kind in ("roberta", "deberta-v2")}}
 
 
 def save_tiny(kind: str, folder: str | os.PathLike, seed: int = 0) -> Path:
