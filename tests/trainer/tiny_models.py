@@ -39,6 +39,51 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
 
+# Chat templates in the styles of real model families, written for these tests (not copied from any model):
+# the special tokens each one writes, its end-of-turn token (the tokenizer's EOS), and the template.
+LLAMA3_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
+)
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+# ChatML whose assistant replies are marked for transformers' assistant masks: the reply and <|im_end|>, not
+# the newline after it.
+CHATML_MARKED_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'assistant' %}"
+    "{{ '<|im_start|>assistant\\n' }}{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}"
+    "{{ '\\n' }}"
+    "{% else %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+# Gemma style: no system role, strictly alternating user/model turns.
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+    "{% for message in messages %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if message['role'] == 'assistant' %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}"
+    "{% endif %}"
+    "{{ '<start_of_turn>' + role + '\\n' + message['content'] | trim + '<end_of_turn>\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
+)
+CHAT_STYLES = {
+    "llama3": (["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"], "<|eot_id|>", LLAMA3_TEMPLATE),
+    "chatml": (["<|im_start|>", "<|im_end|>"], "<|im_end|>", CHATML_TEMPLATE),
+    "chatml-marked": (["<|im_start|>", "<|im_end|>"], "<|im_end|>", CHATML_MARKED_TEMPLATE),
+    "gemma": (["<start_of_turn>", "<end_of_turn>"], "<end_of_turn>", GEMMA_TEMPLATE),
+}
+
 LABELS = ["billing", "bug", "other"]
 HIDDEN = 32
 LAYERS = 2
@@ -69,6 +114,29 @@ def tiny_tokenizer(*, chat_template: bool = True, encoder: bool = False) -> PreT
     if chat_template:
         tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
+
+
+def chat_tokenizer(style: str) -> PreTrainedTokenizerFast:
+    """The byte-level tokenizer with the special tokens and chat template of `style` (a key of CHAT_STYLES), its
+    end-of-turn token as EOS."""
+    tokens, eos, template = CHAT_STYLES[style]
+    tokenizer = tiny_tokenizer(chat_template=False)
+    tokenizer.add_special_tokens({"additional_special_tokens": tokens})
+    tokenizer.eos_token = eos
+    tokenizer.chat_template = template
+    return tokenizer
+
+
+def save_chat_model(style: str, folder: str | os.PathLike) -> Path:
+    """A tiny Llama whose saved tokenizer has the `style` chat template (vocabulary grown for its tokens)."""
+    tokenizer = chat_tokenizer(style)
+    model, _ = tiny_llama()
+    model.resize_token_embeddings(len(tokenizer))
+    model.config.eos_token_id = tokenizer.eos_token_id
+    folder = Path(folder)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
 
 
 def _special_ids(tokenizer: PreTrainedTokenizerFast) -> dict:
