@@ -150,32 +150,15 @@ def test_merged_export_equals_adapter_on_base(kind, base_dirs, tmp_path):
     torch.testing.assert_close(_logits(on_base), _logits(model), rtol=1e-5, atol=1e-5)
 
 
-def _lm_batch(tokenizer) -> dict:
-    """Two rows of different lengths (right padding, longer than the sliding windows), the first with its
-    prompt masked out."""
-    encoded = tokenizer(["the quick brown fox jumps over the lazy dog", "hello there, general"], padding=True,
-                        return_tensors="pt")
-    labels = encoded["input_ids"].masked_fill(encoded["attention_mask"] == 0, -100)
-    labels[0, :5] = -100
-    return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"], "labels": labels}
-
-
-def _loss_and_grads(model, loss: torch.Tensor):
-    loss.backward()
-    grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
-    model.zero_grad(set_to_none=True)
-    return loss.item(), grads
-
-
 @pytest.mark.parametrize("kind", list(CAUSAL))
 def test_hidden_state_loss_equals_transformers_loss_and_gradients(kind):
     model, _ = _trained(kind)
-    batch = _lm_batch(tiny_models.tiny_tokenizer())
+    batch = tiny_models.lm_batch(tiny_models.tiny_tokenizer())
     predicted = int((batch["labels"][:, 1:] != -100).sum())
     assert supports_hidden_state_loss(model)
 
-    ours, our_grads = _loss_and_grads(model, batch_loss_sum(model, batch, "causal-lm", "cpu"))
-    theirs, their_grads = _loss_and_grads(model, model(**batch).loss * predicted)  # their mean, as a sum
+    ours, our_grads = tiny_models.loss_and_grads(model, batch_loss_sum(model, batch, "causal-lm", "cpu"))
+    theirs, their_grads = tiny_models.loss_and_grads(model, model(**batch).loss * predicted)  # their mean, as a sum
 
     assert ours == pytest.approx(theirs, rel=1e-5)
     assert our_grads.keys() == their_grads.keys() and len(our_grads) == 2 * len(list(lora_modules(model)))
@@ -191,7 +174,7 @@ def test_gemma_soft_capping_is_part_of_the_hidden_state_loss(kind):
     (equal to transformers' in the test above, within a relative 1e-5) differs from the loss without it by more
     than 100 times that tolerance."""
     model, _ = _trained(kind)
-    batch = _lm_batch(tiny_models.tiny_tokenizer())
+    batch = tiny_models.lm_batch(tiny_models.tiny_tokenizer())
     with torch.no_grad():
         capped = batch_loss_sum(model, batch, "causal-lm", "cpu").item()
         model.config.final_logit_softcapping = None

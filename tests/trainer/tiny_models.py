@@ -275,6 +275,24 @@ def randomize_lora(model: torch.nn.Module, seed: int = 1) -> None:
             module.lora_B.weight.copy_(torch.randn(module.lora_B.weight.shape, generator=generator) * 0.5)
 
 
+def lm_batch(tokenizer) -> dict:
+    """Two rows of different lengths (right padding; longer than the tiny configs' 16-token sliding windows),
+    the first with its prompt masked out: input_ids, attention_mask, labels."""
+    encoded = tokenizer(["the quick brown fox jumps over the lazy dog", "hello there, general"], padding=True,
+                        return_tensors="pt")
+    labels = encoded["input_ids"].masked_fill(encoded["attention_mask"] == 0, -100)
+    labels[0, :5] = -100
+    return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"], "labels": labels}
+
+
+def loss_and_grads(model: torch.nn.Module, loss: torch.Tensor) -> tuple[float, dict]:
+    """Backpropagate `loss`: (its value, {name: gradient} of the trainable parameters); gradients reset after."""
+    loss.backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad(set_to_none=True)
+    return loss.item(), grads
+
+
 def peft_twin(model: torch.nn.Module, fresh_base: torch.nn.Module, settings, task: str, handle):
     """Wrap `fresh_base` (an identical copy of the base of `model`) with PEFT LoRA on the same modules and
     copy our LoRA (and classifier head) weights into it, so both should compute the same function."""
