@@ -78,11 +78,11 @@ def test_the_preview_shows_rows_in_the_chosen_base_models_own_chat_template(tmp_
     import tiny_models
     from webapp.catalog.models import BaseModel
 
-    tiny_models.chat_tokenizer("gemma").save_pretrained(tmp_path / "gemma")
+    tiny_models.save_chat_model("gemma", tmp_path / "gemma")
     gemma = BaseModel.objects.create(name="Gemma-style", source=str(tmp_path / "gemma"), status="ready")
     chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
             {"role": "assistant", "content": "Hello."}]
-    rows = [chat, chat[1:] + chat[1:]]  # the second repeats the user turn: roles do not alternate
+    rows = [chat, [chat[1], chat[1], chat[2]]]  # the second repeats the user turn: roles do not alternate
     dataset = make_dataset("".join(json.dumps({"messages": m}) + "\n" for m in rows).encode(),
                            analysis_model=gemma)
     assert validate_dataset.run(dataset.pk, 1) == "ready"
