@@ -197,8 +197,4 @@ def test_a_new_user_trains_a_causal_lm_and_watches_its_answer_stream(signed_in, 
     assert page.inner_text("[data-status]").startswith("Done"), page.inner_text("[data-status]")
     assert page.inner_text('[data-side="base"]') and page.inner_text('[data-side="tuned"]')
     assert pieces["tuned"] >= 3 and pieces["base"] >= 3, pieces  # tokens arrived one by one, not all at once
-    # Each column shows what its model was given: the prompt laid out like the training rows.
-    shown = page.locator('[data-prompt-for="tuned"]')
-    shown.locator("summary").click()
-    assert shown.locator("pre").text_content() == "### Instruction:\nAdd 2 and 3.\n\n### Response:\n"
 
