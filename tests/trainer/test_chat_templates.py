@@ -130,3 +130,42 @@ def test_the_validation_preview_shows_the_models_template_and_what_counts(saved_
     segments = report.preview[0]["segments"]
     assert "".join(s["text"] for s in segments) == tokenizer.apply_chat_template(CONVERSATION, tokenize=False)
     assert [s["text"] for s in segments if s["loss"]] == COUNTED["llama3"]
+
+
+def test_a_training_run_uses_and_saves_the_base_models_own_template_and_its_eval_loss_counts_only_replies(
+        tmp_path):
+    """Gemma-style base, system messages in the data: the run trains on the folded conversations, keeps the
+    model's template with the adapter, and its eval loss is the loss over exactly the assistant turns."""
+    import torch
+
+    from trainer.config import LoraSettings
+    from trainer.inference import load_for_inference
+    from trainer.train import train
+
+    base = tiny_models.save_chat_model("gemma", tmp_path / "gemma")
+    rows = [[CONVERSATION[0], {"role": "user", "content": f"Colour {n}?"}, {"role": "assistant", "content": n}]
+            for n in ("red", "green", "blue", "amber", "teal", "grey", "pink", "navy")]
+    data = _write_rows(tmp_path / "chat.jsonl", rows)
+    eval_data = _write_rows(tmp_path / "eval.jsonl", [CONVERSATION])
+    metrics = train(TrainConfig(model=str(base), data=str(data), eval_data=str(eval_data), out=str(tmp_path / "run"),
+                                max_steps=2, batch_size=4, lora=LoraSettings(rank=4, dropout=0.0)))
+    assert metrics["data"]["skipped_rows"] == 0
+    assert load_tokenizer(tmp_path / "run" / "adapter").chat_template == tiny_models.GEMMA_TEMPLATE
+
+    # Independently: transformers' loss on the folded conversation, labels only on the two model turns.
+    model, tokenizer = load_for_inference(str(base), adapter_dir=tmp_path / "run" / "adapter")
+    folded = [{"role": "user", "content": "Answer in one word.\n\nCapital of France?"}, *CONVERSATION[2:]]
+    text = tokenizer.apply_chat_template(folded, tokenize=False)
+    ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
+    labels = torch.full_like(ids, -100)
+    cursor = 0
+    for reply in COUNTED["gemma"]:
+        start = text.index(reply, cursor)
+        before = len(tokenizer(text[:start], add_special_tokens=False)["input_ids"])
+        count = len(tokenizer(reply, add_special_tokens=False)["input_ids"])
+        labels[0, before:before + count] = ids[0, before:before + count]
+        cursor = start + len(reply)
+    with torch.no_grad():
+        expected = model(input_ids=ids, labels=labels).loss.item()
+    assert metrics["final_eval"]["eval_loss"] == pytest.approx(expected, rel=1e-5)
+    assert metrics["final_eval"]["eval_tokens"] == int((labels[0, 1:] != -100).sum())
