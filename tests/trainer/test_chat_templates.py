@@ -109,6 +109,8 @@ def test_a_conversation_the_template_refuses_is_a_row_problem_in_validation_and_
                   {"role": "assistant", "content": "Hey."}]
     with pytest.raises(TemplateRefused, match="roles must alternate"):
         render_chat(tokenizer, twice_user)
+    with pytest.raises(TemplateRefused, match="roles must alternate"):  # not "System role not supported"
+        render_chat(tokenizer, [CONVERSATION[0], *twice_user])
     data = _write_rows(tmp_path / "chat.jsonl", [NO_SYSTEM, twice_user, CONVERSATION, NO_SYSTEM])
 
     report = validate_file(data, tokenizer=tokenizer)

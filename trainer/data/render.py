@@ -193,8 +193,8 @@ def accepted_conversation(messages: list[dict], render) -> tuple[list[dict], str
     if folded is not messages:
         try:
             return folded, render(folded, False)
-        except Exception:  # noqa: BLE001 - report the refusal of the conversation as it was given
-            pass
+        except Exception as error:  # noqa: BLE001 - with the system message folded, what is still wrong
+            refusal = error
     raise TemplateRefused(f"the model's chat template refuses this conversation: {refusal}") from None
 
 
