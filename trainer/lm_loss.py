@@ -33,12 +33,13 @@ PLAIN_HEAD_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "gpt2", "gpt
                               "gemma"})
 # Architectures whose *ForCausalLM soft-caps the head's output when config.final_logit_softcapping is set.
 SOFTCAPPED_HEAD_TYPES = frozenset({"gemma2", "gemma3_text"})
+HIDDEN_STATE_LOSS_TYPES = PLAIN_HEAD_TYPES | SOFTCAPPED_HEAD_TYPES
 
 
 def supports_hidden_state_loss(model) -> bool:
     """True when `lm_loss_sum` may stand in for the full-logits loss of `model`."""
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    return (getattr(model.config, "model_type", None) in PLAIN_HEAD_TYPES | SOFTCAPPED_HEAD_TYPES
+    return (getattr(model.config, "model_type", None) in HIDDEN_STATE_LOSS_TYPES
             and isinstance(head, nn.Linear)
             and not head.weight.requires_grad
             and (head.bias is None or not head.bias.requires_grad)
