@@ -70,6 +70,12 @@ def test_rows_are_rendered_with_the_models_own_template_and_the_loss_covers_exac
                                       for run in COUNTED[style])
 
 
+def test_a_tokenizer_with_named_templates_renders_rows_with_its_default_one():
+    tokenizer = tiny_models.chat_tokenizer("chatml")
+    tokenizer.chat_template = {"default": tiny_models.CHATML_MARKED_TEMPLATE, "tool_use": tiny_models.LLAMA3_TEMPLATE}
+    assert _counted_runs(tokenizer, _encode(CONVERSATION, tokenizer).feature) == COUNTED["chatml-marked"]
+
+
 def test_a_marked_template_counts_what_transformers_assistant_mask_marks(saved_tokenizers):
     tokenizer = saved_tokenizers["chatml-marked"]
     theirs = tokenizer.apply_chat_template(CONVERSATION, tokenize=True, return_dict=True,

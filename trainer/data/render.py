@@ -170,8 +170,11 @@ def ensure_chat_template(tokenizer):
 
 
 def chat_template_of(tokenizer) -> str:
-    """The template chat rows are rendered with: the tokenizer's own, else DEFAULT_CHAT_TEMPLATE."""
-    return (getattr(tokenizer, "chat_template", None) if tokenizer is not None else None) or DEFAULT_CHAT_TEMPLATE
+    """The template chat rows are rendered with: the tokenizer's own (its "default" one when it has several by
+    name), else DEFAULT_CHAT_TEMPLATE."""
+    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+        return DEFAULT_CHAT_TEMPLATE
+    return tokenizer.get_chat_template()
 
 
 def render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> str:
