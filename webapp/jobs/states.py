@@ -1,4 +1,5 @@
-"""The one state machine of a job: its states, the allowed moves, and `move`, the only way a state changes.
+"""The one state machine of a job: its states (named in webapp.jobs.state_names, re-exported here), the allowed
+moves, and `move`, the only way a state changes.
 
     validating ──> queued ──> running ──> succeeded
          │            │          │  ╰──> failed
