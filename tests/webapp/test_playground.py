@@ -9,7 +9,7 @@ from django.urls import reverse
 
 import finished_jobs
 
-SAMPLING = {"temperature": "0.8", "top_p": "0.9", "max_new_tokens": "12"}
+SAMPLING = {"temperature": "0.8", "top_p": "0.9", "max_new_tokens": "12", "seed": "5"}  # seeded: known answers
 
 
 def run(client, job, prompt="Name a color", **overrides):
@@ -41,6 +41,7 @@ def test_the_page_offers_only_the_teams_finished_jobs(member_client, team_a, tea
     assert f'<option value="{done.pk}" selected>#{done.pk} finished one' in page
     assert "still running" not in page and "other team" not in page
     assert 'name="temperature"' in page and 'name="top_p"' in page and 'name="max_new_tokens"' in page
+    assert 'name="seed"' in page
 
 
 @pytest.mark.parametrize("overrides, field, message", [
@@ -49,12 +50,29 @@ def test_the_page_offers_only_the_teams_finished_jobs(member_client, team_a, tea
     ({"max_new_tokens": "257"}, "max_new_tokens", "Max new tokens is at most 256 in the playground."),
     ({"temperature": "-1"}, "temperature", "Ensure this value is greater than or equal to 0."),
     ({"top_p": "0"}, "top_p", "Ensure this value is greater than or equal to 0.01."),
+    ({"seed": "-1"}, "seed", "Ensure this value is greater than or equal to 0."),
 ])
 def test_bad_input_is_refused_with_a_message_naming_the_field(member_client, team_a, llama_run, overrides, field,
                                                               message):
     job = finished_jobs.make_job(team_a, llama_run)
     response = run(member_client, job, **{"prompt": "hi", **overrides})
     assert response.status_code == 400 and response.json()["errors"] == {field: [message]}
+
+
+def test_a_seed_given_is_used_by_both_sides_and_a_blank_one_is_drawn_fresh_each_run(team_a, llama_run):
+    from webapp.jobs.models import Job
+    from webapp.results.forms import PlaygroundForm
+
+    job = finished_jobs.make_job(team_a, llama_run)
+
+    def sampling(seed: str) -> dict:
+        form = PlaygroundForm(Job.objects.all(), {"job": job.pk, "prompt": "hi", **SAMPLING, "seed": seed})
+        assert form.is_valid(), form.errors
+        return form.sampling()
+
+    assert sampling("42") == {"temperature": 0.8, "top_p": 0.9, "max_new_tokens": 12, "seed": 42}
+    drawn = {sampling("")["seed"] for _ in range(3)}
+    assert len(drawn) > 1 and all(0 <= seed < 2**31 for seed in drawn), drawn
 
 
 def test_another_teams_job_cannot_be_run_and_its_answers_cannot_be_read(member_client, team_a, team_b, llama_run,
@@ -124,7 +142,10 @@ def test_base_and_fine_tuned_answers_stream_from_a_real_worker_and_repeats_load_
         events = answer(member_client, job)
         stats = events[-1]["stats"]
         assert stats["loaded_now"] == ([] if served[stats["pid"]] else ["base", "tuned"])
-        assert text_of(events, "tuned") and stats["hits"] >= (2 if served[stats["pid"]] else 0)
+        assert stats["hits"] >= (2 if served[stats["pid"]] else 0)
+        # Same seed and settings: the same answers, from whichever process serves them.
+        assert [text_of(events, side) for side in ("base", "tuned")] == [text_of(first, side)
+                                                                         for side in ("base", "tuned")]
         served[stats["pid"]] += 1
     assert max(served.values()) >= 2
 
