@@ -123,11 +123,29 @@ def test_collect_joins_a_whole_answer_and_raises_the_workers_error(db):
         collect(client, request_id, 5)
 
 
+def pieces_computed_here(run, job, prompt: str) -> dict[str, list[str]]:
+    """The pieces each side's answer streams in, computed in the test with the job's base and adapter, the
+    worker's prompt layout and the form's sampling settings."""
+    from trainer.inference import load_for_inference, stream_generate
+    from webapp.results.playground import job_spec
+    from workers.inference_tasks import prompt_for
+
+    sampling = {"temperature": float(SAMPLING["temperature"]), "top_p": float(SAMPLING["top_p"]),
+                "max_new_tokens": int(SAMPLING["max_new_tokens"]), "seed": int(SAMPLING["seed"])}
+    models = {"base": load_for_inference(str(run / "base"), task="causal-lm"),
+              "tuned": load_for_inference(str(run / "base"), task="causal-lm", adapter_dir=run / "out" / "adapter")}
+    return {side: list(stream_generate(model, tokenizer, prompt_for(job_spec(job), prompt, tokenizer), **sampling))
+            for side, (model, tokenizer) in models.items()}
+
+
 @pytest.mark.django_db(transaction=True)
 def test_base_and_fine_tuned_answers_stream_from_a_real_worker_and_repeats_load_nothing(
         celery_worker, member_client, team_a, llama_run):
     job = finished_jobs.make_job(team_a, llama_run)
     first = answer(member_client, job)
+    # The seed is pinned: each side streams, piece by piece, what the same models give here.
+    streamed = {side: [e["text"] for e in first if e.get("side") == side and "text" in e] for side in ("base", "tuned")}
+    assert streamed == pieces_computed_here(llama_run, job, "Name a color")
     statuses = [e["status"] for e in first if "status" in e]
     assert set(statuses[:-1]) == {"loading"} and statuses[-1] == "generating" and first[0] == {"status": "loading"}
     assert text_of(first, "base") and text_of(first, "tuned") and text_of(first, "base") != text_of(first, "tuned")
