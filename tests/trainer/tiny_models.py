@@ -144,12 +144,13 @@ def _special_ids(tokenizer: PreTrainedTokenizerFast) -> dict:
                 bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
 
 
-def tiny_llama(seed: int = 0) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
-    """Llama with grouped-query attention (4 query heads, 2 key/value heads), so k/v projections are 32->16."""
+def tiny_llama(seed: int = 0, tie_embeddings: bool = False) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
+    """Llama with grouped-query attention (4 query heads, 2 key/value heads), so k/v projections are 32->16;
+    `tie_embeddings` shares the input embedding with the output layer, as the demo LM does."""
     tokenizer = tiny_tokenizer()
     config = LlamaConfig(hidden_size=HIDDEN, intermediate_size=64, num_hidden_layers=LAYERS,
                          num_attention_heads=HEADS, num_key_value_heads=2, max_position_embeddings=MAX_POSITIONS,
-                         tie_word_embeddings=False, **_special_ids(tokenizer))
+                         tie_word_embeddings=tie_embeddings, **_special_ids(tokenizer))
     torch.manual_seed(seed)
     return LlamaForCausalLM(config).eval(), tokenizer
 
