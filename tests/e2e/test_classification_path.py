@@ -201,9 +201,10 @@ def check_the_adapter_against_the_merged_download(base_source: str, adapter, mer
     assert (peft_logits - base_logits).abs().max() > 1e-2
 
 
-def a_seed_that_streams(job: Job, base_source: str, merged, prompt: str) -> tuple[int, dict[str, list[str]]]:
+def a_seed_that_streams(job: Job, base_source: str, merged, prompt: str) -> tuple[int, dict, dict]:
     """The first seed for which both answers, computed here with the same models, settings and prompt layout as
-    the inference worker, are at least 3 tokens long with one text piece per token: (seed, {side: pieces})."""
+    the inference worker, stream in at least 3 pieces: (seed, {side: pieces}, {side: tokens generated}). A piece
+    is one token's text, or several tokens' when a character spans them (byte-level BPE)."""
     from trainer.config import GENERATION_DEFAULTS
     from trainer.inference import _eos_ids, load_for_inference, prompt_ids, sample_token_ids, stream_generate
     from webapp.results.playground import job_spec
@@ -216,17 +217,15 @@ def a_seed_that_streams(job: Job, base_source: str, merged, prompt: str) -> tupl
     settings = {"top_k": GENERATION_DEFAULTS["top_k"], "repetition_penalty": GENERATION_DEFAULTS["repetition_penalty"],
                 **LM_SAMPLING}
     for seed in range(100):
-        pieces = {}
+        pieces, tokens = {}, {}
         for side, (model, tokenizer) in models.items():
             laid_out = prompt_for(spec, prompt, tokenizer)
-            tokens = list(sample_token_ids(model, prompt_ids(tokenizer, laid_out, 1024), seed=seed,
-                                           eos_ids=_eos_ids(model, tokenizer), **settings))
+            tokens[side] = len(list(sample_token_ids(model, prompt_ids(tokenizer, laid_out, 1024), seed=seed,
+                                                     eos_ids=_eos_ids(model, tokenizer), **settings)))
             pieces[side] = list(stream_generate(model, tokenizer, laid_out, seed=seed, **settings))
-            if len(tokens) < 3 or len(pieces[side]) != len(tokens):
-                break
-        else:
-            return seed, pieces
-    raise AssertionError("no seed in 0-99 gives two answers of 3 tokens or more, one piece each")
+        if all(len(p) >= 3 for p in pieces.values()):
+            return seed, pieces, tokens
+    raise AssertionError("no seed in 0-99 gives two answers of 3 pieces or more")
 
 
 def test_a_new_user_trains_a_causal_lm_and_watches_its_answer_stream(signed_in, shoot, demo_models, tmp_path):
@@ -252,15 +251,17 @@ def test_a_new_user_trains_a_causal_lm_and_watches_its_answer_stream(signed_in, 
     assert config["peft_type"] == "LORA" and config["r"] == 4
     check_the_adapter_against_the_merged_download(base.source, adapter, merged)
 
-    # Sampling at temperature 1 with a seed the test chose: each side streams exactly the pieces computed here,
-    # one per generated token (at least 3), each arriving as its own event.
+    # Sampling at temperature 1 with a seed the test chose: each side streams exactly the pieces computed here (at
+    # least 3), each arriving as its own event, no more events than generated tokens.
     prompt = "Add 2 and 3."
-    seed, expected = a_seed_that_streams(job, base.source, merged, prompt)
+    seed, expected, tokens = a_seed_that_streams(job, base.source, merged, prompt)
     page.add_init_script(COUNT_STREAMED_PIECES)
     ask_playground(page, job, prompt, {**LM_SAMPLING, "seed": seed})
     streamed = page.evaluate("window.streamedPieces")
     shoot(page, "playground")
     assert streamed == expected, (seed, streamed, expected)
+    for side in ("base", "tuned"):  # one event per token, but for tokens that end mid-character
+        assert 3 <= len(streamed[side]) <= tokens[side], (side, streamed[side], tokens[side])
     for side in ("base", "tuned"):
         assert page.text_content(f'[data-side="{side}"]') == "".join(expected[side])
 
