@@ -32,6 +32,7 @@ from trainer.data.render import ensure_chat_template
 from trainer.errors import ConfigError, OutOfMemoryError
 from trainer.evaluate import batch_loss_sum, evaluate, target_count
 from trainer.inject import apply_lora
+from trainer.memory import MemoryMeter
 from trainer.models import load_model, load_tokenizer, pick_device, resolve_model_path
 from trainer.params import parameter_report
 from trainer.reporter import NullReporter, Reporter
@@ -87,12 +88,14 @@ class _Run:
         self.out.mkdir(parents=True, exist_ok=True)
         seed_everything(config.seed)
         self.device = pick_device(config.device)
+        self.memory = MemoryMeter(self.device)
         self.autocast, self.scaler = precision(self.device)
         reporter.on_log(f"preparing data from {config.data}")
         tokenizer = load_tokenizer(resolve_model_path(config.model))
         # prepare raises DataError when no usable training example is left.
         self.train_features, self.eval_features, self.label_mapping, self.data_stats = prepare(config, tokenizer)
         reporter.on_log(data_summary(self.data_stats, config.max_length))
+        self.memory.mark_before_model()
         self._load_model()
         self._plan()
         state = self._start()
@@ -264,8 +267,10 @@ class _Run:
                          modules_to_save=self.lora.modules_to_save, label_mapping=id2label)
             # With its chat template, if it was trained on chat: merge and inference read it from here.
             self.tokenizer.save_pretrained(out / "adapter")
-            if config.merge:
-                self._merge()
+        # Measured before the merge, which loads a second copy of the base: the figures describe training.
+        self.memory_figures = self.memory.figures()
+        if not stopped and config.merge:
+            self._merge()
         metrics = self._metrics(state, final_eval, stopped)
         (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=str) + "\n")
         return metrics
@@ -288,6 +293,7 @@ class _Run:
             "adapter_bytes": params["adapter_bytes"],
             "base_model_bytes": params["base_model_bytes"],
             "size_ratio": params["ratio"],
+            **self.memory_figures,
             "target_modules": self.lora.target_modules,
             "modules_to_save": self.lora.modules_to_save,
             "base_eval": state["base_eval"],
