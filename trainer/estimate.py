@@ -1,34 +1,66 @@
-"""What a LoRA job will train and roughly how much memory it needs, from a base model's recorded shapes.
+"""What a LoRA job will train and how much memory it needs at its peak, from a base model's recorded shapes.
 
-Pure Python (never imports torch): the web app calls it while a person fills in the job form. The input is
-`trainer.inspect_model.inspect(...)`'s dict (linear layers with shapes, total parameters, dtype, sizes);
-the parameter numbers equal `trainer.params.parameter_report` on the real model (the tests keep them equal),
-because target selection runs through the same `trainer.targets.match_targets`.
+Pure Python (never imports torch): the web app calls it while a person fills in the job form, and at submit to
+check that the job fits the worker class it asks for. The input is `trainer.inspect_model.inspect(...)`'s dict
+(linear layers with shapes, total parameters, dtype, sizes); the parameter numbers equal
+`trainer.params.parameter_report` on the real model (the tests keep them equal), because target selection runs
+through the same `trainer.targets.match_targets`.
 
-Peak training memory is an estimate (bytes), the sum of
-- weights: every base parameter, at the checkpoint's dtype;
-- LoRA weights, their gradients and AdamW's two moment buffers: 4 x trainable parameters x 4 bytes
-  (the classifier head is counted the same way: it is trained in float32 too);
-- activations kept for the backward pass: batch x length tokens, per layer about ACTIVATION_VALUES x hidden
-  values plus one attention-probability row per head (length values), plus what each LoRA layer saves
-  (its input and its r-wide projection); for causal LMs the logits, their softmax and gradient
-  (3 x vocabulary values per token). Values are 4 bytes (float32 on CPU; an overestimate under bf16 autocast).
+Peak memory (bytes) is what `metrics.json` calls `model_memory_bytes`: the run's peak minus what the process held
+before the model loaded. It is the larger of the training step's and the evaluation's peak:
+- weights: the block linears at `quantize` (nf4: 4 bits + double-quantized absmax, int8: 1 byte + a float32
+  scale a row) or at the compute dtype; everything else (embeddings, norms, the output head) at the compute
+  dtype; LoRA weights and a classifier head in float32;
+- gradients and AdamW's two moments: 3 x trainable parameters x 4 bytes;
+- activations kept for backward, per token and layer: BLOCK_VALUES x hidden + MLP_VALUES x intermediate values
+  (a gated MLP keeps two more), plus what each LoRA layer saves (its input, its r-wide projection, a 1-byte
+  dropout mask), plus ATTENTION_SCORE_COPIES x heads x length score values where the attention probabilities
+  are materialised: the eager attention, or PyTorch's math SDPA that a CPU uses for attention dropout in
+  training (the CUDA kernels fuse dropout and keep no scores). With gradient checkpointing only each layer's
+  input is kept, and one layer is recomputed (CHECKPOINT_LAYERS of its activations live at once);
+- the backward pass's working set: BACKWARD_LAYERS of one layer's activations on top;
+- the causal-LM loss: full logits with their softmax and gradient (3 x vocabulary values a token) unless the
+  architecture computes it from the hidden states (`hidden_state_loss`: 32 MiB chunks);
+- evaluation runs batches of EVAL_BATCH_FACTOR x batch_size without keeping activations: one layer's working set.
+Activations are in the compute dtype: `dtype` fp32/bf16/fp16, and "auto" is bf16 on CUDA, fp32 on a CPU.
+The constants were fitted to `benchmarks/memory_estimate.py`'s measurements on a CPU (see README).
 """
 from __future__ import annotations
 
+import math
+
 from trainer.targets import has_suffix, is_head, match_targets
 
-ACTIVATION_VALUES = 18  # per token, per layer, in units of hidden size: norms, q/k/v, MLP, residuals
+BLOCK_VALUES = 7  # per token, per layer, in hidden sizes: norms, q/k/v, attention output, residuals
+MLP_VALUES = 2  # per token, per layer, in intermediate sizes (up-projection output, activation)
+GATED_MLP_VALUES = 4  # gate, up, act(gate), act(gate) * up
+ATTENTION_SCORE_COPIES = 3.25  # scores, softmax, dropped probabilities (+ transients), in compute-dtype values
+SCORE_MASK_BYTES = 1  # attention dropout's mask, per score
+CHECKPOINT_LAYERS = 2.2  # of one layer's activations, live while a checkpointed layer is recomputed
+BACKWARD_LAYERS = 0.35  # of one layer's activations, the backward pass's gradients in flight
+EVAL_BATCH_FACTOR = 2  # trainer.train.EVAL_BATCH_SIZE_FACTOR
+EVAL_VALUES = 4  # per token in eval, in hidden sizes (+ 2 intermediate sizes): one layer's tensors in flight
+LOSS_CHUNK_BYTES = 3 * (1 << 25)  # trainer.lm_loss: a 32 MiB float32 logits chunk, its softmax and gradient
 ADAPTER_BYTES = 4  # LoRA weights are float32 (see trainer.lora)
 HEAD_DIM = 64  # to guess the number of attention heads from the hidden size
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
+COMPUTE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+QUANTIZED_WEIGHT_BYTES = {"nf4": (4 + 8 / 64 + 32 / (64 * 256)) / 8, "int8": 1.0}  # per weight
+QUANTIZE = ("none", "nf4", "int8")
+DTYPES = ("auto", *COMPUTE_BYTES)
 CLASSIFIER_HEADS = ("classifier", "score")
+GATE_NAMES = ("gate_proj", "gate_up_proj", "w1", "dense_h_to_4h_gate")
+# Model types whose attention dropout is on by default, for models inspected before it was recorded.
+DROPOUT_ATTENTION_TYPES = ("bert", "roberta", "xlm-roberta", "distilbert", "electra", "deberta-v2", "gpt2")
 
 
 def estimate(info: dict, *, targets: str, rank: int, task: str | None = None, batch_size: int = 8,
-             max_length: int = 512, num_labels: int | None = None) -> dict:
-    """Parameter counts (as `parameter_report`) plus `memory`: {weights, adapter_and_optimizer,
-    activations, total} in bytes, for LoRA of `rank` on `targets` of the model `info` describes.
+             max_length: int = 512, num_labels: int | None = None, quantize: str = "none", dtype: str = "auto",
+             gradient_checkpointing: bool = False, device: str = "cuda") -> dict:
+    """Parameter counts (as `parameter_report`) plus `memory`: {weights, adapter_and_optimizer, activations,
+    evaluation, total, compute_dtype, quantize} in bytes, for LoRA of `rank` on `targets` of the model `info`
+    describes, trained at `batch_size` x `max_length` tokens with the base in `quantize` / `dtype` on `device`
+    ("cuda" or "cpu"; `dtype` "auto" means bf16 on CUDA, fp32 on a CPU, as in training).
 
     For classification, `num_labels` (the dataset's label count) sizes the new head's output layer; without it,
     the head is counted as the inspected model has it."""
@@ -48,15 +80,90 @@ def estimate(info: dict, *, targets: str, rank: int, task: str | None = None, ba
     trainable = lora + head
     adapter_bytes = lora * ADAPTER_BYTES + head * dtype_bytes
     base_bytes = base_params * dtype_bytes
-    weights = base_bytes + lora * ADAPTER_BYTES
+    compute = compute_dtype(dtype, device)
+    shape = _Shape(info, adapted, rank, task, COMPUTE_BYTES[compute], device)
+    weights = _weight_bytes(base_params - head, candidates, quantize, COMPUTE_BYTES[compute]) \
+        + trainable * ADAPTER_BYTES
     optimizer = 3 * trainable * 4  # gradients + AdamW exp_avg + exp_avg_sq, float32
-    activations = _activation_bytes(info, adapted, rank, task, batch_size * max_length, max_length)
+    activations = shape.training(batch_size, max_length, gradient_checkpointing)
+    evaluation = shape.evaluation(EVAL_BATCH_FACTOR * batch_size, max_length)
     return {
         **parameter_summary(total, trainable, adapter_bytes, base_bytes),
         "target_modules": sorted(chosen),
         "memory": {"weights": weights, "adapter_and_optimizer": optimizer, "activations": activations,
-                   "total": weights + optimizer + activations},
+                   "evaluation": evaluation, "total": weights + optimizer + max(activations, evaluation),
+                   "compute_dtype": compute, "quantize": quantize},
     }
+
+
+def compute_dtype(dtype: str, device: str) -> str:
+    """The dtype a job's base computes in: `dtype`, where "auto" is bf16 on CUDA and fp32 elsewhere."""
+    if dtype == "auto":
+        return "bf16" if device == "cuda" else "fp32"
+    return dtype
+
+
+def _weight_bytes(frozen_params: int, candidates: list[dict], quantize: str, compute_bytes: int) -> float:
+    """The frozen base: block linears quantized (or not), the rest in the compute dtype."""
+    if quantize not in QUANTIZED_WEIGHT_BYTES:
+        return frozen_params * compute_bytes
+    linear = sum(layer["in_features"] * layer["out_features"] for layer in candidates)
+    scales = 4 * sum(layer["out_features"] for layer in candidates) if quantize == "int8" else 0
+    return linear * QUANTIZED_WEIGHT_BYTES[quantize] + scales + (frozen_params - linear) * compute_bytes
+
+
+class _Shape:
+    """Activation memory of one model: per token and layer, and for the attention scores."""
+
+    def __init__(self, info: dict, adapted: list[dict], rank: int, task: str, value_bytes: int, device: str):
+        self.hidden = info.get("hidden_size") or 0
+        self.layers = info.get("num_layers") or 0
+        self.heads = info.get("num_heads") or max(1, self.hidden // HEAD_DIM)
+        intermediate = info.get("intermediate_size") or 4 * self.hidden
+        names = [layer["name"] for layer in info["linear_layers"]]
+        gated = any(has_suffix(name, gate) for name in names for gate in GATE_NAMES)
+        self.bytes = value_bytes
+        # Per token in one layer; LoRA layers save their input and r-wide projection, and a 1-byte dropout mask.
+        lora = sum((layer["in_features"] + rank) * value_bytes + layer["in_features"] for layer in adapted)
+        self.per_token = value_bytes * (BLOCK_VALUES * self.hidden
+                                        + (GATED_MLP_VALUES if gated else MLP_VALUES) * intermediate)
+        self.per_token += lora / max(1, self.layers)
+        self.eval_per_token = value_bytes * (EVAL_VALUES * self.hidden + 2 * intermediate)
+        dropout = info.get("attention_dropout")
+        if dropout is None:
+            dropout = 0.1 if info.get("model_type") in DROPOUT_ATTENTION_TYPES else 0.0
+        eager = info.get("attention") == "eager"
+        self.scores_in_training = eager or (device == "cpu" and dropout > 0)
+        self.scores_in_eval = eager
+        self.task = task
+        self.vocab = info.get("vocab_size") or 0
+        self.hidden_state_loss = bool(info.get("hidden_state_loss"))
+
+    def _layer(self, tokens: int, scores: int) -> float:
+        score_bytes = scores * (ATTENTION_SCORE_COPIES * self.bytes + SCORE_MASK_BYTES)
+        return tokens * self.per_token + score_bytes
+
+    def training(self, batch_size: int, length: int, checkpointing: bool) -> int:
+        tokens = batch_size * length
+        scores = batch_size * self.heads * length * length if self.scores_in_training else 0
+        layer = self._layer(tokens, scores)
+        if checkpointing:
+            kept = self.layers * tokens * self.hidden * self.bytes + CHECKPOINT_LAYERS * layer
+        else:
+            kept = self.layers * layer + BACKWARD_LAYERS * layer
+        return math.ceil(kept + self._loss(tokens))
+
+    def evaluation(self, batch_size: int, length: int) -> int:
+        tokens = batch_size * length
+        scores = batch_size * self.heads * length * length * 2 * self.bytes if self.scores_in_eval else 0
+        return math.ceil(tokens * self.eval_per_token + scores + self._loss(tokens))
+
+    def _loss(self, tokens: int) -> float:
+        if self.task != "causal-lm":
+            return 0
+        if self.hidden_state_loss:  # hidden states gathered, their gradient, and one chunk of logits
+            return 2 * tokens * self.hidden * self.bytes + LOSS_CHUNK_BYTES
+        return 3 * tokens * self.vocab * 4
 
 
 def _with_label_count(layers: list[dict], num_labels: int) -> list[dict]:
@@ -83,17 +190,6 @@ def _head_params(layer: dict) -> int:
     # transformers gives encoder heads ("classifier") a bias and decoder heads ("score") none.
     bias = layer.get("bias", not has_suffix(layer["name"], "score"))
     return layer["in_features"] * layer["out_features"] + (layer["out_features"] if bias else 0)
-
-
-def _activation_bytes(info: dict, adapted: list[dict], rank: int, task: str, tokens: int, length: int) -> int:
-    hidden = info.get("hidden_size") or 0
-    num_layers = info.get("num_layers") or 0
-    heads = max(1, hidden // HEAD_DIM)
-    per_token = num_layers * (ACTIVATION_VALUES * hidden + heads * length)
-    per_token += sum(layer["in_features"] + rank for layer in adapted)
-    if task == "causal-lm":
-        per_token += 3 * (info.get("vocab_size") or 0)
-    return 4 * tokens * per_token
 
 
 def parameter_summary(total: int, trainable: int, adapter_bytes: int, base_bytes: int) -> dict:
