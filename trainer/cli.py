@@ -12,7 +12,8 @@ import dataclasses
 import json
 import sys
 
-from trainer.config import GENERATION_DEFAULTS, SCHEDULERS, TASKS, LoraSettings, TrainConfig
+from trainer.config import (DTYPE_CHOICES, GENERATION_DEFAULTS, QUANTIZE_CHOICES, SCHEDULERS, TASKS, LoraSettings,
+                            TrainConfig)
 from trainer.errors import TrainerError
 
 EXIT_UNUSABLE = 1
@@ -102,6 +103,10 @@ def _add_train_parser(commands) -> None:
     flag("--eval-every", type=int, help="steps between evals during training; 0: before and after only")
     flag("--checkpoint-every", type=int, help="steps between checkpoints")
     flag("--device", choices=("auto", "cpu", "cuda", "mps"))
+    flag("--quantize", choices=QUANTIZE_CHOICES,
+         help="store the frozen base in 4-bit NF4 (QLoRA) or 8-bit through bitsandbytes")
+    flag("--dtype", choices=DTYPE_CHOICES,
+         help="the base's weight and compute dtype; auto: fp32 on CPU, bf16 on GPUs that have it, else fp16")
     flag("--seed", type=int)
     flag("--merge", action="store_true", help="also write OUT/merged")
     flag("--resume", action="store_true", help="continue from the newest checkpoint in OUT/checkpoints")

@@ -27,7 +27,8 @@ def test_a_regex_that_does_not_compile_names_the_field():
 
 
 @pytest.mark.parametrize("changes, field", [({"lr": float("nan")}, "lr"), ({"max_length": 10**9}, "max_length"),
-                                            ({"batch_size": 0}, "batch_size"), ({"seed": -1}, "seed")])
+                                            ({"batch_size": 0}, "batch_size"), ({"seed": -1}, "seed"),
+                                            ({"quantize": "nf8"}, "quantize"), ({"dtype": "float64"}, "dtype")])
 def test_out_of_range_settings_name_their_field(changes, field):
     config = TrainConfig(model="m", data="d", out="o", **changes)
     with pytest.raises(ConfigError) as raised:
