@@ -31,23 +31,32 @@ import math
 
 from trainer.targets import has_suffix, is_head, match_targets
 
-BLOCK_VALUES = 7  # per token, per layer, in hidden sizes: norms, q/k/v, attention output, residuals
-MLP_VALUES = 2  # per token, per layer, in intermediate sizes (up-projection output, activation)
-GATED_MLP_VALUES = 4  # gate, up, act(gate), act(gate) * up
-ATTENTION_SCORE_COPIES = 3.25  # scores, softmax, dropped probabilities (+ transients), in compute-dtype values
+# Saved for backward, per token and layer, in (hidden sizes, intermediate sizes) of compute-dtype values, LoRA's
+# own saved tensors apart. Counted with torch.autograd.graph.saved_tensors_hooks on BERT and Llama blocks.
+BLOCK_VALUES = (5, 1)  # layer norms, dropout masks, attention output; the MLP activation's input
+GATED_BLOCK_VALUES = (8, 3)  # RMS norms in fp32, q/k/v/out of SDPA; gate, up and act(gate) of a gated MLP
+ATTENTION_SCORE_COPIES = 3  # scores, softmax and dropped probabilities, in compute-dtype values
 SCORE_MASK_BYTES = 1  # attention dropout's mask, per score
 CHECKPOINT_LAYERS = 2.2  # of one layer's activations, live while a checkpointed layer is recomputed
 BACKWARD_LAYERS = 0.35  # of one layer's activations, the backward pass's gradients in flight
 EVAL_BATCH_FACTOR = 2  # trainer.train.EVAL_BATCH_SIZE_FACTOR
-EVAL_VALUES = 4  # per token in eval, in hidden sizes (+ 2 intermediate sizes): one layer's tensors in flight
-LOSS_CHUNK_BYTES = 3 * (1 << 25)  # trainer.lm_loss: a 32 MiB float32 logits chunk, its softmax and gradient
+EVAL_VALUES = (4, 2)  # per token in eval, one layer's tensors in flight (hidden sizes, intermediate sizes)
+LOSS_CHUNK_BYTES = 2 * (1 << 25)  # trainer.lm_loss: a 32 MiB float32 logits chunk and its log-softmax
+# On a CPU the peak is resident memory: glibc keeps freed small blocks (a layer's transients) in its heaps, so
+# per-token activations cost this much more; large blocks (attention scores) are mmapped and returned at once.
+CPU_HEAP_OVERHEAD = 0.7
+CPU_SCORE_OVERHEAD = 0.1
+# On a CPU a quantized base also brings bitsandbytes' native library and Python modules into the process
+# (measured 0.22 GB of RSS), and the dequantized weights of its matmuls stay in the heap; a GPU keeps one
+# layer's dequantized weight at a time.
+CPU_QUANTIZED_RUNTIME_BYTES = 220_000_000
 ADAPTER_BYTES = 4  # LoRA weights are float32 (see trainer.lora)
 HEAD_DIM = 64  # to guess the number of attention heads from the hidden size
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
 COMPUTE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 QUANTIZED_WEIGHT_BYTES = {"nf4": (4 + 8 / 64 + 32 / (64 * 256)) / 8, "int8": 1.0}  # per weight
-QUANTIZE = ("none", "nf4", "int8")
-DTYPES = ("auto", *COMPUTE_BYTES)
+# Per NF4 layer: the code tables of its 16 NF4 values and of the double quantization's 256 levels, an offset.
+NF4_LAYER_BYTES = 4 * (16 + 256 + 1)
 CLASSIFIER_HEADS = ("classifier", "score")
 GATE_NAMES = ("gate_proj", "gate_up_proj", "w1", "dense_h_to_4h_gate")
 # Model types whose attention dropout is on by default, for models inspected before it was recorded.
@@ -82,11 +91,12 @@ def estimate(info: dict, *, targets: str, rank: int, task: str | None = None, ba
     base_bytes = base_params * dtype_bytes
     compute = compute_dtype(dtype, device)
     shape = _Shape(info, adapted, rank, task, COMPUTE_BYTES[compute], device)
-    weights = _weight_bytes(base_params - head, candidates, quantize, COMPUTE_BYTES[compute]) \
+    weights = math.ceil(_weight_bytes(base_params - head, candidates, quantize, COMPUTE_BYTES[compute])) \
         + trainable * ADAPTER_BYTES
+    dequantized = math.ceil(_dequantized_bytes(candidates, quantize, COMPUTE_BYTES[compute], device))
     optimizer = 3 * trainable * 4  # gradients + AdamW exp_avg + exp_avg_sq, float32
-    activations = shape.training(batch_size, max_length, gradient_checkpointing)
-    evaluation = shape.evaluation(EVAL_BATCH_FACTOR * batch_size, max_length)
+    activations = shape.training(batch_size, max_length, gradient_checkpointing) + dequantized
+    evaluation = shape.evaluation(EVAL_BATCH_FACTOR * batch_size, max_length) + dequantized
     return {
         **parameter_summary(total, trainable, adapter_bytes, base_bytes),
         "target_modules": sorted(chosen),
@@ -108,8 +118,19 @@ def _weight_bytes(frozen_params: int, candidates: list[dict], quantize: str, com
     if quantize not in QUANTIZED_WEIGHT_BYTES:
         return frozen_params * compute_bytes
     linear = sum(layer["in_features"] * layer["out_features"] for layer in candidates)
-    scales = 4 * sum(layer["out_features"] for layer in candidates) if quantize == "int8" else 0
-    return linear * QUANTIZED_WEIGHT_BYTES[quantize] + scales + (frozen_params - linear) * compute_bytes
+    if quantize == "int8":
+        per_layer = 4 * sum(layer["out_features"] for layer in candidates)  # a float32 scale a row
+    else:
+        per_layer = NF4_LAYER_BYTES * len(candidates)
+    return linear * QUANTIZED_WEIGHT_BYTES[quantize] + per_layer + (frozen_params - linear) * compute_bytes
+
+
+def _dequantized_bytes(candidates: list[dict], quantize: str, compute_bytes: int, device: str) -> float:
+    """What a quantized base adds while it computes (see CPU_QUANTIZED_RUNTIME_BYTES); nothing unquantized."""
+    if quantize not in QUANTIZED_WEIGHT_BYTES or not candidates:
+        return 0
+    sizes = [layer["in_features"] * layer["out_features"] * compute_bytes for layer in candidates]
+    return CPU_QUANTIZED_RUNTIME_BYTES + sum(sizes) if device == "cpu" else max(sizes)
 
 
 class _Shape:
@@ -122,13 +143,16 @@ class _Shape:
         intermediate = info.get("intermediate_size") or 4 * self.hidden
         names = [layer["name"] for layer in info["linear_layers"]]
         gated = any(has_suffix(name, gate) for name in names for gate in GATE_NAMES)
+        hidden_values, mlp_values = GATED_BLOCK_VALUES if gated else BLOCK_VALUES
         self.bytes = value_bytes
-        # Per token in one layer; LoRA layers save their input and r-wide projection, and a 1-byte dropout mask.
+        # LoRA layers save their input and r-wide projection, and a 1-byte dropout mask (spread over the layers).
         lora = sum((layer["in_features"] + rank) * value_bytes + layer["in_features"] for layer in adapted)
-        self.per_token = value_bytes * (BLOCK_VALUES * self.hidden
-                                        + (GATED_MLP_VALUES if gated else MLP_VALUES) * intermediate)
-        self.per_token += lora / max(1, self.layers)
-        self.eval_per_token = value_bytes * (EVAL_VALUES * self.hidden + 2 * intermediate)
+        heap = 1 + CPU_HEAP_OVERHEAD if device == "cpu" else 1
+        self.per_token = heap * (value_bytes * (hidden_values * self.hidden + mlp_values * intermediate)
+                                 + lora / max(1, self.layers))
+        self.eval_per_token = heap * value_bytes * (EVAL_VALUES[0] * self.hidden + EVAL_VALUES[1] * intermediate)
+        self.per_score = (ATTENTION_SCORE_COPIES * value_bytes + SCORE_MASK_BYTES) \
+            * (1 + CPU_SCORE_OVERHEAD if device == "cpu" else 1)
         dropout = info.get("attention_dropout")
         if dropout is None:
             dropout = 0.1 if info.get("model_type") in DROPOUT_ATTENTION_TYPES else 0.0
@@ -139,15 +163,11 @@ class _Shape:
         self.vocab = info.get("vocab_size") or 0
         self.hidden_state_loss = bool(info.get("hidden_state_loss"))
 
-    def _layer(self, tokens: int, scores: int) -> float:
-        score_bytes = scores * (ATTENTION_SCORE_COPIES * self.bytes + SCORE_MASK_BYTES)
-        return tokens * self.per_token + score_bytes
-
     def training(self, batch_size: int, length: int, checkpointing: bool) -> int:
         tokens = batch_size * length
         scores = batch_size * self.heads * length * length if self.scores_in_training else 0
-        layer = self._layer(tokens, scores)
-        if checkpointing:
+        layer = tokens * self.per_token + scores * self.per_score
+        if checkpointing:  # each layer's input kept, one layer recomputed at a time
             kept = self.layers * tokens * self.hidden * self.bytes + CHECKPOINT_LAYERS * layer
         else:
             kept = self.layers * layer + BACKWARD_LAYERS * layer
@@ -161,9 +181,9 @@ class _Shape:
     def _loss(self, tokens: int) -> float:
         if self.task != "causal-lm":
             return 0
-        if self.hidden_state_loss:  # hidden states gathered, their gradient, and one chunk of logits
+        if self.hidden_state_loss:  # the hidden states gathered, their gradient, and one chunk of logits
             return 2 * tokens * self.hidden * self.bytes + LOSS_CHUNK_BYTES
-        return 3 * tokens * self.vocab * 4
+        return 3 * tokens * self.vocab * 4  # full logits, their softmax and gradient, in float32
 
 
 def _with_label_count(layers: list[dict], num_labels: int) -> list[dict]:
@@ -202,3 +222,81 @@ def parameter_summary(total: int, trainable: int, adapter_bytes: int, base_bytes
         "base_model_bytes": base_bytes,
         "ratio": adapter_bytes / base_bytes if base_bytes else 0.0,
     }
+
+
+def memory_fixes(settings: dict) -> list[tuple[str, dict]]:
+    """The changes that lower a job's peak memory, in the order to try them: [(advice, changed settings)].
+    `settings` holds batch_size, grad_accum, quantize and gradient_checkpointing (TrainConfig's names).
+    Halving the batch doubles grad-accum, so the effective batch stays the same."""
+    fixes = []
+    if settings.get("quantize", "none") != "nf4":
+        fixes.append(("use nf4", {"quantize": "nf4"}))
+    batch, accum = settings.get("batch_size", 1), settings.get("grad_accum", 1)
+    if batch > 1:
+        fixes.append((f"batch {batch // 2} with grad-accum {accum * 2}",
+                      {"batch_size": batch // 2, "grad_accum": accum * 2}))
+    if not settings.get("gradient_checkpointing"):
+        fixes.append(("turn on gradient checkpointing", {"gradient_checkpointing": True}))
+    return fixes
+
+
+def out_of_memory_advice(settings: dict) -> str:
+    """What to change after running out of memory: every fix of `memory_fixes`, as one sentence."""
+    fixes = [advice for advice, _ in memory_fixes(settings)]
+    if not fixes:
+        return f"lower max_length (now {settings.get('max_length')}) or rank, or use a worker with more memory"
+    return _either(fixes) + f", or lower max_length (now {settings.get('max_length')})"
+
+
+def fit_problem(info: dict, settings: dict, capacity_bytes: int, device: str, *, targets: str,
+                num_labels: int | None = None) -> str | None:
+    """None when the job `settings` describe fits in `capacity_bytes` on `device`; else why not and the fixes
+    that make it fit, each with its estimate ("use nf4 (about 5.2 GB)"). The fixes are tried alone, a smaller
+    batch halved until it fits, then all together."""
+    def peak(changes: dict) -> int:
+        merged = {**settings, **changes}
+        return estimate(info, targets=targets, rank=merged["rank"], task=merged.get("task"),
+                        batch_size=merged["batch_size"], max_length=merged["max_length"], num_labels=num_labels,
+                        quantize=merged.get("quantize", "none"), dtype=merged.get("dtype", "auto"),
+                        gradient_checkpointing=bool(merged.get("gradient_checkpointing")),
+                        device=device)["memory"]["total"]
+
+    needed = peak({})
+    if needed <= capacity_bytes:
+        return None
+    working = []
+    for advice, changes in memory_fixes(settings):
+        if "batch_size" in changes:
+            advice, changes = _smallest_batch_that_fits(settings, peak, capacity_bytes) or (advice, changes)
+        estimate_bytes = peak(changes)
+        if estimate_bytes <= capacity_bytes:
+            working.append(f"{advice} (about {_gb(estimate_bytes)})")
+    combined = {"quantize": "nf4", "gradient_checkpointing": True, "batch_size": 1,
+                "grad_accum": settings.get("grad_accum", 1) * settings["batch_size"]}
+    head = f"this job needs about {_gb(needed)} at its peak, more than the {_gb(capacity_bytes)} its worker offers"
+    if working:
+        return f"{head}: {_either(working)}"
+    if peak(combined) <= capacity_bytes:
+        return (f"{head}: use nf4, batch 1 with grad-accum {combined['grad_accum']} and gradient checkpointing "
+                f"together (about {_gb(peak(combined))})")
+    return (f"{head}, and still about {_gb(peak(combined))} with nf4, batch 1 and gradient checkpointing: lower "
+            f"max_length (now {settings['max_length']}) or pick a worker class with more memory")
+
+
+def _smallest_batch_that_fits(settings: dict, peak, capacity_bytes: int) -> tuple[str, dict] | None:
+    """The biggest halved batch (grad-accum doubled each time) whose estimate fits, as (advice, changes)."""
+    batch, accum = settings["batch_size"], settings.get("grad_accum", 1)
+    while batch > 1:
+        batch, accum = batch // 2, accum * 2
+        changes = {"batch_size": batch, "grad_accum": accum}
+        if peak(changes) <= capacity_bytes:
+            return f"batch {batch} with grad-accum {accum}", changes
+    return None
+
+
+def _either(options: list[str]) -> str:
+    return options[0] if len(options) == 1 else ", ".join(options[:-1]) + " or " + options[-1]
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.1f} GB"

@@ -29,6 +29,7 @@ from trainer.data.batching import batch_order, collate
 from trainer.data.dataset import prepare
 from trainer.data.render import ensure_chat_template
 from trainer.errors import ConfigError, OutOfMemoryError
+from trainer.estimate import out_of_memory_advice
 from trainer.evaluate import batch_loss_sum, evaluate, target_count
 from trainer.inject import apply_lora
 from trainer.memory import MemoryMeter
@@ -49,7 +50,7 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> dict:
     config.check()
     try:
         return _Run(config, reporter).run()
-    except torch.OutOfMemoryError:
+    except (torch.OutOfMemoryError, MemoryError):
         raise OutOfMemoryError(_oom_message(config)) from None
     except RuntimeError as error:
         if "out of memory" in str(error) or "can't allocate memory" in str(error):
@@ -339,6 +340,8 @@ def data_summary(stats: dict, max_length: int) -> str:
 
 
 def _oom_message(config: TrainConfig) -> str:
-    hint = "" if config.gradient_checkpointing else ", or turn on gradient checkpointing"
-    return (f"training ran out of memory: lower batch_size (now {config.batch_size}, raise grad_accum to keep the "
-            f"effective batch), max_length (now {config.max_length}) or rank (now {config.lora.rank}){hint}")
+    """The same fixes the job form offers for a job that will not fit (trainer.estimate.memory_fixes)."""
+    settings = {"batch_size": config.batch_size, "grad_accum": config.grad_accum, "max_length": config.max_length,
+                "quantize": config.quantize, "gradient_checkpointing": config.gradient_checkpointing}
+    return (f"training ran out of memory (batch {config.batch_size} x {config.max_length} tokens, quantize "
+            f"{config.quantize}, rank {config.lora.rank}): {out_of_memory_advice(settings)}")
