@@ -87,8 +87,9 @@ def run_one(model: str, task: str, data: Path, out: Path, batch: int, length: in
                "--task", task, "--max-steps", str(steps), "--batch-size", str(batch), "--max-length", str(length),
                "--dtype", dtype, "--quantize", quantize, "--eval-fraction", "0.2", "--checkpoint-every", "0"]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    if done.returncode != 0:  # reported in the table, and the other runs go on
+        print(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}", file=sys.stderr)
+        return {"failed": done.stderr.strip().splitlines()[-1][:200]}
     return json.loads((out / "metrics.json").read_text())
 
 
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                 metrics = run_one(model, task, data, scratch / f"{name}-{precision}", batch, length, precision,
                                   args.steps)
                 run = {"name": name, "task": task, "batch": batch, "length": length, "precision": precision,
-                       "steps": args.steps, **{key: metrics[key] for key in MEASURED}}
+                       "steps": args.steps, **{key: metrics[key] for key in (*MEASURED, "failed") if key in metrics}}
                 runs.append(run)
                 rows.append(_row({**run, "model": model}))
                 print(" | ".join(rows[-1]), flush=True)
@@ -149,6 +150,9 @@ def _model_path(name: str, scratch: Path) -> str:
 
 def _row(run: dict) -> tuple:
     guess = estimated(run["model"], run["task"], run["batch"], run["length"], run["precision"])
+    if "failed" in run:
+        return (run["name"], f"{run['batch']} x {run['length']}", run["precision"], _gb(guess),
+                f"run failed: {run['failed']}", "", "", "")
     measured = run["model_memory_bytes"]
     return (run["name"], f"{run['batch']} x {run['length']}", run["precision"], _gb(guess), _gb(measured),
             f"{guess / measured:.2f}", _gb(run["peak_memory_bytes"]), f"{run['train_runtime_s']:.0f} s")

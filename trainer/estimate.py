@@ -270,17 +270,18 @@ def fit_problem(info: dict, settings: dict, capacity_bytes: int, device: str, *,
             advice, changes = _smallest_batch_that_fits(settings, peak, capacity_bytes) or (advice, changes)
         estimate_bytes = peak(changes)
         if estimate_bytes <= capacity_bytes:
-            working.append(f"{advice} (about {_gb(estimate_bytes)})")
+            working.append(f"{advice} (about {readable_bytes(estimate_bytes)})")
     combined = {"quantize": "nf4", "gradient_checkpointing": True, "batch_size": 1,
                 "grad_accum": settings.get("grad_accum", 1) * settings["batch_size"]}
-    head = f"this job needs about {_gb(needed)} at its peak, more than the {_gb(capacity_bytes)} its worker offers"
+    head = (f"this job needs about {readable_bytes(needed)} at its peak, more than the "
+            f"{readable_bytes(capacity_bytes)} its worker offers")
     if working:
         return f"{head}: {_either(working)}"
     if peak(combined) <= capacity_bytes:
         return (f"{head}: use nf4, batch 1 with grad-accum {combined['grad_accum']} and gradient checkpointing "
-                f"together (about {_gb(peak(combined))})")
-    return (f"{head}, and still about {_gb(peak(combined))} with nf4, batch 1 and gradient checkpointing: lower "
-            f"max_length (now {settings['max_length']}) or pick a worker class with more memory")
+                f"together (about {readable_bytes(peak(combined))})")
+    return (f"{head}, and still about {readable_bytes(peak(combined))} with nf4, batch 1 and gradient "
+            f"checkpointing: lower max_length (now {settings['max_length']}) or pick a worker class with more memory")
 
 
 def _smallest_batch_that_fits(settings: dict, peak, capacity_bytes: int) -> tuple[str, dict] | None:
@@ -298,5 +299,6 @@ def _either(options: list[str]) -> str:
     return options[0] if len(options) == 1 else ", ".join(options[:-1]) + " or " + options[-1]
 
 
-def _gb(n: float) -> str:
-    return f"{n / 1e9:.1f} GB"
+def readable_bytes(n: float) -> str:
+    """"12.3 GB", or "456 MB" under a gigabyte."""
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"

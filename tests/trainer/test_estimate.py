@@ -8,7 +8,7 @@ import torch
 
 import tiny_models
 from trainer.config import LoraSettings
-from trainer.estimate import estimate, fit_problem, out_of_memory_advice
+from trainer.estimate import estimate, fit_problem, out_of_memory_advice, readable_bytes
 from trainer.inject import apply_lora
 from trainer.inspect_model import inspect
 from trainer.models import load_model
@@ -138,10 +138,10 @@ def test_a_job_that_fits_has_no_problem_and_one_that_does_not_gets_the_fixes_tha
              "turn on gradient checkpointing": peak(gradient_checkpointing=True)}
     assert fixes["use nf4"] > capacity
     problem = fit_problem(info, settings, capacity, "cuda", targets="attention")
-    assert problem.startswith(f"this job needs about {peak() / 1e9:.1f} GB at its peak, more than the "
-                              f"{capacity / 1e9:.1f} GB its worker offers: ")
+    assert problem.startswith(f"this job needs about {readable_bytes(peak())} at its peak, more than the "
+                              f"{readable_bytes(capacity)} its worker offers: ")
     for advice, needed in fixes.items():
-        assert (f"{advice} (about {needed / 1e9:.1f} GB)" in problem) == (needed <= capacity), advice
+        assert (f"{advice} (about {readable_bytes(needed)})" in problem) == (needed <= capacity), advice
 
     hopeless = fit_problem(info, settings, 1000, "cuda", targets="attention")
     assert "with nf4, batch 1 and gradient checkpointing: lower max_length (now 128)" in hopeless
