@@ -151,8 +151,10 @@ class _Shape:
         self.per_token = heap * (value_bytes * (hidden_values * self.hidden + mlp_values * intermediate)
                                  + lora / max(1, self.layers))
         self.eval_per_token = heap * value_bytes * (EVAL_VALUES[0] * self.hidden + EVAL_VALUES[1] * intermediate)
-        self.per_score = (ATTENTION_SCORE_COPIES * value_bytes + SCORE_MASK_BYTES) \
-            * (1 + CPU_SCORE_OVERHEAD if device == "cpu" else 1)
+        if device == "cpu":  # the CPU's math SDPA upcasts bf16/fp16 scores to float32
+            self.per_score = (ATTENTION_SCORE_COPIES * 4 + SCORE_MASK_BYTES) * (1 + CPU_SCORE_OVERHEAD)
+        else:
+            self.per_score = ATTENTION_SCORE_COPIES * value_bytes + SCORE_MASK_BYTES
         dropout = info.get("attention_dropout")
         if dropout is None:
             dropout = 0.1 if info.get("model_type") in DROPOUT_ATTENTION_TYPES else 0.0
