@@ -82,7 +82,10 @@ SCHEMAS = {
         "warmup": {"type": "number", "minimum": 0, "exclusiveMaximum": 1, "description": "fraction of steps"},
         "eval_fraction": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
         "seed": {"type": "integer", "minimum": 0, "maximum": 4294967295},
-        "merge": {"type": "boolean", "description": "also export the merged model"}}, extra=False),
+        "merge": {"type": "boolean", "description": "also export the merged model"},
+        "gradient_checkpointing": {"type": "boolean", "description": "recompute activations in the backward "
+                                                                     "pass: less memory, more compute"}},
+        extra=False),
     "JobCreate": obj({
         "name": {"type": "string", "minLength": 1, "maxLength": 200},
         "base_model": {"oneOf": [INT, STR], "description": "catalog id, or its source name such as demo/tiny-lm"},
