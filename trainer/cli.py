@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("--model", required=True)
     merge.add_argument("--adapter", required=True)
     merge.add_argument("--out", required=True)
+    merge.add_argument("--quantize", choices=QUANTIZE_CHOICES, default="none",
+                       help="how the base was quantized in training: nf4/int8 merge into that base dequantized to "
+                            "its own dtype; default: none")
     merge.set_defaults(command=cmd_merge)
 
     generate = commands.add_parser("generate", help="generate text with a base model, optionally + adapter")
@@ -190,7 +193,7 @@ def _task_of_data(path: str, fmt: str) -> str:
 def cmd_merge(args) -> int:
     from trainer.merge import merge_to_folder
 
-    out = merge_to_folder(args.model, args.adapter, args.out)
+    out = merge_to_folder(args.model, args.adapter, args.out, quantize=args.quantize)
     _print_json({"merged": str(out or args.out)})
     return 0
 

@@ -83,6 +83,7 @@ class _Run:
         self.config, self.reporter = config, reporter
         self.out = Path(config.out)
         self.checkpoints = self.out / "checkpoints"
+        self.merged_dtype = None  # the merged model's dtype, once written
 
     def run(self) -> dict:
         config, reporter = self.config, self.reporter
@@ -285,8 +286,14 @@ class _Run:
     def _merge(self) -> None:
         from trainer.merge import merge_to_folder
 
-        self.reporter.on_log("writing the merged model")
-        merge_to_folder(self.config.model, self.out / "adapter", self.out / "merged", quantize=self.config.quantize)
+        from trainer.inspect_model import checkpoint_dtype
+
+        quantize = self.config.quantize
+        self.merged_dtype = checkpoint_dtype(resolve_model_path(self.config.model), None)
+        self.reporter.on_log("writing the merged model" + (f": the {quantize} base dequantized to "
+                                                            f"{self.merged_dtype}, its own dtype, then merged"
+                                                            if quantize != "none" else ""))
+        merge_to_folder(self.config.model, self.out / "adapter", self.out / "merged", quantize=quantize)
 
     def _metrics(self, state: dict, final_eval: dict | None, stopped: bool) -> dict:
         params = self.params
@@ -296,6 +303,7 @@ class _Run:
             "device": self.device,
             "quantize": self.config.quantize,
             "dtype": DTYPE_NAMES[self.dtype],
+            "merged_dtype": self.merged_dtype,
             "trainable_params": params["trainable"],
             "total_params": params["total"],
             "trainable_percent": params["percent"],

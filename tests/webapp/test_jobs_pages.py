@@ -63,9 +63,13 @@ def test_the_form_shows_every_setting_with_its_default_and_an_explanation(member
                           ("batch_size", "8"), ("grad_accum", "1"), ("max_length", "512"), ("warmup", "0.03"),
                           ("eval_fraction", "0.1"), ("seed", "0")]:
         assert f'name="{name}" value="{default}"' in page, name
-    for name in ("eval_dataset", "task", "targets", "custom_targets", "rslora", "max_steps", "merge"):
+    for name in ("eval_dataset", "task", "targets", "custom_targets", "rslora", "max_steps", "merge", "quantize",
+                 "dtype"):
         assert f'name="{name}"' in page
-    assert page.count('class="help"') == 22  # one per field
+    for value in ("none", "nf4", "int8"):
+        assert f'<option value="{value}"' in page.split('name="quantize"', 1)[1].split("</select>", 1)[0]
+    assert '<option value="auto" selected>' in page.split('name="dtype"', 1)[1].split("</select>", 1)[0]
+    assert page.count('class="help"') == 24  # one per field
     assert llama.name in page and dataset.name in page
 
 
@@ -78,6 +82,11 @@ def test_a_valid_form_creates_a_queued_job_with_the_task_from_the_dataset(member
     assert job.settings["lora"] == {"rank": 4, "alpha": 16.0, "dropout": 0.05, "rslora": False,
                                     "targets": "all-linear"}
     assert job.settings["max_steps"] is None and job.settings["max_length"] == 128
+    assert (job.settings["quantize"], job.settings["dtype"]) == ("none", "auto")  # not posted: the defaults
+    quantized = member_client.post(reverse("jobs:create"), form_data(llama, dataset, quantize="nf4", dtype="bf16"))
+    assert quantized.status_code == 302
+    stored = Job.objects.latest("pk").settings
+    assert (stored["quantize"], stored["dtype"]) == ("nf4", "bf16")
     assert job.celery_task_id and job.events.get().to_state == states.QUEUED
 
 
