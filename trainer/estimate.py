@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 
-from trainer.targets import has_suffix, is_head, match_targets
+from trainer.targets import CLASSIFIER_HEADS, has_suffix, is_head, match_targets
 
 # Saved for backward, per token and layer, in (hidden sizes, intermediate sizes) of compute-dtype values, LoRA's
 # own saved tensors apart. Counted with torch.autograd.graph.saved_tensors_hooks on BERT and Llama blocks.
@@ -57,7 +57,6 @@ COMPUTE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 QUANTIZED_WEIGHT_BYTES = {"nf4": (4 + 8 / 64 + 32 / (64 * 256)) / 8, "int8": 1.0}  # per weight
 # Per NF4 layer: the code tables of its 16 NF4 values and of the double quantization's 256 levels, an offset.
 NF4_LAYER_BYTES = 4 * (16 + 256 + 1)
-CLASSIFIER_HEADS = ("classifier", "score")
 GATE_NAMES = ("gate_proj", "gate_up_proj", "w1", "dense_h_to_4h_gate")
 # Model types whose attention dropout is on by default, for models inspected before it was recorded.
 DROPOUT_ATTENTION_TYPES = ("bert", "roberta", "xlm-roberta", "distilbert", "electra", "deberta-v2", "gpt2")

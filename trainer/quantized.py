@@ -6,8 +6,8 @@
                      the compute dtype (Dettmers et al. 2023, QLoRA)
     quantize "int8"  bitsandbytes Linear8bitLt: int8 rows with a float scale each (Dettmers et al. 2022)
 
-Only the linear layers inside the blocks are quantized; embeddings, norms and the output head stay in the
-job's dtype (transformers keeps the head out, as QLoRA does). LoRA wraps the quantized linears (trainer.lora's
+Only the linear layers inside the blocks are quantized; embeddings, norms and output heads (trainer.targets'
+HEAD_NAMES: the LM head, a classifier, a pooler) stay in the job's dtype, as in QLoRA. LoRA wraps the quantized linears (trainer.lora's
 plain path: bitsandbytes owns the base matmul's autograd), computes in the compute dtype, and keeps its own
 weights and optimizer state in float32.
 
@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from trainer.errors import ConfigError
+from trainer.targets import HEAD_NAMES
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
@@ -53,10 +54,12 @@ def quantization_config(quantize: str, compute_dtype: torch.dtype):
                           "quantize") from None
     from transformers import BitsAndBytesConfig
 
+    # Output heads stay unquantized: a classifier head is trained in full, and the LM head is never a target.
+    skip = sorted(HEAD_NAMES)
     if quantize == "nf4":
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                  bnb_4bit_compute_dtype=compute_dtype)
-    return BitsAndBytesConfig(load_in_8bit=True)
+                                  bnb_4bit_compute_dtype=compute_dtype, llm_int8_skip_modules=skip)
+    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
 
 
 def quantized_load_kwargs(quantize: str, compute_dtype: torch.dtype, device: str) -> dict:

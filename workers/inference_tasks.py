@@ -19,9 +19,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from webapp.jobs.queue import PLAYGROUND_TASK
 from workers.celery_app import app
 
-QUEUE = "infer"
 LOADING_PULSE_S = 10.0
 DEVICE = "auto"  # the GPU when the worker has one
 
@@ -196,7 +196,7 @@ def _still_loading(publish: Callable[[dict], None]):
 
 def run_playground(spec: dict, text: str, sampling: dict, publish: Callable[[dict], None]) -> dict:
     """Answer `text` with both models, publishing events; returns the cache stats (with `loaded_now`)."""
-    from trainer.inference import classify, stream_generate
+    from trainer.inference import classify, prompt_text, stream_generate
 
     check_input(text, sampling)
     with _still_loading(publish):
@@ -207,14 +207,18 @@ def run_playground(spec: dict, text: str, sampling: dict, publish: Callable[[dic
             publish({"side": side, "probs": classify(model, tokenizer, text)})
             publish({"side": side, "done": True})
     else:
-        streams = {side: stream_generate(model, tokenizer, prompt_for(spec, text, tokenizer), **sampling)
-                   for side, model, tokenizer in (("base", base, base_tokenizer), ("tuned", tuned, tuned_tokenizer))}
+        sides = (("base", base, base_tokenizer), ("tuned", tuned, tuned_tokenizer))
+        prompts = {side: prompt_for(spec, text, tokenizer) for side, _, tokenizer in sides}
+        for side, _, tokenizer in sides:  # what each model is given, in its own chat template
+            publish({"side": side, "prompt": prompt_text(tokenizer, prompts[side])})
+        streams = {side: stream_generate(model, tokenizer, prompts[side], **sampling)
+                   for side, model, tokenizer in sides}
         for event in _interleave(streams):
             publish(event)
     return {**CACHE.stats(), "loaded_now": loaded}
 
 
-@app.task(name="workers.playground")
+@app.task(name=PLAYGROUND_TASK)
 def playground(request_id: str, spec: dict, text: str, sampling: dict) -> dict:
     """Celery entry point: run_playground with events pushed to Redis; errors become an `error` event."""
     from trainer.errors import TrainerError
@@ -235,8 +239,3 @@ def playground(request_id: str, spec: dict, text: str, sampling: dict) -> dict:
         raise
     push(client, request_id, {"end": True, "stats": stats})
     return stats
-
-
-def start(request_id: str, spec: dict, text: str, sampling: dict):
-    """Enqueue a playground request on the `infer` queue (called by the web view)."""
-    return playground.apply_async((request_id, spec, text, sampling), queue=QUEUE)

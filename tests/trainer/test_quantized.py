@@ -189,3 +189,23 @@ def test_cli_trains_on_nf4_and_peft_on_a_4bit_base_reproduces_its_eval_loss_and_
     with torch.no_grad():
         torch.testing.assert_close(merged(input_ids=TOKENS).logits, peft_model(input_ids=TOKENS).logits,
                                    rtol=1e-4, atol=1e-4)
+
+
+def test_a_classifier_on_a_bf16_nf4_base_trains_its_head_in_float32_and_learns(tmp_path, tiny_bert_dir):
+    from safetensors.torch import load_file
+
+    from trainer.config import TrainConfig
+    from trainer.train import train
+
+    rows = [{"text": f"{word} {i}", "label": word} for i in range(10) for word in ("refund", "crash", "hello")]
+    data = tmp_path / "c.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    metrics = train(TrainConfig(model=str(tiny_bert_dir), data=str(data), out=str(tmp_path / "run"),
+                                task="classification", batch_size=8, lr=3e-2, max_steps=30, eval_fraction=0.3,
+                                checkpoint_every=0, quantize="nf4", dtype="bf16", lora=LoraSettings(dropout=0.0)))
+    assert (metrics["quantize"], metrics["dtype"]) == ("nf4", "bf16")
+    saved = load_file(str(tmp_path / "run" / "adapter" / "adapter_model.safetensors"))
+    head = [key for key in saved if "classifier" in key]
+    assert head and all(saved[key].dtype == torch.float32 for key in saved)
+    # bf16 rounding and a 4-bit base still learn the three words well below the untrained loss.
+    assert metrics["final_eval"]["eval_loss"] < 0.7 * metrics["base_eval"]["eval_loss"]

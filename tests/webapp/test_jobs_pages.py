@@ -344,13 +344,19 @@ def test_the_event_stream_sends_a_snapshot_then_relays_redis_until_the_job_ends(
                                                                                 dataset):
     job = make_job(team, llama, dataset, state="running")
 
-    def publish_later():
-        time.sleep(0.5)
+    def publish_once_subscribed():
+        # The view subscribes when the stream is first read: an event published before that is lost, so wait
+        # until Redis counts its subscriber, however slow the machine (after 30 s publish anyway: the test then
+        # fails on the missing events instead of hanging).
+        name = live.channel(job.pk)
+        deadline = time.monotonic() + 30
+        while live.client().pubsub_numsub(name)[0][1] < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
         live.publish(job.pk, {"type": "step", "step": 1, "total_steps": 2, "loss": 1.5})
         live.publish(job.pk, {"type": "log", "line": "hello"})
         live.publish_state(job.pk, "running", "succeeded", "training finished")
 
-    threading.Thread(target=publish_later).start()
+    threading.Thread(target=publish_once_subscribed).start()
     response = member_client.get(reverse("jobs:events", args=[job.pk]))
     assert response["Content-Type"] == "text/event-stream"
     chunks = [c.decode() for c in response.streaming_content]

@@ -12,6 +12,7 @@ from worker_process import WorkerProcess
 from trainer.estimate import estimate, readable_bytes
 from webapp.jobs import routing
 from webapp.jobs.models import Job
+from webapp.ops import checks
 from webapp.teams.models import Team
 
 CLASS = "gpu-fit"
@@ -59,7 +60,7 @@ def form_data(model, dataset, **changes) -> dict:
 
 
 def test_a_worker_advertises_the_memory_it_offers_and_its_class_reports_it(small_worker):
-    workers = routing.live_workers()
+    workers = checks.workers()
     assert workers[small_worker.name]["capacity"] == {"device": "cpu", "memory_bytes": MEMORY_MB * 2**20}
     assert routing.class_capacity(workers, CLASS) == {"device": "cpu", "memory_bytes": MEMORY_MB * 2**20}
 

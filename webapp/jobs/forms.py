@@ -15,6 +15,7 @@ from trainer.config import DTYPE_CHOICES, QUANTIZE_CHOICES, TARGET_PRESETS, Lora
 from trainer.errors import ConfigError, TrainerError
 from webapp.catalog.models import BaseModel
 from webapp.jobs import routing, states
+from webapp.ops import checks
 
 CUSTOM = "custom"
 ANY_WORKER = ("", "Any training worker")
@@ -106,7 +107,7 @@ class JobForm(forms.Form):
 
     def _live_workers(self) -> dict[str, dict]:
         if self._workers is None:
-            self._workers = routing.live_workers()
+            self._workers = checks.workers()
         return self._workers
 
     # Left out of a POST (a script written before these settings existed): the engine's defaults.

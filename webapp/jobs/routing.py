@@ -2,8 +2,9 @@
 
 A class `c` is the queue `train.c`; a job without a class goes to plain `train`. A worker advertises the classes
 it serves by the queues it consumes (`celery … worker -Q train,train.gpu-large`), so the classes that exist are
-the `train.*` queues of the workers that answer right now (webapp.ops.checks.workers). Celery creates a queue it
-was not told about on first use (`task_create_missing_queues`, on by default), so a class needs no configuration.
+the `train.*` queues of the workers that answer right now (webapp.ops.checks.live_worker_classes). Celery
+creates a queue it was not told about on first use (`task_create_missing_queues`, on by default), so a class
+needs no configuration.
 Each worker's answer also says how much memory it offers a training job (workers.capacity); a class offers what
 its smallest live worker does, since any of them may take the job.
 """
@@ -28,15 +29,3 @@ def class_capacity(workers: dict[str, dict], worker_class: str) -> dict | None:
     offers = [answer["capacity"] for answer in workers.values()
               if queue_for(worker_class) in answer.get("queues", []) and answer.get("capacity")]
     return min(offers, key=lambda offer: offer["memory_bytes"], default=None)
-
-
-def live_workers() -> dict[str, dict]:
-    """{worker name: health answer} of every live worker (takes up to webapp.ops.checks.WORKER_REPLY_S)."""
-    from webapp.ops import checks
-
-    return checks.workers()
-
-
-def live_classes() -> list[str]:
-    """The classes some live worker serves (asks every worker)."""
-    return classes_of(live_workers())

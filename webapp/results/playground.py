@@ -6,6 +6,7 @@ sampling settings. The worker pushes JSON events onto the Redis list `events_key
 them in order (a list, not pub/sub, so nothing is lost if the view starts reading after the worker has begun):
 
     {"status": "loading" | "generating"}
+    {"side": "base" | "tuned", "prompt": "..."}      the text that side's model is given (its chat template's)
     {"side": "base" | "tuned", "text": "..."}        a piece of generated text, in order
     {"side": "base" | "tuned", "probs": {label: p}}  classification
     {"side": "base" | "tuned", "done": true}         that side has finished
@@ -24,6 +25,8 @@ from collections.abc import Iterator
 import redis
 from django.conf import settings
 
+from webapp.jobs.queue import PLAYGROUND_TASK, enqueue
+
 EVENTS_TTL_S = 600
 SIDES = ("base", "tuned")
 
@@ -41,6 +44,11 @@ def limits() -> dict:
         "max_new_tokens": settings.PLAYGROUND_MAX_NEW_TOKENS,
         "stream_timeout_s": float(settings.PLAYGROUND_STREAM_TIMEOUT_S),
     }
+
+
+def start(request_id: str, spec: dict, text: str, sampling: dict) -> None:
+    """Enqueue the request on the `infer` queue, by task name (the web process never imports the task)."""
+    enqueue(PLAYGROUND_TASK, (request_id, spec, text, sampling), on="infer")
 
 
 def new_request_id() -> str:
