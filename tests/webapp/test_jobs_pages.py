@@ -64,12 +64,12 @@ def test_the_form_shows_every_setting_with_its_default_and_an_explanation(member
                           ("eval_fraction", "0.1"), ("seed", "0")]:
         assert f'name="{name}" value="{default}"' in page, name
     for name in ("eval_dataset", "task", "targets", "custom_targets", "rslora", "max_steps", "merge", "quantize",
-                 "dtype"):
+                 "dtype", "gradient_checkpointing"):
         assert f'name="{name}"' in page
     for value in ("none", "nf4", "int8"):
         assert f'<option value="{value}"' in page.split('name="quantize"', 1)[1].split("</select>", 1)[0]
     assert '<option value="auto" selected>' in page.split('name="dtype"', 1)[1].split("</select>", 1)[0]
-    assert page.count('class="help"') == 24  # one per field
+    assert page.count('class="help"') == 25  # one per field
     assert llama.name in page and dataset.name in page
 
 
