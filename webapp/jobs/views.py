@@ -1,4 +1,4 @@
-"""Job pages: list (filter by state), create (with the live estimate and Clone), detail, cancel, and the progress
+"""Job pages: list (filter by state), create (with the live estimate and Clone), detail, cancel, delete, and the progress
 feeds the detail page listens to (server-sent events from Redis, and a JSON snapshot for polling)."""
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from django.views.decorators.http import require_GET, require_POST
 from webapp.catalog.models import BaseModel
 from webapp.datasets.models import Dataset
 from webapp.jobs import live, queue, routing, services, states
+from webapp.jobs.deletion import JobStillStopping, delete_job
 from webapp.jobs.forms import JobForm, initial_from
 from webapp.jobs.models import Job
 from webapp.jobs.stream import progress_snapshot, sse_response
@@ -127,6 +128,19 @@ def job_cancel(request, pk: int):
     else:
         messages.warning(request, f"Nothing to cancel: {outcome}.")
     return redirect("jobs:detail", pk=job.pk)
+
+
+@login_required
+@require_POST
+def job_delete(request, pk: int):
+    job = get_team_object_or_404(request, Job, pk=pk)
+    try:
+        delete_job(job, request.user.username)
+    except JobStillStopping as stopping:
+        messages.info(request, str(stopping))
+        return redirect("jobs:detail", pk=pk)
+    messages.success(request, f"Deleted job “{job.name}” and its files.")
+    return redirect("jobs:list")
 
 
 @login_required

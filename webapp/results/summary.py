@@ -119,3 +119,12 @@ def _text(value) -> str:
 
 def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def headline(job) -> dict | None:
+    """The one eval row a list shows for a finished job, before and after: accuracy for a classifier, eval loss for
+    a language model (None when the job recorded neither)."""
+    metrics = job.metrics or {}
+    key = "accuracy" if job.task == "classification" else "eval_loss"
+    rows = eval_rows(job.task, metrics.get("base_eval"), metrics.get("final_eval"))
+    return next((row for row in rows if row["key"] == key), None)
