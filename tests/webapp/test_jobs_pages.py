@@ -222,7 +222,7 @@ def test_the_detail_page_shows_queue_position_settings_and_history(member_client
     page = member_client.get(reverse("jobs:detail", args=[second.pk])).content.decode()
     assert 'Position <strong data-live="position">2</strong> in the training queue' in page
     page = member_client.get(reverse("jobs:detail", args=[first.pk])).content.decode()
-    assert 'Position <strong data-live="position">1</strong>' in page and "lora rank" in page and "0.001" in page
+    assert 'Position <strong data-live="position">1</strong>' in page and "LoRA rank" in page and "0.001" in page
     assert "created by a test" in page and 'id="loss-chart"' in page and "Cancel" in page
 
 

@@ -15,6 +15,7 @@ from webapp.jobs.deletion import JobStillStopping, delete_job
 from webapp.jobs.forms import JobForm, initial_from
 from webapp.jobs.models import Job
 from webapp.jobs.stream import progress_snapshot, sse_response
+from webapp.results.summary import setting_rows
 from webapp.teams.scoping import get_team_object_or_404, team_queryset
 
 STATE_FILTERS = [s for s, _ in states.CHOICES]
@@ -42,7 +43,7 @@ def job_create(request):
         form = JobForm(request.POST, datasets=datasets)
         if form.is_valid():
             job = _create(request, form)
-            messages.success(request, f"Job “{job.name}” is {job.state}.")
+            messages.success(request, f"Created job “{job.name}”.")  # its state lives in the badge, kept current
             return redirect("jobs:detail", pk=job.pk)
     else:
         initial = {}
@@ -96,7 +97,7 @@ def dataset_label_count(request) -> int | None:
 def job_detail(request, pk: int):
     job = get_team_object_or_404(request, Job.objects.select_related("base_model", "dataset", "eval_dataset"), pk=pk)
     snapshot = progress_snapshot(job)
-    context = {"job": job, "snapshot": snapshot, "log_text": "\n".join(snapshot["log"]),
+    context = {"job": job, "snapshot": snapshot, "settings_rows": setting_rows(job), "log_text": "\n".join(snapshot["log"]),
                "position": snapshot["position"], "events": job.events.all(),
                "cancelling": job.state == states.RUNNING and (bool(job.cancel_requested_at) or _cancel_flag(job)),
                "silent": queue.silent_worker(job),

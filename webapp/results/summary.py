@@ -93,10 +93,13 @@ def loss_series(job, color: int = 0, prefix: str = "") -> list[dict]:
 
 def flat_settings(job) -> dict[str, str]:
     """The job's identity and settings as {label: text}, nested LoRA settings flattened."""
-    rows = {"Base model": str(job.base_model), "Dataset": str(job.dataset), "Task": job.task}
-    for key, value in _flatten(job.settings or {}):
-        rows[SETTING_LABELS.get(key, key.replace("_", " ").capitalize())] = _text(value)
-    return rows
+    return {"Base model": str(job.base_model), "Dataset": str(job.dataset), "Task": job.task, **setting_rows(job)}
+
+
+def setting_rows(job) -> dict[str, str]:
+    """The job's settings as {human label: text} ("Learning rate": "0.0002", "Merge at end": "no")."""
+    return {SETTING_LABELS.get(key, key.replace("_", " ").capitalize()): _text(value)
+            for key, value in _flatten(job.settings or {})}
 
 
 def _flatten(data: dict, prefix: str = ""):
