@@ -51,9 +51,19 @@ def job_create(request):
             initial = initial_from(get_team_object_or_404(request, Job, pk=request.GET["clone"]))
         elif request.GET.get("dataset"):
             initial = {"dataset": request.GET["dataset"]}
-        form = JobForm(initial=initial, datasets=datasets)
     models = BaseModel.objects.filter(status=BaseModel.Status.READY)
+    if request.method != "POST":
+        initial.setdefault("base_model", fitting_model(models, datasets, initial.get("dataset")))
+        form = JobForm(initial=initial, datasets=datasets)
     return render(request, "jobs/create.html", {"form": form, "models": models, "datasets": datasets})
+
+
+def fitting_model(models, datasets, dataset_pk=None) -> int | None:
+    """The first ready model that can learn the form's first dataset's task (None: the form's first model)."""
+    dataset = datasets.filter(pk=dataset_pk).first() if str(dataset_pk or "").isdigit() else datasets.first()
+    if dataset is None or not dataset.task:
+        return None
+    return next((m.pk for m in models if not m.task_types or dataset.task in m.task_types), None)
 
 
 def _create(request, form) -> Job:

@@ -33,6 +33,21 @@ function setupJobForm(form) {
   function toggleCustom() {
     document.getElementById("field-custom_targets").hidden = field("targets").value !== "custom";
   }
+  // Only models that can learn the chosen dataset's task are offered; an unfit choice moves to the first fit one.
+  function fitModels() {
+    const option = field("dataset").selectedOptions[0];
+    const task = option ? option.dataset.task : "";
+    const select = field("base_model");
+    for (const model of select.options) {
+      const tasks = (model.dataset.tasks || "").split(",").filter(Boolean);
+      model.disabled = Boolean(task) && tasks.length > 0 && !tasks.includes(task);
+      model.title = model.disabled ? `trains ${tasks.join(", ")}; this dataset is ${task}` : "";
+    }
+    if (select.selectedOptions[0] && select.selectedOptions[0].disabled) {
+      const fit = Array.from(select.options).find((model) => !model.disabled);
+      if (fit) select.value = fit.value;
+    }
+  }
   function presetTask() {
     const option = field("dataset").selectedOptions[0];
     if (option && option.dataset.task) field("task").value = option.dataset.task;
@@ -64,11 +79,12 @@ function setupJobForm(form) {
   const schedule = () => { clearTimeout(timer); timer = setTimeout(refresh, 150); };
   form.addEventListener("input", schedule);
   form.addEventListener("change", (event) => {
-    if (event.target.name === "dataset") presetTask();
+    if (event.target.name === "dataset") { presetTask(); fitModels(); }
     if (event.target.name === "targets") toggleCustom();
     schedule();
   });
   toggleCustom();
+  fitModels();
   if (!field("task").value) presetTask();
   refresh();
 }
