@@ -15,6 +15,7 @@ from webapp.jobs.deletion import JobStillStopping, delete_job
 from webapp.jobs.forms import JobForm, initial_from
 from webapp.jobs.models import Job
 from webapp.jobs.stream import progress_snapshot, sse_response
+from webapp.paging import paged
 from webapp.results.summary import setting_rows
 from webapp.teams.scoping import get_team_object_or_404, team_queryset
 
@@ -24,10 +25,14 @@ STATE_FILTERS = [s for s, _ in states.CHOICES]
 @login_required
 def job_list(request):
     jobs = team_queryset(request, Job).select_related("base_model", "dataset")
-    state = request.GET.get("state", "")
+    state, search = request.GET.get("state", ""), request.GET.get("q", "").strip()
     if state in STATE_FILTERS:
         jobs = jobs.filter(state=state)
-    return render(request, "jobs/list.html", {"jobs": jobs[:200], "state": state, "states": STATE_FILTERS})
+    if search:
+        jobs = jobs.filter(name__icontains=search)
+    listing = paged(request, jobs)
+    return render(request, "jobs/list.html", {"jobs": listing["page"].object_list, **listing, "state": state,
+                                              "search": search, "states": STATE_FILTERS})
 
 
 def _datasets(request):
