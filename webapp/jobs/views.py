@@ -10,11 +10,12 @@ from django.views.decorators.http import require_GET, require_POST
 
 from webapp.catalog.models import BaseModel
 from webapp.datasets.models import Dataset
-from webapp.jobs import live, queue, routing, services, states
+from webapp.jobs import live, queue, services, states
 from webapp.jobs.deletion import JobStillStopping, delete_job
 from webapp.jobs.forms import JobForm, initial_from
 from webapp.jobs.models import Job
 from webapp.jobs.stream import progress_snapshot, sse_response
+from webapp.ops import checks
 from webapp.paging import paged
 from webapp.results.summary import setting_rows
 from webapp.teams.scoping import get_team_object_or_404, team_queryset
@@ -112,7 +113,8 @@ def dataset_label_count(request) -> int | None:
 def job_detail(request, pk: int):
     job = get_team_object_or_404(request, Job.objects.select_related("base_model", "dataset", "eval_dataset"), pk=pk)
     snapshot = progress_snapshot(job)
-    context = {"job": job, "snapshot": snapshot, "settings_rows": setting_rows(job), "log_text": "\n".join(snapshot["log"]),
+    context = {"job": job, "snapshot": snapshot, "settings_rows": setting_rows(job),
+               "log_text": "\n".join(snapshot["log"]),
                "position": snapshot["position"], "events": job.events.all(),
                "cancelling": job.state == states.RUNNING and (bool(job.cancel_requested_at) or _cancel_flag(job)),
                "silent": queue.silent_worker(job),
@@ -122,7 +124,8 @@ def job_detail(request, pk: int):
 
 def _class_unserved(job) -> bool:
     """A queued job whose worker class no live worker serves (the workers are asked only for such a job)."""
-    return job.state == states.QUEUED and bool(job.worker_class) and job.worker_class not in routing.live_classes()
+    return (job.state == states.QUEUED and bool(job.worker_class)
+            and job.worker_class not in checks.live_worker_classes())
 
 
 def _cancel_flag(job) -> bool:
