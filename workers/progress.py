@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 LOG_TAIL_LINES = 200
 HISTORY_POINTS_KEPT = 2000
 EVAL_KEYS = ("loss", "perplexity", "accuracy", "macro_f1")
-# An absolute path (not part of a URL or a relative path): the worker's folders mean nothing to the team reading the log.
+# An absolute path (not part of a URL or a relative path): the worker's folders mean nothing to the team reading
+# the log.
 ABSOLUTE_PATH = re.compile(r"(?<![\w:/.~-])/(?:[^\s/'\"]+/)+([^\s/'\"]+)")
 
 

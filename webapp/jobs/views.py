@@ -1,5 +1,6 @@
-"""Job pages: list (filter by state), create (with the live estimate and Clone), detail, cancel, delete, and the progress
-feeds the detail page listens to (server-sent events from Redis, and a JSON snapshot for polling)."""
+"""Job pages: list (paged, filtered by state, searched by name), create (with the live estimate and Clone), detail,
+cancel, delete, and the progress feeds the detail page listens to (server-sent events from Redis, and a JSON
+snapshot for polling)."""
 from __future__ import annotations
 
 from django.contrib import messages

@@ -57,7 +57,8 @@ def comparison(jobs: list) -> dict:
     metric_rows = []
     # Each row has one format for every job, so the numbers line up ("279" and "3.9 s", not "3.864").
     for key, label, kind in [("trainable_params", "Trainable parameters", "whole"),
-                             ("trainable_percent", "Trainable share", "share"), ("adapter_bytes", "Adapter size", "bytes"),
+                             ("trainable_percent", "Trainable share", "share"),
+                             ("adapter_bytes", "Adapter size", "bytes"),
                              ("train_runtime_s", "Training time", "seconds"), ("tokens_per_s", "Tokens/s", "whole"),
                              ("steps", "Steps", "whole")]:
         metric_rows.append({"label": label, "kind": kind, "values": [(job.metrics or {}).get(key) for job in jobs]})
