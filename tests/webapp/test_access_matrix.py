@@ -49,6 +49,7 @@ PAGES = {
     "jobs:estimate": ("GET", lambda o: f"/jobs/estimate/?base_model={o.job.base_model.pk}", False, {200, 400}),
     "jobs:detail": ("GET", lambda o: f"/jobs/{o.job.pk}/", True, {200}),
     "jobs:cancel": ("POST", lambda o: f"/jobs/{o.job.pk}/cancel/", True, {302}),
+    "jobs:delete": ("POST", lambda o: f"/jobs/{o.spare_job.pk}/delete/", True, {302}),
     "jobs:progress": ("GET", lambda o: f"/jobs/{o.job.pk}/progress/", True, {200}),
     "jobs:events": ("GET", lambda o: f"/jobs/{o.job.pk}/events/", True, {200}),
     "results:job": ("GET", lambda o: f"/jobs/{o.job.pk}/results/", True, {200}),
@@ -83,6 +84,7 @@ class Objects:
     def __init__(self, tmp_path, make_member):
         from webapp.accounts.tokens import issue_token
         from webapp.datasets.models import Dataset
+        from webapp.jobs.models import Job
         from webapp.results import playground
         from webapp.teams.models import Team
 
@@ -90,6 +92,8 @@ class Objects:
         self.team = Team.objects.get(name="Team A")
         self.job = make_job(self.team, build_artifacts("bert", tmp_path), merged=False)
         self.dataset = self.job.dataset
+        self.spare_job = Job.objects.create(team=self.team, name="spare job", base_model=self.job.base_model,
+                                            dataset=self.dataset, task=self.job.task, state="succeeded")
         self.spare_dataset = Dataset.objects.create(team=self.team, name="spare", original_filename="s.jsonl",
                                                     file="datasets/none.jsonl", status="ready")
         self.token, self.secret = issue_token(self.alice, self.team, "matrix")
@@ -146,6 +150,7 @@ def test_another_teams_member_gets_404_for_each_team_object_and_sees_none_in_lis
         else:
             assert response.status_code == 200 and objects.job.name not in response.content.decode(), name
     objects.spare_dataset.refresh_from_db()
+    objects.spare_job.refresh_from_db()  # another team's delete left it
     objects.spare_token.refresh_from_db()
     assert objects.spare_token.revoked_at is None
 
