@@ -29,14 +29,14 @@ log = logging.getLogger(__name__)
 LOG_TAIL_LINES = 200
 HISTORY_POINTS_KEPT = 2000
 EVAL_KEYS = ("loss", "perplexity", "accuracy", "macro_f1")
-# An absolute path (not part of a URL or a relative path): the worker's folders mean nothing to the team reading
-# the log.
-ABSOLUTE_PATH = re.compile(r"(?<![\w:/.~-])/(?:[^\s/'\"]+/)+([^\s/'\"]+)")
 
 
 def without_paths(line: str) -> str:
-    """`line` with every absolute path cut to its last part (/srv/var/work/job-1-x/data.csv -> data.csv)."""
-    return ABSOLUTE_PATH.sub(r"\1", line)
+    """`line` with the worker's scratch folders cut from its paths (<JOB_WORK_DIR>/job-1-x/data.csv -> data.csv):
+    they mean nothing to the team reading the log. Other paths (a model folder, the hub cache) say where to look,
+    and stay."""
+    root = re.escape(str(conf.work_dir()).rstrip("/"))
+    return re.sub(rf"{root}/[^/\s'\"]+/", "", line)
 
 
 def retry_db(action, *, attempts: int = 5, first_wait_s: float = 0.5):

@@ -7,7 +7,7 @@ import pytest
 
 from jobs_helpers import completion_rows, make_job, stored_dataset
 from webapp.catalog.models import BaseModel
-from webapp.jobs import live, states
+from webapp.jobs import conf, live, states
 from webapp.teams.models import Team
 from workers.progress import JobReporter
 
@@ -38,7 +38,7 @@ def test_the_job_page_follows_its_job_and_speaks_plainly(signed_in, at_width, sh
     for step, loss in ((1, 1.101), (2, 1.097), (3, 1.092)):
         reporter.on_step(step, 12, loss, 2e-4, 400.0, 177.0)
     reporter.on_eval({"stage": "during", "step": 3, "eval_loss": 1.095})
-    reporter.on_log("reading /srv/loraworks/var/work/job-1-ab12/data.csv")
+    reporter.on_log(f"reading {conf.work_dir()}/job-1-ab12/data.csv")
     page.wait_for_function("document.querySelectorAll('#loss-chart circle.dot.eval').length === 2")
     assert page.locator("#loss-chart path.line.eval").count() == 1
     labels = page.locator("#loss-chart text[text-anchor=end]").all_text_contents()
@@ -46,7 +46,7 @@ def test_the_job_page_follows_its_job_and_speaks_plainly(signed_in, at_width, sh
     assert len(ticks) == 3 and len(set(ticks)) == 3, ticks
     assert page.inner_text("[data-live=eta]") == "2m 57s"
     page.wait_for_function("document.querySelector('#log').textContent.includes('data.csv')")
-    assert "/srv/" not in page.inner_text("#log")
+    assert str(conf.work_dir()) not in page.inner_text("#log")
     for width in ("desktop", "phone"):
         at_width(page, width)
         page.wait_for_function("document.querySelectorAll('#loss-chart circle.dot.eval').length === 2")

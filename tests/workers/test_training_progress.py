@@ -41,10 +41,12 @@ def test_steps_reach_redis_at_once_and_the_database_only_at_the_interval_or_an_e
 
 def test_log_lines_show_file_names_not_the_workers_paths(job):
     reporter = progress.JobReporter(job)
-    reporter.on_log("data: /srv/loraworks/var/work/job-1-ab12/data.csv (140 rows), see https://hf.co/a/b and ./x/y")
+    from webapp.jobs import conf
+
+    reporter.on_log(f"data: {conf.work_dir()}/job-1-ab12/data.csv (140 rows), model /srv/models/llama, see ./x/y")
     reporter.flush()
     line = Job.objects.get(pk=job.pk).log_tail.splitlines()[-1]
-    assert line.endswith("data: data.csv (140 rows), see https://hf.co/a/b and ./x/y")
+    assert line.endswith("data: data.csv (140 rows), model /srv/models/llama, see ./x/y")
     assert live.log_lines(job.pk)[-1] == line
 
 
