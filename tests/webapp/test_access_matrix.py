@@ -139,12 +139,14 @@ def test_anonymous_visitors_are_sent_to_sign_in_and_the_api_answers_401(client, 
 
 
 def team_a_state(objects) -> dict:
-    """What a request from another team must not change: team A's datasets, job, tokens and members' teams."""
+    """What a request from another team must not change: team A's datasets, jobs, tokens and members' teams."""
     from webapp.datasets.models import Dataset
+    from webapp.jobs.models import Job
 
     objects.job.refresh_from_db()
     objects.spare_token.refresh_from_db()
     return {"datasets": sorted(Dataset.objects.filter(team=objects.team).values_list("pk", flat=True)),
+            "jobs": sorted(Job.objects.filter(team=objects.team).values_list("pk", flat=True)),
             "job": (objects.job.state, objects.job.cancel_requested_at),
             "revoked": objects.spare_token.revoked_at, "bob's teams": list(objects.bob.teams.values_list("pk"))}
 
