@@ -80,7 +80,7 @@ def memory_shape(model, text_config) -> dict:
     """What trainer.estimate needs beyond the layer list to size activations: heads, the MLP's width, whether
     training keeps attention probabilities (attention dropout, or an architecture without fused attention) and
     whether the causal-LM loss is computed from the hidden states (trainer.lm_loss)."""
-    from trainer.lm_loss import PLAIN_HEAD_TYPES
+    from trainer.lm_loss import HIDDEN_STATE_LOSS_TYPES
 
     dropout = max((float(getattr(text_config, name, 0) or 0)
                    for name in ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop")), default=0.0)
@@ -89,7 +89,7 @@ def memory_shape(model, text_config) -> dict:
         "intermediate_size": getattr(text_config, "intermediate_size", None) or getattr(text_config, "n_inner", None),
         "attention_dropout": dropout,
         "attention": "sdpa" if getattr(model, "_supports_sdpa", False) else "eager",
-        "hidden_state_loss": model.config.model_type in PLAIN_HEAD_TYPES,
+        "hidden_state_loss": model.config.model_type in HIDDEN_STATE_LOSS_TYPES,
     }
 
 
