@@ -12,7 +12,7 @@ import dataclasses
 import json
 import sys
 
-from trainer.config import GENERATION_DEFAULTS, SCHEDULERS, TASKS, LoraSettings, TrainConfig
+from trainer.config import GENERATION_DEFAULTS, METHODS, SCHEDULERS, TASKS, LoraSettings, TrainConfig
 from trainer.errors import TrainerError
 
 EXIT_UNUSABLE = 1
@@ -78,7 +78,9 @@ def _add_train_parser(commands) -> None:
     train.add_argument("--data", required=True)
     train.add_argument("--out", required=True)
     train.add_argument("--task", choices=TASKS, help="default: the task of the data's format")
-    flag("--format", help="auto | text | prompt_completion | alpaca | chat | classification")
+    flag("--method", choices=METHODS, help="sft: learn the answers; dpo: prefer chosen over rejected answers")
+    flag("--beta", type=float, help="dpo: how close the tuned model stays to the base (higher: closer)")
+    flag("--format", help="auto | text | prompt_completion | alpaca | chat | classification | preference")
     flag("--eval-data", help="a separate eval file (instead of splitting off --eval-fraction)")
     flag("--eval-fraction", type=float)
     flag("--rank", type=int)

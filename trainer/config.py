@@ -13,6 +13,7 @@ from trainer.errors import ConfigError
 TASKS = ("causal-lm", "classification")
 TARGET_PRESETS = ("attention", "attention+mlp", "all-linear")
 SCHEDULERS = ("cosine", "linear")
+METHODS = ("sft", "dpo")  # supervised fine-tuning, or Direct Preference Optimization (trainer.dpo)
 
 MAX_RANK = 1024
 MAX_LENGTH_LIMIT = 32768
@@ -56,6 +57,8 @@ class TrainConfig:
     data: str
     out: str
     task: str = "causal-lm"
+    method: str = "sft"
+    beta: float = 0.1  # DPO: how far the policy may move from the reference (higher: closer to it)
     format: str = "auto"
     eval_data: str | None = None
     eval_fraction: float = 0.1
@@ -86,6 +89,13 @@ class TrainConfig:
     def check(self) -> None:
         """Raise ConfigError naming the first setting that is out of range."""
         _require(self.task in TASKS, f"task must be one of {', '.join(TASKS)}", "task")
+        _require(self.method in METHODS, f"method must be one of {', '.join(METHODS)}", "method")
+        _require(self.method != "dpo" or self.task == "causal-lm", "dpo trains causal language models only",
+                 "method")
+        _require(_finite(self.beta) and 0 < self.beta <= 100, "beta must be a number above 0 and at most 100",
+                 "beta")
+        _require(not (self.method == "dpo" and self.packing), "dpo cannot pack examples: each answer is scored "
+                 "after its own prompt", "packing")
         self.lora.check()
         _require(_finite(self.epochs) and 0 < self.epochs <= 1000, "epochs must be above 0 and at most 1000",
                  "epochs")

@@ -14,6 +14,7 @@ states, and that can be formed right away, chunk by chunk:
 
 so forward keeps only dL/dh (K, H) for backward, never a (B, T, V) tensor. The sum is the same one
 `trainer.evaluate.loss_sum` computes from full logits; tests check them against each other.
+`answer_log_probs` gives the same sums row by row (DPO's log π(answer | prompt)), with the same saving.
 """
 from __future__ import annotations
 
@@ -41,36 +42,49 @@ def supports_hidden_state_loss(model) -> bool:
 
 def lm_loss_sum(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Summed next-token cross-entropy over the labels that are not IGNORE_INDEX (labels shifted by one)."""
+    return _row_cross_entropy(model, input_ids, attention_mask, labels, by_row=False)[0]
+
+
+def answer_log_probs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                     labels: torch.Tensor) -> torch.Tensor:
+    """(B,) float32: each row's summed log-probability of its labelled tokens (labels shifted by one)."""
+    return -_row_cross_entropy(model, input_ids, attention_mask, labels, by_row=True)
+
+
+def _row_cross_entropy(model, input_ids, attention_mask, labels, *, by_row: bool) -> torch.Tensor:
     hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     targets = labels[:, 1:]
     keep = targets != IGNORE_INDEX
+    rows = keep.nonzero()[:, 0] if by_row else torch.zeros(int(keep.sum()), dtype=torch.long, device=keep.device)
     head = model.get_output_embeddings()
-    return _LinearCrossEntropy.apply(hidden[:, :-1][keep], head.weight, head.bias, targets[keep])
+    return _LinearCrossEntropy.apply(hidden[:, :-1][keep], head.weight, head.bias, targets[keep], rows,
+                                     labels.shape[0] if by_row else 1)
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
-    """Σ cross_entropy(h Wᵀ + b, targets) with a frozen W, b; h (K, H), targets (K,). Returns a float32 scalar."""
+    """Σ cross_entropy(h Wᵀ + b, targets) per output row, with a frozen W, b; h (K, H), targets (K,), rows (K,)
+    the output row of each position. Returns (n_rows,) float32 sums."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets):
+    def forward(ctx, hidden, weight, bias, targets, rows, n_rows):
         need_grad = ctx.needs_input_grad[0]
         grad_hidden = torch.empty_like(hidden) if need_grad else None
-        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        totals = torch.zeros(n_rows, dtype=torch.float32, device=hidden.device)
         chunk = max(1, CHUNK_VALUES // weight.shape[0])
         for start in range(0, hidden.shape[0], chunk):
-            rows = slice(start, start + chunk)
-            logits = F.linear(hidden[rows], weight, bias).float()
-            target = targets[rows]
+            part = slice(start, start + chunk)
+            logits = F.linear(hidden[part], weight, bias).float()
+            target = targets[part]
             log_probs = torch.log_softmax(logits, dim=-1)
-            total -= log_probs.gather(1, target[:, None]).sum()
+            totals.index_add_(0, rows[part], -log_probs.gather(1, target[:, None])[:, 0])
             if need_grad:
                 probs = log_probs.exp_()
                 probs[torch.arange(target.shape[0], device=target.device), target] -= 1
-                grad_hidden[rows] = probs.to(weight.dtype) @ weight
-        ctx.save_for_backward(grad_hidden)
-        return total
+                grad_hidden[part] = probs.to(weight.dtype) @ weight
+        ctx.save_for_backward(grad_hidden, rows)
+        return totals
 
     @staticmethod
-    def backward(ctx, grad_total):
-        (grad_hidden,) = ctx.saved_tensors
-        return grad_hidden * grad_total.to(grad_hidden.dtype), None, None, None
+    def backward(ctx, grad_totals):
+        grad_hidden, rows = ctx.saved_tensors
+        return grad_hidden * grad_totals[rows, None].to(grad_hidden.dtype), None, None, None, None, None

@@ -46,8 +46,12 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> dict:
     """Run the job described by `config`; returns the metrics also written to OUT/metrics.json."""
     reporter = reporter or NullReporter()
     config.check()
+    if config.method == "dpo":
+        from trainer.dpo import DpoRun as run_class
+    else:
+        run_class = _Run
     try:
-        return _Run(config, reporter).run()
+        return run_class(config, reporter).run()
     except torch.OutOfMemoryError:
         raise OutOfMemoryError(_oom_message(config)) from None
     except RuntimeError as error:
@@ -81,6 +85,7 @@ class _Run:
         self.config, self.reporter = config, reporter
         self.out = Path(config.out)
         self.checkpoints = self.out / "checkpoints"
+        self.step_metrics: dict = {}  # figures of the last step besides its loss (see DpoRun)
 
     def run(self) -> dict:
         config, reporter = self.config, self.reporter
@@ -91,7 +96,7 @@ class _Run:
         reporter.on_log(f"preparing data from {config.data}")
         tokenizer = load_tokenizer(resolve_model_path(config.model))
         # prepare raises DataError when no usable training example is left.
-        self.train_features, self.eval_features, self.label_mapping, self.data_stats = prepare(config, tokenizer)
+        self.train_features, self.eval_features, self.label_mapping, self.data_stats = self._prepare_data(tokenizer)
         reporter.on_log(data_summary(self.data_stats, config.max_length))
         self._load_model()
         self._plan()
@@ -103,6 +108,9 @@ class _Run:
         return self._finish(state, stopped)
 
     # --- setup -------------------------------------------------------------------------------------------
+
+    def _prepare_data(self, tokenizer):
+        return prepare(self.config, tokenizer)
 
     def _load_model(self) -> None:
         config = self.config
@@ -163,8 +171,11 @@ class _Run:
             for start in range(batch, len(order), self.config.grad_accum):
                 chosen = order[start:start + self.config.grad_accum]
                 features = [[self.train_features[i] for i in indices] for indices in chosen]
-                yield epoch, start + len(chosen), [collate(f, self.tokenizer.pad_token_id) for f in features]
+                yield epoch, start + len(chosen), [self._collate(f) for f in features]
             epoch, batch = epoch + 1, 0
+
+    def _collate(self, features: list[dict]) -> dict:
+        return collate(features, self.tokenizer.pad_token_id)
 
     def _loop(self, state: dict) -> bool:
         """Train until total_steps or a stop request; returns True when stopped early."""
@@ -185,11 +196,13 @@ class _Run:
             wall = time.perf_counter() - started
             elapsed = wall - paused
             state["runtime_s"], state["wall_s"] = runtime_before + elapsed, wall_before + wall
-            state["history"].append({"step": state["step"], "loss": loss, "lr": lr})
+            state["history"].append({"step": state["step"], "loss": loss, "lr": lr, **self.step_metrics})
             tokens_per_s = (state["train_tokens"] - tokens_at_start) / max(elapsed, 1e-9)
             done_here = state["step"] - (state["resumed_from_step"] or 0)
             eta_s = elapsed / done_here * (self.total_steps - state["step"])
-            reporter.on_step(state["step"], self.total_steps, loss, lr, tokens_per_s, eta_s)
+            # Methods with more per-step figures than the loss (DPO) pass them as `metrics`.
+            reporter.on_step(state["step"], self.total_steps, loss, lr, tokens_per_s, eta_s,
+                             **({"metrics": self.step_metrics} if self.step_metrics else {}))
             pause_started = time.perf_counter()
             if (config.eval_every and self.eval_features and state["step"] % config.eval_every == 0
                     and state["step"] < self.total_steps):
@@ -216,6 +229,11 @@ class _Run:
                 loss = batch_loss_sum(self.model, batch, task, self.device) / max(targets, 1)
             (self.scaler.scale(loss) if self.scaler else loss).backward()
             total += loss.detach()
+        self._optimizer_step()
+        return total.item()
+
+    def _optimizer_step(self) -> None:
+        """Clip, step and schedule once the step's gradients are accumulated."""
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
         if self.config.max_grad_norm > 0:
@@ -227,7 +245,6 @@ class _Run:
             self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return total.item()
 
     def _evaluate(self) -> dict | None:
         if not self.eval_features:

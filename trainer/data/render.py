@@ -19,6 +19,7 @@ Templates (the counting part is in [brackets]):
                      (and an EOS right after it) counts. A run on chat data saves its tokenizer with the template it
                      used (`ensure_chat_template`), so inference and other tools render prompts the same way.
 - classification:    the text alone; the label id is the target.
+- preference:        the prompt and the chosen answer, as prompt_completion or chat (`trainer.data.preference`).
 
 "EOS" is the tokenizer's eos token, appended as an id for non-chat formats (counted), written as text in the
 chat template. The tokenizer's own special tokens (BOS, [CLS]/[SEP]) are added for non-chat formats; chat
@@ -28,6 +29,8 @@ from __future__ import annotations
 
 import functools
 from typing import NamedTuple
+
+from trainer.data import preference
 
 IGNORE_INDEX = -100
 # Rough tokens per byte for a length estimate without a tokenizer (English BPE averages about 4 bytes a token).
@@ -55,6 +58,8 @@ class Encoded(NamedTuple):
 
 def segments(example: dict, fmt: str, tokenizer=None) -> Segments:
     """The example as text segments `(text, counts_toward_loss)`, joined exactly as it is tokenized."""
+    if fmt == "preference":
+        return segments(*preference.answer_example(example, "chosen"), tokenizer)
     if fmt == "chat":
         return _chat_template_segments(example["messages"], _chat_renderer(tokenizer), _eos_text(tokenizer))
     if fmt == "text":
@@ -82,6 +87,9 @@ def encode_batch(examples: list[dict], fmt: str, tokenizer, *, max_length: int, 
                  label2id: dict[str, int] | None = None) -> list[Encoded]:
     """Tokenize many examples in one tokenizer call (fast tokenizers run it in Rust). For classification
     `label2id` maps each example's label to its id."""
+    if fmt == "preference":
+        return preference.encode_answers(examples, "chosen", tokenizer, max_length=max_length,
+                                         train_on_prompt=train_on_prompt)
     return [encoded for encoded, _, _ in _encode(examples, fmt, tokenizer, max_length, train_on_prompt, label2id)]
 
 
@@ -93,6 +101,8 @@ def render_preview(example: dict, fmt: str, tokenizer=None, *, max_length: int |
     tokens without characters of their own, such as an appended EOS, shown by name); without one, from the
     template's text.
     """
+    if fmt == "preference":
+        example, fmt = preference.answer_example(example, "chosen")
     if tokenizer is None:
         return _merge([(text, counts or train_on_prompt) for text, counts in segments(example, fmt) if text])
     ((encoded, offsets, text),) = _encode([example], fmt, tokenizer, max_length or 2**31, train_on_prompt, None)
