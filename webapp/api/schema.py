@@ -82,7 +82,11 @@ SCHEMAS = {
         "warmup": {"type": "number", "minimum": 0, "exclusiveMaximum": 1, "description": "fraction of steps"},
         "eval_fraction": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
         "seed": {"type": "integer", "minimum": 0, "maximum": 4294967295},
-        "merge": {"type": "boolean", "description": "also export the merged model"}}, extra=False),
+        "merge": {"type": "boolean", "description": "also export the merged model"},
+        "method": {"type": "string", "enum": ["sft", "dpo"],
+                   "description": "sft learns the answers; dpo prefers chosen over rejected answers (preference data)"},
+        "beta": {"type": "number", "exclusiveMinimum": 0, "maximum": 100,
+                 "description": "dpo: how close the tuned model stays to its base (higher: closer)"}}, extra=False),
     "JobCreate": obj({
         "name": {"type": "string", "minLength": 1, "maxLength": 200},
         "base_model": {"oneOf": [INT, STR], "description": "catalog id, or its source name such as demo/tiny-lm"},

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from django import forms
 
-from trainer.config import TARGET_PRESETS, LoraSettings, TrainConfig
+from trainer.config import METHODS, TARGET_PRESETS, LoraSettings, TrainConfig
 from trainer.errors import ConfigError, TrainerError
 from webapp.catalog.models import BaseModel
 from webapp.jobs import routing, states
@@ -19,7 +19,8 @@ ANY_WORKER = ("", "Any training worker")
 DEFAULTS = TrainConfig(model="", data="", out="")
 LORA_FIELDS = ("rank", "alpha", "dropout", "rslora")
 TRAINING_FIELDS = ("epochs", "max_steps", "lr", "batch_size", "grad_accum", "max_length", "warmup",
-                   "eval_fraction", "seed", "merge")
+                   "eval_fraction", "seed", "merge", "method", "beta")
+PREFERENCE_FORMAT = "preference"
 
 
 class JobForm(forms.Form):
@@ -75,6 +76,12 @@ class JobForm(forms.Form):
                                      help_text="Fraction of the dataset held out to evaluate before and after.")
     seed = forms.IntegerField(initial=DEFAULTS.seed,
                               help_text="Makes the split, the shuffling and the initialisation repeatable.")
+    method = forms.ChoiceField(choices=[(m, m) for m in METHODS], initial=DEFAULTS.method, required=False,
+                               help_text="sft learns the dataset's answers; dpo learns to prefer each row's chosen "
+                                         "answer over its rejected one (a preference dataset, causal-lm only).")
+    beta = forms.FloatField(initial=DEFAULTS.beta, required=False, label="DPO beta",
+                            help_text="DPO only: how close the tuned model stays to its base; higher keeps it "
+                                      "closer (0.1 is the usual choice).")
     merge = forms.BooleanField(required=False, initial=DEFAULTS.merge, label="Merge at the end",
                                help_text="Also export a full model with the adapter merged in (bigger download).")
 
@@ -107,6 +114,11 @@ class JobForm(forms.Form):
         for field, chosen in (("dataset", dataset), ("eval_dataset", eval_dataset)):
             if chosen is not None:
                 self._check_dataset(field, chosen, task)
+        if data.get("method") == "dpo":
+            for field, chosen in (("dataset", dataset), ("eval_dataset", eval_dataset)):
+                if chosen is not None and chosen.status == "ready" and chosen.format != PREFERENCE_FORMAT:
+                    self.add_error(field, f"{chosen.name} is a {chosen.format} dataset; DPO needs preference rows "
+                                          "(prompt or messages, chosen, rejected).")
         if eval_dataset is not None and eval_dataset == dataset:
             self.add_error("eval_dataset", "Pick a different dataset to evaluate on, or leave it empty to hold "
                                            "out a fraction of the training one.")
@@ -163,6 +175,8 @@ class JobForm(forms.Form):
         lora = {name: data.get(name) for name in LORA_FIELDS}
         lora["targets"] = self.targets_spec()
         values = {name: data.get(name) for name in TRAINING_FIELDS}
+        values["method"] = values["method"] or DEFAULTS.method  # optional in a POST: absent means sft
+        values["beta"] = DEFAULTS.beta if values["beta"] is None else values["beta"]
         if data.get("eval_dataset") is not None:
             values["eval_fraction"] = 0.0
         return {**values, "lora": lora}

@@ -13,14 +13,18 @@ EVAL_METRICS = {
     "causal-lm": [("eval_loss", "Eval loss", False), ("perplexity", "Perplexity", False)],
     "classification": [("eval_loss", "Eval loss", False), ("accuracy", "Accuracy", True),
                        ("macro_f1", "Macro-F1", True)],
+    # DPO jobs (settings.method "dpo"): the DPO loss and the preference figures on held-out pairs.
+    "dpo": [("preference_accuracy", "Preference accuracy (chosen more likely)", True),
+            ("reward_margin", "Mean reward margin", True), ("reward_accuracy", "Reward accuracy", True),
+            ("eval_loss", "DPO loss", False)],
 }
-PERCENT_METRICS = ("accuracy", "macro_f1")
+PERCENT_METRICS = ("accuracy", "macro_f1", "preference_accuracy", "reward_accuracy")
 SETTING_LABELS = {
     "lora.rank": "LoRA rank", "lora.alpha": "LoRA alpha", "lora.dropout": "LoRA dropout",
     "lora.targets": "Target modules", "lora.rslora": "rsLoRA", "epochs": "Epochs", "max_steps": "Max steps",
     "batch_size": "Batch size", "grad_accum": "Gradient accumulation", "lr": "Learning rate",
     "warmup": "Warmup (fraction)", "max_length": "Max length", "eval_fraction": "Eval fraction", "seed": "Seed",
-    "merge": "Merge at end",
+    "merge": "Merge at end", "method": "Method", "beta": "DPO beta",
 }
 
 
@@ -33,6 +37,11 @@ def savings(metrics: dict) -> dict | None:
     adapter, full = metrics["adapter_bytes"], metrics["base_model_bytes"]
     return {"trainable": trainable, "total": total, "percent": 100.0 * trainable / total,
             "adapter_bytes": adapter, "full_bytes": full, "times_smaller": full / adapter}
+
+
+def eval_kind(job) -> str:
+    """The key of EVAL_METRICS for `job`: "dpo" for a DPO job, else its task."""
+    return "dpo" if (job.settings or {}).get("method") == "dpo" else job.task
 
 
 def eval_rows(task: str, before: dict | None, after: dict | None) -> list[dict]:
