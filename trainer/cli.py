@@ -102,6 +102,9 @@ def _add_train_parser(commands) -> None:
     flag("--train-on-prompt", action="store_true")
     flag("--gradient-checkpointing", action="store_true")
     flag("--eval-every", type=int, help="steps between evals during training; 0: before and after only")
+    flag("--keep", choices=("auto", "best", "last"),
+         help="the adapter saved: the best periodic eval's or the last step's (auto: best with --eval-every)")
+    flag("--early-stopping-patience", type=int, help="stop after N periodic evals without improvement; 0: never")
     flag("--checkpoint-every", type=int, help="steps between checkpoints")
     flag("--device", choices=("auto", "cpu", "cuda", "mps"))
     flag("--seed", type=int)

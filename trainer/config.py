@@ -13,7 +13,8 @@ from trainer.errors import ConfigError
 TASKS = ("causal-lm", "classification")
 TARGET_PRESETS = ("attention", "attention+mlp", "all-linear")
 SCHEDULERS = ("cosine", "linear")
-METHODS = ("sft", "dpo")  # supervised fine-tuning, or Direct Preference Optimization (trainer.dpo)
+METHODS = ("sft", "dpo")
+KEEP = ("auto", "best", "last")  # auto: best when there are periodic evals on held-out data, else last  # supervised fine-tuning, or Direct Preference Optimization (trainer.dpo)
 
 MAX_RANK = 1024
 MAX_LENGTH_LIMIT = 32768
@@ -80,6 +81,8 @@ class TrainConfig:
     merge: bool = False
     resume: bool = False
     eval_every: int = 0  # steps; 0 = only before and after training
+    keep: str = "auto"  # which adapter is saved: the best eval's (eval loss, accuracy for classification) or the last
+    early_stopping_patience: int = 0  # stop after this many periodic evals without improvement; 0 = never
     checkpoint_every: int = 50  # steps; a checkpoint is also written at the end and on stop
     device: str = "auto"  # auto | cpu | cuda | mps
     column_mapping: dict[str, str] = field(default_factory=dict)  # {canonical field: column in the file}
@@ -89,6 +92,11 @@ class TrainConfig:
     def check(self) -> None:
         """Raise ConfigError naming the first setting that is out of range."""
         _require(self.task in TASKS, f"task must be one of {', '.join(TASKS)}", "task")
+        _require(self.keep in KEEP, f"keep must be one of {', '.join(KEEP)}", "keep")
+        _require(isinstance(self.early_stopping_patience, int) and 0 <= self.early_stopping_patience <= 10_000,
+                 "early_stopping_patience must be a whole number from 0 to 10000", "early_stopping_patience")
+        _require(not self.early_stopping_patience or self.eval_every, "early stopping needs periodic evals: set "
+                 "eval_every too", "early_stopping_patience")
         _require(self.method in METHODS, f"method must be one of {', '.join(METHODS)}", "method")
         _require(self.method != "dpo" or self.task == "causal-lm", "dpo trains causal language models only",
                  "method")

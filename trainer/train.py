@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from trainer import checkpoint
+from trainer import best, checkpoint
 from trainer.adapter_io import save_adapter
 from trainer.config import TrainConfig
 from trainer.data.batching import batch_order, collate
@@ -100,6 +100,7 @@ class _Run:
         reporter.on_log(data_summary(self.data_stats, config.max_length))
         self._load_model()
         self._plan()
+        self.keep_best = best.keeps_best(config, bool(self.eval_features))
         state = self._start()
         if state["base_eval"] is None and self.eval_features:
             state["base_eval"] = self._evaluate()
@@ -144,7 +145,8 @@ class _Run:
     def _start(self) -> dict:
         """Fresh run state, or the newest checkpoint's when resuming."""
         state = {"step": 0, "epoch": 0, "batch": 0, "history": [], "eval_history": [], "base_eval": None,
-                 "train_tokens": 0, "padded_tokens": 0, "runtime_s": 0.0, "wall_s": 0.0, "resumed_from_step": None}
+                 "train_tokens": 0, "padded_tokens": 0, "runtime_s": 0.0, "wall_s": 0.0, "resumed_from_step": None,
+                 "best": None, "stop_reason": None}
         if not self.config.resume:
             return state
         found = checkpoint.latest_checkpoint(self.checkpoints)
@@ -209,6 +211,12 @@ class _Run:
                 metrics = self._evaluate()
                 state["eval_history"].append({"step": state["step"], **metrics})
                 reporter.on_eval({"stage": "during", "step": state["step"], **metrics})
+                if self._judge(state, metrics):
+                    state["stop_reason"] = "early_stopping"
+                    reporter.on_log(f"early stopping at step {state['step']}: {config.early_stopping_patience} "
+                                    f"evals without a better {state['best']['metric']} than step "
+                                    f"{state['best']['step']}'s")
+                    return False
             if reporter.should_stop():
                 self._checkpoint(state)
                 reporter.on_log(f"stopped at step {state['step']}; checkpoint saved")
@@ -256,9 +264,30 @@ class _Run:
         return evaluate(self.model, batches, self.config.task, label_names=self.label_mapping or None,
                         device=self.device, autocast=self.autocast)
 
+    def _judge(self, state: dict, metrics: dict) -> bool:
+        """Record a periodic eval for best-checkpoint selection; True when early stopping's patience is spent."""
+        state["best"], improved = best.record(state["best"], state["step"], metrics, self.config.task)
+        if improved and self.keep_best:
+            best.save_weights(self.out, self.model)
+        patience = self.config.early_stopping_patience
+        return bool(patience) and state["best"] is not None and state["best"]["evals_without_improvement"] >= patience
+
+    def _keep_best(self, state: dict, final_eval: dict | None) -> dict | None:
+        """Judge the final eval too; with keep_best and an earlier best, put its weights back and evaluate them."""
+        if final_eval is None:
+            return None
+        state["best"], improved = best.record(state["best"], state["step"], final_eval, self.config.task)
+        if not self.keep_best or improved or state["best"]["step"] == state["step"]:
+            return final_eval
+        kept = state["best"]
+        best.restore_weights(self.out, self.model)
+        self.reporter.on_log(f"keeping the adapter of step {kept['step']}: its {kept['metric']} "
+                             f"{kept['value']:.4f} is the best of the run")
+        return self._evaluate()
+
     def _checkpoint(self, state: dict) -> None:
         kept = {key: state[key] for key in ("eval_history", "base_eval", "train_tokens", "padded_tokens",
-                                            "runtime_s", "wall_s")}
+                                            "runtime_s", "wall_s", "best", "stop_reason")}
         checkpoint.save_checkpoint(self.checkpoints, state["step"], self.model, self.optimizer, self.scheduler,
                                    position={"epoch": state["epoch"], "batch": state["batch"]},
                                    history=state["history"],
@@ -272,7 +301,7 @@ class _Run:
         if not stopped:
             if not (config.checkpoint_every and state["step"] % config.checkpoint_every == 0):
                 self._checkpoint(state)  # the loop has not just written this step's
-            final_eval = self._evaluate()
+            final_eval = self._keep_best(state, self._evaluate())
             if final_eval is not None:
                 self.reporter.on_eval({"stage": "final", **final_eval})
             id2label = dict(enumerate(self.label_mapping)) if self.label_mapping else None
@@ -297,6 +326,12 @@ class _Run:
         params = self.params
         return {
             "status": "stopped" if stopped else "completed",
+            # why the loop ended: all steps done, early stopping, or a stop request
+            "stop_reason": "stopped" if stopped else (state["stop_reason"] or "completed"),
+            "keep": "best" if self.keep_best else "last",
+            "best_step": (state["best"] or {}).get("step"),
+            # the step whose adapter OUT/adapter holds
+            "kept_step": (state["best"] or {}).get("step") if self.keep_best and not stopped else state["step"],
             "task": self.config.task,
             "device": self.device,
             "trainable_params": params["trainable"],
