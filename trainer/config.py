@@ -92,6 +92,8 @@ class TrainConfig:
     def check(self) -> None:
         """Raise ConfigError naming the first setting that is out of range."""
         _require(self.task in TASKS, f"task must be one of {', '.join(TASKS)}", "task")
+        _require(isinstance(self.eval_every, int) and 0 <= self.eval_every <= 10_000_000,
+                 "eval_every must be a whole number of steps, 0 or more", "eval_every")
         _require(self.keep in KEEP, f"keep must be one of {', '.join(KEEP)}", "keep")
         _require(isinstance(self.early_stopping_patience, int) and 0 <= self.early_stopping_patience <= 10_000,
                  "early_stopping_patience must be a whole number from 0 to 10000", "early_stopping_patience")

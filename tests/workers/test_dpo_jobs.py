@@ -1,5 +1,6 @@
 """A DPO job from the form to its results on a real Celery worker: the form refuses DPO on data without
-preferences, the worker streams DPO's step figures and evals, and the pages show them."""
+preferences, the worker streams DPO's step figures and evals, and the pages show them, with the kept (best)
+checkpoint marked and why training stopped."""
 import pytest
 from django.urls import reverse
 
@@ -32,7 +33,7 @@ def form(model, dataset, **changes):
     return {"name": "prefer lower case", "base_model": model.pk, "dataset": dataset.pk, "task": "", "rank": 8,
             "alpha": 16, "dropout": 0.0, "targets": "attention+mlp", "custom_targets": "", "epochs": 1,
             "max_steps": 8, "lr": 3e-2, "batch_size": 4, "grad_accum": 1, "max_length": 64, "warmup": 0.03,
-            "eval_fraction": 0.25, "seed": 0, "method": "dpo", "beta": 0.1, **changes}
+            "eval_fraction": 0.25, "seed": 0, "method": "dpo", "beta": 0.1, "eval_every": 4, **changes}
 
 
 def test_the_form_refuses_dpo_on_a_dataset_without_preferences(member_client, team, llama, monkeypatch):
@@ -65,3 +66,8 @@ def test_a_dpo_job_trains_on_the_worker_and_its_pages_show_the_preference_figure
     assert 'id="dpo-reward-chart"' in detail and 'id="dpo-logp-chart"' in detail
     results = member_client.get(reverse("results:job", args=[job.pk])).content.decode()
     assert "Preference accuracy (chosen more likely)" in results and "preference pairs" in results
+    kept = job.metrics["kept_step"]
+    assert job.metrics["keep"] == "best" and job.metrics["stop_reason"] == "completed" and kept in (4, 8)
+    assert f"kept adapter (step {kept})" in results
+    assert (f"Trained every planned step (8 of 8). The adapter kept is step {kept}&#x27;s, the best eval loss of "
+            "the run.") in results

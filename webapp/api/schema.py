@@ -85,6 +85,11 @@ SCHEMAS = {
         "merge": {"type": "boolean", "description": "also export the merged model"},
         "method": {"type": "string", "enum": ["sft", "dpo"],
                    "description": "sft learns the answers; dpo prefers chosen over rejected answers (preference data)"},
+        "eval_every": {"type": "integer", "minimum": 0, "description": "steps between periodic evals; 0: none"},
+        "keep": {"type": "string", "enum": ["auto", "best", "last"],
+                 "description": "the adapter saved: the best periodic eval's or the last step's"},
+        "early_stopping_patience": {"type": "integer", "minimum": 0, "maximum": 10000,
+                                    "description": "stop after N periodic evals without improvement; 0: never"},
         "beta": {"type": "number", "exclusiveMinimum": 0, "maximum": 100,
                  "description": "dpo: how close the tuned model stays to its base (higher: closer)"}}, extra=False),
     "JobCreate": obj({

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from django import forms
 
-from trainer.config import METHODS, TARGET_PRESETS, LoraSettings, TrainConfig
+from trainer.config import KEEP, METHODS, TARGET_PRESETS, LoraSettings, TrainConfig
 from trainer.errors import ConfigError, TrainerError
 from webapp.catalog.models import BaseModel
 from webapp.jobs import routing, states
@@ -19,7 +19,10 @@ ANY_WORKER = ("", "Any training worker")
 DEFAULTS = TrainConfig(model="", data="", out="")
 LORA_FIELDS = ("rank", "alpha", "dropout", "rslora")
 TRAINING_FIELDS = ("epochs", "max_steps", "lr", "batch_size", "grad_accum", "max_length", "warmup",
-                   "eval_fraction", "seed", "merge", "method", "beta")
+                   "eval_fraction", "seed", "merge", "method", "beta", "eval_every", "keep",
+                   "early_stopping_patience")
+# Optional in a POST (absent: the engine's default), so older clients and forms keep working.
+OPTIONAL_FIELDS = ("method", "beta", "eval_every", "keep", "early_stopping_patience")
 PREFERENCE_FORMAT = "preference"
 
 
@@ -82,6 +85,16 @@ class JobForm(forms.Form):
     beta = forms.FloatField(initial=DEFAULTS.beta, required=False, label="DPO beta",
                             help_text="DPO only: how close the tuned model stays to its base; higher keeps it "
                                       "closer (0.1 is the usual choice).")
+    eval_every = forms.IntegerField(initial=DEFAULTS.eval_every, required=False, label="Eval every (steps)",
+                                    help_text="Also evaluate on the held-out examples every this many steps "
+                                              "(0: only before and after training).")
+    keep = forms.ChoiceField(choices=[(k, k) for k in KEEP], initial=DEFAULTS.keep, required=False,
+                             label="Adapter kept",
+                             help_text="best: the adapter of the best periodic eval (lowest eval loss, or best "
+                                       "accuracy); last: the last step's; auto: best when evaluating periodically.")
+    early_stopping_patience = forms.IntegerField(
+        initial=DEFAULTS.early_stopping_patience, required=False, label="Early stopping patience",
+        help_text="Stop after this many periodic evals without improvement (0: never; needs eval every).")
     merge = forms.BooleanField(required=False, initial=DEFAULTS.merge, label="Merge at the end",
                                help_text="Also export a full model with the adapter merged in (bigger download).")
 
@@ -175,8 +188,9 @@ class JobForm(forms.Form):
         lora = {name: data.get(name) for name in LORA_FIELDS}
         lora["targets"] = self.targets_spec()
         values = {name: data.get(name) for name in TRAINING_FIELDS}
-        values["method"] = values["method"] or DEFAULTS.method  # optional in a POST: absent means sft
-        values["beta"] = DEFAULTS.beta if values["beta"] is None else values["beta"]
+        for name in OPTIONAL_FIELDS:
+            if values[name] is None or values[name] == "":
+                values[name] = getattr(DEFAULTS, name)
         if data.get("eval_dataset") is not None:
             values["eval_fraction"] = 0.0
         return {**values, "lora": lora}

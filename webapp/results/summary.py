@@ -92,12 +92,39 @@ def eval_points(job) -> list[tuple[float, float]]:
     return sorted(set(points))
 
 
-def loss_series(job, color: int = 0, prefix: str = "") -> list[dict]:
+def loss_series(job, color: int = 0, prefix: str = "", *, mark_kept: bool = False) -> list[dict]:
+    """Train and eval loss; with `mark_kept`, a marker at the eval of the step whose adapter was kept (best)."""
     series = [{"name": f"{prefix}train loss", "points": train_points(job), "style": "line", "color": color}]
     evals = eval_points(job)
     if evals:
         series.append({"name": f"{prefix}eval loss", "points": evals, "style": "dots", "color": color})
+    metrics = job.metrics or {}
+    kept = [point for point in evals if point[0] == metrics.get("kept_step")]
+    if mark_kept and metrics.get("keep") == "best" and kept:
+        series.append({"name": f"kept adapter (step {kept[0][0]})", "points": kept[:1], "style": "dots",
+                       "color": color + 2})
     return series
+
+
+STOP_REASONS = {"completed": "Trained every planned step ({steps} of {total}).",
+                "early_stopping": "Stopped early at step {steps} of {total}: {patience} evals in a row without a "
+                                  "better {metric} than step {best}'s.",
+                "stopped": "Stopped on request at step {steps} of {total}."}
+
+
+def stop_summary(metrics: dict) -> str | None:
+    """Why training ended and which step's adapter was kept, in a sentence or two; None for older jobs."""
+    reason = metrics.get("stop_reason")
+    if reason not in STOP_REASONS:
+        return None
+    config = metrics.get("config") or {}
+    metric = (config.get("task") == "classification" and "accuracy") or "eval loss"
+    text = STOP_REASONS[reason].format(steps=metrics.get("steps"), total=metrics.get("total_steps"),
+                                       patience=config.get("early_stopping_patience"), metric=metric,
+                                       best=metrics.get("best_step"))
+    if metrics.get("keep") == "best" and metrics.get("kept_step") is not None:
+        text += f" The adapter kept is step {metrics['kept_step']}'s, the best {metric} of the run."
+    return text
 
 
 def flat_settings(job) -> dict[str, str]:

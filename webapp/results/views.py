@@ -41,7 +41,8 @@ def job_results(request, job_id: int):
         "eval_rows": summary.eval_rows(summary.eval_kind(job), metrics.get("base_eval"), metrics.get("final_eval")),
         "confusion_before": summary.confusion(metrics.get("base_eval")),
         "confusion_after": summary.confusion(metrics.get("final_eval")),
-        "loss_chart": charts.line_chart(summary.loss_series(job), title=f"Loss of {job.name}"),
+        "loss_chart": charts.line_chart(summary.loss_series(job, mark_kept=True), title=f"Loss of {job.name}"),
+        "stop_summary": summary.stop_summary(metrics),
         "settings_rows": summary.flat_settings(job).items(),
         "has_merged": bool((job.artifacts or {}).get("merged")),
     }
