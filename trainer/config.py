@@ -17,6 +17,7 @@ METHODS = ("sft", "dpo")
 KEEP = ("auto", "best", "last")  # auto: best when there are periodic evals on held-out data, else last  # supervised fine-tuning, or Direct Preference Optimization (trainer.dpo)
 
 MAX_RANK = 1024
+MAX_SAMPLE_PROMPTS = 10
 MAX_LENGTH_LIMIT = 32768
 MAX_TARGET_REGEX_LENGTH = 200
 # Sampling defaults of trainer.inference.stream_generate / generate and `python -m trainer generate`.
@@ -83,6 +84,9 @@ class TrainConfig:
     eval_every: int = 0  # steps; 0 = only before and after training
     keep: str = "auto"  # which adapter is saved: the best eval's (eval loss, accuracy for classification) or the last
     early_stopping_patience: int = 0  # stop after this many periodic evals without improvement; 0 = never
+    # Causal LM: prompts answered at step 0, every periodic eval and the end (trainer.sample_answers); empty: the
+    # first 5 held-out prompts.
+    sample_prompts: list[str] = field(default_factory=list)
     checkpoint_every: int = 50  # steps; a checkpoint is also written at the end and on stop
     device: str = "auto"  # auto | cpu | cuda | mps
     column_mapping: dict[str, str] = field(default_factory=dict)  # {canonical field: column in the file}
@@ -99,6 +103,9 @@ class TrainConfig:
                  "early_stopping_patience must be a whole number from 0 to 10000", "early_stopping_patience")
         _require(not self.early_stopping_patience or self.eval_every, "early stopping needs periodic evals: set "
                  "eval_every too", "early_stopping_patience")
+        _require(isinstance(self.sample_prompts, list) and len(self.sample_prompts) <= MAX_SAMPLE_PROMPTS
+                 and all(isinstance(p, str) and p.strip() for p in self.sample_prompts),
+                 f"sample_prompts must be at most {MAX_SAMPLE_PROMPTS} non-empty texts", "sample_prompts")
         _require(self.method in METHODS, f"method must be one of {', '.join(METHODS)}", "method")
         _require(self.method != "dpo" or self.task == "causal-lm", "dpo trains causal language models only",
                  "method")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from trainer import best, checkpoint
+from trainer import best, checkpoint, sample_answers
 from trainer.adapter_io import save_adapter
 from trainer.config import TrainConfig
 from trainer.data.batching import batch_order, collate
@@ -102,9 +102,13 @@ class _Run:
         self._plan()
         self.keep_best = best.keeps_best(config, bool(self.eval_features))
         state = self._start()
+        self.sample_prompts = (sample_answers.prepare(self.tokenizer, config.sample_prompts, self.eval_features)
+                               if config.task == "causal-lm" else ([], []))
         if state["base_eval"] is None and self.eval_features:
             state["base_eval"] = self._evaluate()
             reporter.on_eval({"stage": "base", **state["base_eval"]})
+        if state["samples"] is None:
+            self._write_samples(state, "base")
         stopped = self._loop(state)
         return self._finish(state, stopped)
 
@@ -146,7 +150,7 @@ class _Run:
         """Fresh run state, or the newest checkpoint's when resuming."""
         state = {"step": 0, "epoch": 0, "batch": 0, "history": [], "eval_history": [], "base_eval": None,
                  "train_tokens": 0, "padded_tokens": 0, "runtime_s": 0.0, "wall_s": 0.0, "resumed_from_step": None,
-                 "best": None, "stop_reason": None}
+                 "best": None, "stop_reason": None, "samples": None}
         if not self.config.resume:
             return state
         found = checkpoint.latest_checkpoint(self.checkpoints)
@@ -211,6 +215,7 @@ class _Run:
                 metrics = self._evaluate()
                 state["eval_history"].append({"step": state["step"], **metrics})
                 reporter.on_eval({"stage": "during", "step": state["step"], **metrics})
+                self._write_samples(state, "during")
                 if self._judge(state, metrics):
                     state["stop_reason"] = "early_stopping"
                     reporter.on_log(f"early stopping at step {state['step']}: {config.early_stopping_patience} "
@@ -264,6 +269,17 @@ class _Run:
         return evaluate(self.model, batches, self.config.task, label_names=self.label_mapping or None,
                         device=self.device, autocast=self.autocast)
 
+    def _write_samples(self, state: dict, stage: str) -> None:
+        """Answer the sample prompts with the model as it is now (see trainer.sample_answers)."""
+        texts, ids = self.sample_prompts
+        if not ids:
+            return
+        if state["samples"] is None:
+            state["samples"] = {"prompts": texts, "checkpoints": []}
+        state["samples"]["checkpoints"].append(
+            {"step": state["step"], "stage": stage,
+             "answers": sample_answers.answers(self.model, self.tokenizer, ids)})
+
     def _judge(self, state: dict, metrics: dict) -> bool:
         """Record a periodic eval for best-checkpoint selection; True when early stopping's patience is spent."""
         state["best"], improved = best.record(state["best"], state["step"], metrics, self.config.task)
@@ -287,7 +303,7 @@ class _Run:
 
     def _checkpoint(self, state: dict) -> None:
         kept = {key: state[key] for key in ("eval_history", "base_eval", "train_tokens", "padded_tokens",
-                                            "runtime_s", "wall_s", "best", "stop_reason")}
+                                            "runtime_s", "wall_s", "best", "stop_reason", "samples")}
         checkpoint.save_checkpoint(self.checkpoints, state["step"], self.model, self.optimizer, self.scheduler,
                                    position={"epoch": state["epoch"], "batch": state["batch"]},
                                    history=state["history"],
@@ -304,6 +320,7 @@ class _Run:
             final_eval = self._keep_best(state, self._evaluate())
             if final_eval is not None:
                 self.reporter.on_eval({"stage": "final", **final_eval})
+            self._write_samples(state, "final")
             id2label = dict(enumerate(self.label_mapping)) if self.label_mapping else None
             save_adapter(self.model, out / "adapter", base_model_name_or_path=config.model, task=config.task,
                          settings=config.lora, target_modules=self.lora.target_modules,
@@ -357,6 +374,7 @@ class _Run:
             "padding_fraction": 1 - state["train_tokens"] / max(state["padded_tokens"], 1),
             "resumed_from_step": state["resumed_from_step"],
             "history": state["history"],
+            "samples": state["samples"],
             "label_mapping": dict(enumerate(self.label_mapping)) if self.label_mapping else None,
             "data": self.data_stats,
             "config": self.config.to_dict(),

@@ -95,6 +95,10 @@ class JobForm(forms.Form):
     early_stopping_patience = forms.IntegerField(
         initial=DEFAULTS.early_stopping_patience, required=False, label="Early stopping patience",
         help_text="Stop after this many periodic evals without improvement (0: never; needs eval every).")
+    sample_prompts = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 3}), label="Sample prompts",
+        help_text="Causal LM: up to 10 prompts, one a line, answered at the start, at every eval and at the end "
+                  "(left empty: the first 5 held-out prompts). The results page shows the answers side by side.")
     merge = forms.BooleanField(required=False, initial=DEFAULTS.merge, label="Merge at the end",
                                help_text="Also export a full model with the adapter merged in (bigger download).")
 
@@ -188,6 +192,8 @@ class JobForm(forms.Form):
         lora = {name: data.get(name) for name in LORA_FIELDS}
         lora["targets"] = self.targets_spec()
         values = {name: data.get(name) for name in TRAINING_FIELDS}
+        values["sample_prompts"] = [line.strip() for line in (data.get("sample_prompts") or "").splitlines()
+                                    if line.strip()]
         for name in OPTIONAL_FIELDS:
             if values[name] is None or values[name] == "":
                 values[name] = getattr(DEFAULTS, name)
@@ -201,6 +207,7 @@ def initial_from(job) -> dict:
     settings = dict(job.settings)
     lora = settings.pop("lora", {})
     initial = {name: settings[name] for name in TRAINING_FIELDS if name in settings}
+    initial["sample_prompts"] = "\n".join(settings.get("sample_prompts") or [])
     initial.update({name: lora[name] for name in LORA_FIELDS if name in lora})
     targets = lora.get("targets", LoraSettings().targets)
     initial.update({"targets": targets} if targets in TARGET_PRESETS else {"targets": CUSTOM, "custom_targets": targets})

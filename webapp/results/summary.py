@@ -112,6 +112,21 @@ STOP_REASONS = {"completed": "Trained every planned step ({steps} of {total}).",
                 "stopped": "Stopped on request at step {steps} of {total}."}
 
 
+def sample_answers(metrics: dict, step: str | None) -> dict | None:
+    """The sample prompts' answers: the base model's (step 0) next to the checkpoint `step` (a query value; default
+    and fallback: the final one). {checkpoints: [{step, stage, selected}], step, rows: [{prompt, base, tuned}]}."""
+    samples = metrics.get("samples") or {}
+    checkpoints = samples.get("checkpoints") or []
+    if not checkpoints:
+        return None
+    chosen = next((c for c in checkpoints if str(c["step"]) == step and c["stage"] != "base"), checkpoints[-1])
+    base = checkpoints[0]
+    rows = [{"prompt": prompt, "base": base["answers"][i], "tuned": chosen["answers"][i]}
+            for i, prompt in enumerate(samples.get("prompts") or [])]
+    return {"checkpoints": [{**c, "selected": c is chosen} for c in checkpoints[1:]], "step": chosen["step"],
+            "stage": chosen["stage"], "rows": rows}
+
+
 def stop_summary(metrics: dict) -> str | None:
     """Why training ended and which step's adapter was kept, in a sentence or two; None for older jobs."""
     reason = metrics.get("stop_reason")

@@ -43,6 +43,7 @@ def job_results(request, job_id: int):
         "confusion_after": summary.confusion(metrics.get("final_eval")),
         "loss_chart": charts.line_chart(summary.loss_series(job, mark_kept=True), title=f"Loss of {job.name}"),
         "stop_summary": summary.stop_summary(metrics),
+        "samples": summary.sample_answers(metrics, request.GET.get("answers")),
         "settings_rows": summary.flat_settings(job).items(),
         "has_merged": bool((job.artifacts or {}).get("merged")),
     }
