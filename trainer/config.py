@@ -84,8 +84,10 @@ class TrainConfig:
     eval_every: int = 0  # steps; 0 = only before and after training
     keep: str = "auto"  # which adapter is saved: the best eval's (eval loss, accuracy for classification) or the last
     early_stopping_patience: int = 0  # stop after this many periodic evals without improvement; 0 = never
-    # Causal LM: prompts answered at step 0, every periodic eval and the end (trainer.sample_answers); empty: the
-    # first 5 held-out prompts.
+    # Causal LM: answer prompts at step 0, every periodic eval and the end (trainer.sample_answers): the
+    # sample_prompts, or when empty the first 5 held-out prompts. Off by default in the library and CLI (it costs
+    # a generation per prompt and checkpoint); the job form turns it on.
+    sample_answers: bool = False
     sample_prompts: list[str] = field(default_factory=list)
     checkpoint_every: int = 50  # steps; a checkpoint is also written at the end and on stop
     device: str = "auto"  # auto | cpu | cuda | mps

@@ -1,4 +1,4 @@
-"""Answers you can read: a causal-LM run writes answers to a few prompts at step 0, at every periodic eval and at
+"""Answers you can read: a causal-LM run with `sample_answers` on writes answers to a few prompts at step 0, at every periodic eval and at
 the end, with the same sampling settings and seed each time, so checkpoints can be compared by reading them.
 
 The prompts are the job's `sample_prompts` (at most MAX_PROMPTS, sent as plain text), or by default the prompts of
@@ -15,7 +15,7 @@ from trainer.inference import DEFAULT_MAX_PROMPT_TOKENS, _eos_ids, prompt_ids, s
 MAX_PROMPTS = 10
 DEFAULT_PROMPTS = 5
 # Short answers with a fixed seed: the same checkpoint always writes the same text.
-SETTINGS = {"temperature": 0.7, "top_p": 0.95, "top_k": 50, "max_new_tokens": 48, "repetition_penalty": 1.0,
+SETTINGS = {"temperature": 0.7, "top_p": 0.95, "top_k": 50, "max_new_tokens": 32, "repetition_penalty": 1.0,
             "seed": 0}
 
 

@@ -103,7 +103,7 @@ class _Run:
         self.keep_best = best.keeps_best(config, bool(self.eval_features))
         state = self._start()
         self.sample_prompts = (sample_answers.prepare(self.tokenizer, config.sample_prompts, self.eval_features)
-                               if config.task == "causal-lm" else ([], []))
+                               if config.task == "causal-lm" and config.sample_answers else ([], []))
         if state["base_eval"] is None and self.eval_features:
             state["base_eval"] = self._evaluate()
             reporter.on_eval({"stage": "base", **state["base_eval"]})

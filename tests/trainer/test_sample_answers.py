@@ -20,7 +20,7 @@ def _config(tmp_path, model_dir, **changes):
     data.write_text("".join(json.dumps({"prompt": f"Say {w}:", "completion": f" {w} {w}"}) + "\n"
                             for w in WORDS * 2))
     values = dict(model=str(model_dir), data=str(data), out=str(tmp_path / "run"), batch_size=4, lr=3e-2,
-                  max_steps=4, eval_every=2, eval_fraction=0.25, lora=LoraSettings(rank=4, dropout=0.0))
+                  max_steps=4, eval_every=2, eval_fraction=0.25, sample_answers=True, lora=LoraSettings(rank=4, dropout=0.0))
     return TrainConfig(**{**values, **changes})
 
 
@@ -40,6 +40,7 @@ def test_answers_are_written_at_step_0_every_eval_and_the_end_and_match_the_save
 
 def test_typed_sample_prompts_are_answered_instead_and_more_than_ten_are_refused(tmp_path, tiny_llama_dir):
     metrics = train(_config(tmp_path, tiny_llama_dir, sample_prompts=["Say teal:", "Hello"], max_steps=2))
+    assert train(_config(tmp_path, tiny_llama_dir, sample_answers=False, max_steps=1))["samples"] is None
     assert metrics["samples"]["prompts"] == ["Say teal:", "Hello"]
     assert all(len(c["answers"]) == 2 for c in metrics["samples"]["checkpoints"])
     with pytest.raises(ConfigError, match="sample_prompts"):

@@ -33,7 +33,8 @@ def form(model, dataset, **changes):
     return {"name": "prefer lower case", "base_model": model.pk, "dataset": dataset.pk, "task": "", "rank": 8,
             "alpha": 16, "dropout": 0.0, "targets": "attention+mlp", "custom_targets": "", "epochs": 1,
             "max_steps": 8, "lr": 3e-2, "batch_size": 4, "grad_accum": 1, "max_length": 64, "warmup": 0.03,
-            "eval_fraction": 0.25, "seed": 0, "method": "dpo", "beta": 0.1, "eval_every": 4, **changes}
+            "eval_fraction": 0.25, "seed": 0, "method": "dpo", "beta": 0.1, "eval_every": 4,
+            "sample_answers": "on", "sample_prompts": "Question 20:\nQuestion 21:", **changes}
 
 
 def test_the_form_refuses_dpo_on_a_dataset_without_preferences(member_client, team, llama, monkeypatch):
@@ -69,5 +70,11 @@ def test_a_dpo_job_trains_on_the_worker_and_its_pages_show_the_preference_figure
     kept = job.metrics["kept_step"]
     assert job.metrics["keep"] == "best" and job.metrics["stop_reason"] == "completed" and kept in (4, 8)
     assert f"kept adapter (step {kept})" in results
+    samples = job.metrics["samples"]
+    assert samples["prompts"] == ["Question 20:", "Question 21:"]
+    assert [c["step"] for c in samples["checkpoints"]] == [0, 4, 8]
+    assert "Sample answers" in results and '<a href="?answers=4#answers">step 4</a>' in results
+    at_4 = member_client.get(reverse("results:job", args=[job.pk]), {"answers": 4}).content.decode()
+    assert "<th>Step 4</th>" in at_4 and '<a href="?answers=8#answers">step 8 (final)</a>' in at_4
     assert (f"Trained every planned step (8 of 8). The adapter kept is step {kept}&#x27;s, the best eval loss of "
             "the run.") in results

@@ -95,6 +95,9 @@ class JobForm(forms.Form):
     early_stopping_patience = forms.IntegerField(
         initial=DEFAULTS.early_stopping_patience, required=False, label="Early stopping patience",
         help_text="Stop after this many periodic evals without improvement (0: never; needs eval every).")
+    sample_answers = forms.BooleanField(
+        required=False, initial=True, label="Write sample answers",
+        help_text="Causal LM: answer a few prompts at the start, at every eval and at the end, to read side by side.")
     sample_prompts = forms.CharField(
         required=False, widget=forms.Textarea(attrs={"rows": 3}), label="Sample prompts",
         help_text="Causal LM: up to 10 prompts, one a line, answered at the start, at every eval and at the end "
@@ -192,6 +195,7 @@ class JobForm(forms.Form):
         lora = {name: data.get(name) for name in LORA_FIELDS}
         lora["targets"] = self.targets_spec()
         values = {name: data.get(name) for name in TRAINING_FIELDS}
+        values["sample_answers"] = bool(data.get("sample_answers"))
         values["sample_prompts"] = [line.strip() for line in (data.get("sample_prompts") or "").splitlines()
                                     if line.strip()]
         for name in OPTIONAL_FIELDS:
@@ -208,6 +212,7 @@ def initial_from(job) -> dict:
     lora = settings.pop("lora", {})
     initial = {name: settings[name] for name in TRAINING_FIELDS if name in settings}
     initial["sample_prompts"] = "\n".join(settings.get("sample_prompts") or [])
+    initial["sample_answers"] = bool(settings.get("sample_answers"))
     initial.update({name: lora[name] for name in LORA_FIELDS if name in lora})
     targets = lora.get("targets", LoraSettings().targets)
     initial.update({"targets": targets} if targets in TARGET_PRESETS else {"targets": CUSTOM, "custom_targets": targets})
