@@ -107,6 +107,7 @@ def _add_train_parser(commands) -> None:
     flag("--early-stopping-patience", type=int, help="stop after N periodic evals without improvement; 0: never")
     flag("--sample-answers", action="store_true",
          help="causal LM: answer the first 5 held-out prompts at step 0, every eval and the end (metrics.samples)")
+    flag("--init-adapter", help="continue training this saved adapter folder (same base) instead of a new one")
     flag("--checkpoint-every", type=int, help="steps between checkpoints")
     flag("--device", choices=("auto", "cpu", "cuda", "mps"))
     flag("--seed", type=int)

@@ -88,6 +88,9 @@ class TrainConfig:
     # sample_prompts, or when empty the first 5 held-out prompts. Off by default in the library and CLI (it costs
     # a generation per prompt and checkpoint); the job form turns it on.
     sample_answers: bool = False
+    # A saved adapter folder to continue training (SFT or DPO) instead of a fresh one; its rank, alpha, targets
+    # and rsLoRA replace `lora`'s (dropout stays the job's). DPO's reference is still the base, adapter off.
+    init_adapter: str | None = None
     sample_prompts: list[str] = field(default_factory=list)
     checkpoint_every: int = 50  # steps; a checkpoint is also written at the end and on stop
     device: str = "auto"  # auto | cpu | cuda | mps

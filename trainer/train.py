@@ -24,14 +24,14 @@ from pathlib import Path
 import torch
 
 from trainer import best, checkpoint, sample_answers
-from trainer.adapter_io import save_adapter
-from trainer.config import TrainConfig
+from trainer.adapter_io import load_adapter, read_adapter_config, save_adapter
+from trainer.config import LoraSettings, TrainConfig
 from trainer.data.batching import batch_order, collate
 from trainer.data.dataset import prepare
 from trainer.data.render import ensure_chat_template
 from trainer.errors import ConfigError, OutOfMemoryError
 from trainer.evaluate import batch_loss_sum, evaluate, target_count
-from trainer.inject import apply_lora
+from trainer.inject import LoraHandle, apply_lora, lora_modules
 from trainer.models import load_model, load_tokenizer, pick_device, resolve_model_path
 from trainer.params import parameter_report
 from trainer.reporter import NullReporter, Reporter
@@ -124,13 +124,31 @@ class _Run:
         self.model, self.tokenizer = load_model(config.model, config.task, id2label=id2label, device=self.device)
         if self.data_stats["format"] == "chat":  # saved with the adapter: the format it was trained on
             ensure_chat_template(self.tokenizer)
-        self.lora = apply_lora(self.model, config.lora, config.task)
+        self.lora = self._continue_adapter() if config.init_adapter else apply_lora(self.model, config.lora,
+                                                                                      config.task)
         if config.gradient_checkpointing:
             self.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         self.model.train()
         self.params = parameter_report(self.model)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.trainable, lr=config.lr, weight_decay=config.weight_decay)
+
+    def _continue_adapter(self) -> LoraHandle:
+        """Put the saved adapter `config.init_adapter` on the base, trainable, and take its LoRA shape as the
+        run's (so the adapter saved at the end has the same layout)."""
+        config = self.config
+        saved = read_adapter_config(config.init_adapter)
+        if saved.get("task_type") != {"causal-lm": "CAUSAL_LM", "classification": "SEQ_CLS"}[config.task]:
+            raise ConfigError(f"{config.init_adapter} was trained for another task than {config.task}", "init_adapter")
+        load_adapter(self.model, config.init_adapter)
+        targets = sorted(name for name, _ in lora_modules(self.model))
+        heads = list(saved.get("modules_to_save") or [])
+        for name, param in self.model.named_parameters():
+            param.requires_grad_("lora_" in name or any(name.startswith(f"{head}.") for head in heads))
+        config.lora = LoraSettings(rank=int(saved["r"]), alpha=float(saved["lora_alpha"]), dropout=config.lora.dropout,
+                                   targets=",".join(targets), rslora=bool(saved.get("use_rslora")))
+        self.reporter.on_log(f"continuing from the adapter in {config.init_adapter}")
+        return LoraHandle(target_modules=targets, modules_to_save=heads)
 
     def _plan(self) -> None:
         config = self.config

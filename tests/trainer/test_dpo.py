@@ -166,3 +166,21 @@ def test_cli_train_method_dpo_writes_the_sft_metrics_shape_plus_preference_accur
     assert 0 <= dpo_metrics["base_eval"]["preference_accuracy"] <= 1
     assert 0 <= dpo_metrics["final_eval"]["preference_accuracy"] <= 1
     assert dpo_metrics["config"]["method"] == "dpo" and dpo_metrics["config"]["beta"] == 0.1
+
+
+def test_a_dpo_run_continues_from_a_saved_sft_adapter(tmp_path, tiny_llama_dir):
+    sft_data = _jsonl(tmp_path / "sft.jsonl", [{"prompt": row["prompt"], "completion": row["chosen"]}
+                                               for row in _rows(TRAIN)])
+    held_out = str(_jsonl(tmp_path / "eval.jsonl", _rows(HELD_OUT)))
+    sft = train(TrainConfig(model=str(tiny_llama_dir), data=str(sft_data), out=str(tmp_path / "sft"), max_steps=3,
+                            batch_size=4, lr=3e-2, eval_fraction=0.0, lora=LoraSettings(rank=4, dropout=0.0)))
+    assert sft["steps"] == 3
+    config = TrainConfig(model=str(tiny_llama_dir), data=str(_jsonl(tmp_path / "p.jsonl", _rows(TRAIN))),
+                         eval_data=held_out, out=str(tmp_path / "dpo"), method="dpo", batch_size=4, lr=3e-2,
+                         max_steps=2, init_adapter=str(tmp_path / "sft" / "adapter"),
+                         lora=LoraSettings(rank=16, dropout=0.0))
+    metrics = train(config)
+    # It starts from the SFT adapter (so, against the adapter-off base reference, the margin is not 0 at step 0)
+    # and takes its LoRA shape.
+    assert metrics["base_eval"]["reward_margin"] != 0 and metrics["config"]["lora"]["rank"] == 4
+    assert metrics["config"]["init_adapter"] == str(tmp_path / "sft" / "adapter")
