@@ -76,5 +76,19 @@ def test_a_dpo_job_trains_on_the_worker_and_its_pages_show_the_preference_figure
     assert "Sample answers" in results and '<a href="?answers=4#answers">step 4</a>' in results
     at_4 = member_client.get(reverse("results:job", args=[job.pk]), {"answers": 4}).content.decode()
     assert "<th>Step 4</th>" in at_4 and '<a href="?answers=8#answers">step 8 (final)</a>' in at_4
+
+    # Continue from it: a second DPO job starts from its adapter, and both job pages show the chain.
+    member_client.post(reverse("jobs:create"), form(llama, dataset, name="round two", start_from=job.pk,
+                                                    max_steps=2, eval_every=0, sample_answers=""))
+    second = Job.objects.get(name="round two")
+    assert second.start_from_id == job.pk
+    second = wait_for(lambda: (j := Job.objects.get(pk=second.pk)).state in ("succeeded", "failed") and j, 180,
+                      what="the continued job to finish")
+    assert second.state == "succeeded", second.error
+    assert "continuing from the adapter" in second.log_tail
+    # it started where the first one ended: its step-0 eval is the first job's final eval
+    assert abs(second.metrics["base_eval"]["eval_loss"] - job.metrics["final_eval"]["eval_loss"]) < 1e-5
+    assert "Starts from the adapter of" in member_client.get(reverse("jobs:detail", args=[second.pk])).content.decode()
+    assert "Continued by" in member_client.get(reverse("jobs:detail", args=[job.pk])).content.decode()
     assert (f"Trained every planned step (8 of 8). The adapter kept is step {kept}&#x27;s, the best eval loss of "
             "the run.") in results

@@ -36,6 +36,10 @@ class JobForm(forms.Form):
     eval_dataset = forms.ModelChoiceField(queryset=None, required=False, empty_label="— split from the dataset —",
                                           help_text="Optional held-out examples; otherwise a fraction of the "
                                                     "dataset is held out (eval fraction).")
+    start_from = forms.ModelChoiceField(
+        queryset=None, required=False, empty_label="— a new adapter —", label="Start from job",
+        help_text="Continue training the adapter of a succeeded job on the same base model (for example DPO after "
+                  "SFT); otherwise a new adapter starts from zero.")
     task = forms.ChoiceField(choices=[("", "— as the dataset says —")] + [(t, t) for t in states.TASKS],
                              required=False,
                              help_text="causal-lm learns to write the completions; classification learns the labels.")
@@ -105,8 +109,12 @@ class JobForm(forms.Form):
     merge = forms.BooleanField(required=False, initial=DEFAULTS.merge, label="Merge at the end",
                                help_text="Also export a full model with the adapter merged in (bigger download).")
 
-    def __init__(self, *args, datasets=None, **kwargs):
+    def __init__(self, *args, datasets=None, jobs=None, **kwargs):
         super().__init__(*args, **kwargs)
+        from webapp.jobs.models import Job
+
+        self.fields["start_from"].queryset = (jobs if jobs is not None else Job.objects.none()).filter(
+            state=states.SUCCEEDED)
         self.fields["dataset"].queryset = datasets
         self.fields["eval_dataset"].queryset = datasets
         self._live_classes = None
@@ -139,6 +147,12 @@ class JobForm(forms.Form):
                 if chosen is not None and chosen.status == "ready" and chosen.format != PREFERENCE_FORMAT:
                     self.add_error(field, f"{chosen.name} is a {chosen.format} dataset; DPO needs preference rows "
                                           "(prompt or messages, chosen, rejected).")
+        parent = data.get("start_from")
+        if parent is not None and model is not None and parent.base_model_id != model.pk:
+            self.add_error("start_from", f"{parent.name} was trained on {parent.base_model.name}; an adapter can only "
+                                         f"continue on the same base model.")
+        elif parent is not None and parent.task != task:
+            self.add_error("start_from", f"{parent.name} is a {parent.task} job; this one is {task}.")
         if eval_dataset is not None and eval_dataset == dataset:
             self.add_error("eval_dataset", "Pick a different dataset to evaluate on, or leave it empty to hold "
                                            "out a fraction of the training one.")
@@ -217,5 +231,6 @@ def initial_from(job) -> dict:
     targets = lora.get("targets", LoraSettings().targets)
     initial.update({"targets": targets} if targets in TARGET_PRESETS else {"targets": CUSTOM, "custom_targets": targets})
     initial.update(name=f"{job.name} (copy)"[:200], base_model=job.base_model_id, dataset=job.dataset_id,
-                   eval_dataset=job.eval_dataset_id, task=job.task, worker_class=job.worker_class)
+                   eval_dataset=job.eval_dataset_id, task=job.task, worker_class=job.worker_class,
+                   start_from=job.start_from_id)
     return initial

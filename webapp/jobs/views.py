@@ -38,7 +38,7 @@ def job_create(request):
         raise Http404("no team")
     datasets = _datasets(request)
     if request.method == "POST":
-        form = JobForm(request.POST, datasets=datasets)
+        form = JobForm(request.POST, datasets=datasets, jobs=services.continuable_jobs(request))
         if form.is_valid():
             job = _create(request, form)
             messages.success(request, f"Job “{job.name}” is {job.state}.")
@@ -49,7 +49,7 @@ def job_create(request):
             initial = initial_from(get_team_object_or_404(request, Job, pk=request.GET["clone"]))
         elif request.GET.get("dataset"):
             initial = {"dataset": request.GET["dataset"]}
-        form = JobForm(initial=initial, datasets=datasets)
+        form = JobForm(initial=initial, datasets=datasets, jobs=services.continuable_jobs(request))
     models = BaseModel.objects.filter(status=BaseModel.Status.READY)
     return render(request, "jobs/create.html", {"form": form, "models": models, "datasets": datasets})
 
@@ -93,13 +93,16 @@ def dataset_label_count(request) -> int | None:
 
 @login_required
 def job_detail(request, pk: int):
-    job = get_team_object_or_404(request, Job.objects.select_related("base_model", "dataset", "eval_dataset"), pk=pk)
+    job = get_team_object_or_404(request, Job.objects.select_related("base_model", "dataset", "eval_dataset", "start_from"),
+                                pk=pk)
     snapshot = progress_snapshot(job)
     context = {"job": job, "snapshot": snapshot, "log_text": "\n".join(snapshot["log"]),
                "position": snapshot["position"], "events": job.events.all(),
                "cancelling": job.state == states.RUNNING and (bool(job.cancel_requested_at) or _cancel_flag(job)),
                "silent": queue.silent_worker(job),
-               "class_unserved": _class_unserved(job)}
+               "class_unserved": _class_unserved(job),
+               # the chain of adapters, within the team (a job started from is always the same team's)
+               "continued_by": team_queryset(request, Job).filter(start_from=job)}
     return render(request, "jobs/detail.html", context)
 
 
