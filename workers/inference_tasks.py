@@ -19,9 +19,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from webapp.jobs.queue import PLAYGROUND_TASK
 from workers.celery_app import app
 
-QUEUE = "infer"
 LOADING_PULSE_S = 10.0
 DEVICE = "auto"  # the GPU when the worker has one
 
@@ -214,7 +214,7 @@ def run_playground(spec: dict, text: str, sampling: dict, publish: Callable[[dic
     return {**CACHE.stats(), "loaded_now": loaded}
 
 
-@app.task(name="workers.playground")
+@app.task(name=PLAYGROUND_TASK)
 def playground(request_id: str, spec: dict, text: str, sampling: dict) -> dict:
     """Celery entry point: run_playground with events pushed to Redis; errors become an `error` event."""
     from trainer.errors import TrainerError
@@ -235,8 +235,3 @@ def playground(request_id: str, spec: dict, text: str, sampling: dict) -> dict:
         raise
     push(client, request_id, {"end": True, "stats": stats})
     return stats
-
-
-def start(request_id: str, spec: dict, text: str, sampling: dict):
-    """Enqueue a playground request on the `infer` queue (called by the web view)."""
-    return playground.apply_async((request_id, spec, text, sampling), queue=QUEUE)

@@ -24,6 +24,8 @@ from collections.abc import Iterator
 import redis
 from django.conf import settings
 
+from webapp.jobs.queue import PLAYGROUND_TASK, enqueue
+
 EVENTS_TTL_S = 600
 SIDES = ("base", "tuned")
 
@@ -41,6 +43,11 @@ def limits() -> dict:
         "max_new_tokens": settings.PLAYGROUND_MAX_NEW_TOKENS,
         "stream_timeout_s": float(settings.PLAYGROUND_STREAM_TIMEOUT_S),
     }
+
+
+def start(request_id: str, spec: dict, text: str, sampling: dict) -> None:
+    """Enqueue the request on the `infer` queue, by task name (the web process never imports the task)."""
+    enqueue(PLAYGROUND_TASK, (request_id, spec, text, sampling), on="infer")
 
 
 def new_request_id() -> str:

@@ -29,8 +29,6 @@ def playground(request):
 @login_required
 @require_POST
 def playground_run(request):
-    from workers.inference_tasks import start
-
     form = PlaygroundForm(finished_jobs(request), request.POST)
     if not form.is_valid():
         return JsonResponse({"errors": {field: [str(e) for e in errors] for field, errors in form.errors.items()}},
@@ -38,7 +36,7 @@ def playground_run(request):
     job = form.cleaned_data["job"]
     request_id = protocol.new_request_id()
     protocol.redis_client().set(protocol.owner_key(request_id), request.team.pk, ex=protocol.EVENTS_TTL_S)
-    start(request_id, protocol.job_spec(job), form.cleaned_data["prompt"], form.sampling())
+    protocol.start(request_id, protocol.job_spec(job), form.cleaned_data["prompt"], form.sampling())
     return JsonResponse({"request_id": request_id, "task": job.task,
                          "stream_url": reverse("results:playground_stream", args=[request_id])}, status=202)
 

@@ -189,7 +189,6 @@ def playground(request, job_id: int):
     from webapp.results.forms import PlaygroundForm
     from webapp.results import playground as protocol
     from webapp.results.views import finished_jobs
-    from workers.inference_tasks import start
 
     found = team_job(request, job_id)
     body = read_json(request)
@@ -207,7 +206,7 @@ def playground(request, job_id: int):
         field = source if field == "prompt" else field
         raise ApiError(400, f"{field}: {' '.join(errors)}", field=field)
     request_id = protocol.new_request_id()
-    start(request_id, protocol.job_spec(found), form.cleaned_data["prompt"], form.sampling())
+    protocol.start(request_id, protocol.job_spec(found), form.cleaned_data["prompt"], form.sampling())
     try:
         answers = protocol.collect(protocol.redis_client(), request_id, protocol.limits()["stream_timeout_s"])
     except protocol.PlaygroundFailed as failed:
