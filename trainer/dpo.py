@@ -25,14 +25,13 @@ import torch.nn.functional as F
 
 from trainer.data.batching import batch_order, collate
 from trainer.data.dataset import load_examples
-from trainer.data.preference import FORMAT, pair_features
-from trainer.data.render import ensure_chat_template
+from trainer.data.preference import FORMAT
+from trainer.data.render import encode_answers, ensure_chat_template
 from trainer.data.split import split_indices
 from trainer.errors import DataError
-from trainer.evaluate import forward_logits
+from trainer.evaluate import EVAL_BATCH_SIZE_FACTOR, forward_logits
 from trainer.inject import lora_modules
 from trainer.lm_loss import answer_log_probs, supports_hidden_state_loss
-from trainer.train import EVAL_BATCH_SIZE_FACTOR, _Run
 
 STEP_KEYS = ("reward_margin", "reward_accuracy", "chosen_logp", "rejected_logp")
 
@@ -119,6 +118,21 @@ def evaluate_pairs(model, batches, beta: float, *, device="cpu", autocast=nullco
     return {"eval_loss": means.pop("loss"), **means, "eval_pairs": count}
 
 
+def pair_features(examples: list[dict], tokenizer, *, max_length: int) -> tuple[list[dict], dict]:
+    """([{"chosen": feature, "rejected": feature}], counts {truncated, no_loss}) for DPO. A pair is left out when
+    either answer has no token left after truncation to `max_length`."""
+    chosen = encode_answers(examples, "chosen", tokenizer, max_length=max_length)
+    rejected = encode_answers(examples, "rejected", tokenizer, max_length=max_length)
+    pairs, counts = [], {"truncated": 0, "no_loss": 0}
+    for good, bad in zip(chosen, rejected):
+        counts["truncated"] += good.full_length > max_length or bad.full_length > max_length
+        if good.loss_tokens == 0 or bad.loss_tokens == 0:
+            counts["no_loss"] += 1
+        else:
+            pairs.append({"chosen": good.feature, "rejected": bad.feature})
+    return pairs, counts
+
+
 def prepare_pairs(config, tokenizer) -> tuple[list[dict], list[dict], dict]:
     """(training pairs, held-out pairs, data stats) for a DPO run on `config.data` (preference rows)."""
     problems: list[dict] = []
@@ -146,8 +160,9 @@ def prepare_pairs(config, tokenizer) -> tuple[list[dict], list[dict], dict]:
     return train, held, stats
 
 
-class DpoRun(_Run):
-    """`trainer.train`'s run with pairs for examples, the DPO loss for the step and DPO metrics for evals."""
+class DpoMethod:
+    """What a DPO run changes in `trainer.train`'s run (which mixes this class in before its own): pairs for
+    examples, the DPO loss for the step and DPO metrics for evals."""
 
     def _prepare_data(self, tokenizer):
         train, held, stats = prepare_pairs(self.config, tokenizer)

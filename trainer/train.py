@@ -30,7 +30,7 @@ from trainer.data.batching import batch_order, collate
 from trainer.data.dataset import prepare
 from trainer.data.render import ensure_chat_template
 from trainer.errors import ConfigError, OutOfMemoryError
-from trainer.evaluate import batch_loss_sum, evaluate, target_count
+from trainer.evaluate import EVAL_BATCH_SIZE_FACTOR, batch_loss_sum, evaluate, target_count
 from trainer.inject import LoraHandle, apply_lora, lora_modules
 from trainer.models import load_model, load_tokenizer, pick_device, resolve_model_path
 from trainer.params import parameter_report
@@ -38,7 +38,6 @@ from trainer.reporter import NullReporter, Reporter
 from trainer.schedule import make_scheduler, warmup_steps_for
 
 METRICS_FILE = "metrics.json"
-EVAL_BATCH_SIZE_FACTOR = 2  # no activations kept for backward: eval batches can be bigger
 LOGGED_PROBLEMS = 5  # of the data's row problems, how many the run's log names
 
 
@@ -47,7 +46,9 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> dict:
     reporter = reporter or NullReporter()
     config.check()
     if config.method == "dpo":
-        from trainer.dpo import DpoRun as run_class
+        from trainer.dpo import DpoMethod
+
+        run_class = type("DpoRun", (DpoMethod, _Run), {})
     else:
         run_class = _Run
     try:
@@ -85,7 +86,7 @@ class _Run:
         self.config, self.reporter = config, reporter
         self.out = Path(config.out)
         self.checkpoints = self.out / "checkpoints"
-        self.step_metrics: dict = {}  # figures of the last step besides its loss (see DpoRun)
+        self.step_metrics: dict = {}  # figures of the last step besides its loss (see trainer.dpo)
 
     def run(self) -> dict:
         config, reporter = self.config, self.reporter

@@ -3,7 +3,7 @@ answers with their loss spans, and pairs are encoded with only the answers count
 import json
 
 import tiny_models
-from trainer.data.preference import pair_features
+from trainer.dpo import pair_features
 from trainer.data.validate import validate_file
 
 PLAIN = {"prompt": "Hi", "chosen": "Hello there!", "rejected": "go away"}

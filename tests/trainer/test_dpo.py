@@ -7,7 +7,7 @@ import torch
 import tiny_models
 from trainer import cli, dpo, lm_loss
 from trainer.config import LoraSettings, TrainConfig
-from trainer.data.preference import pair_features
+from trainer.dpo import pair_features
 from trainer.inject import apply_lora
 from trainer.train import train
 

@@ -12,7 +12,8 @@ All three are the one dataset format `preference`. A canonical example is `{"pro
 become plain text, the prompt keeps its shape. An answer renders exactly as SFT renders it: after a plain prompt
 as a prompt_completion row, after chat turns as the assistant's reply in the chat template; only its tokens count.
 
-An SFT job on a preference file learns the chosen answers (`answer_example(example, "chosen")`).
+An SFT job on a preference file learns the chosen answers (`answer_example(example, "chosen")`); the answers are
+encoded by `trainer.data.render.encode_answers`, pairs of them by `trainer.dpo.pair_features`.
 """
 from __future__ import annotations
 
@@ -70,35 +71,6 @@ def answer_example(example: dict, side: str) -> tuple[dict, str]:
 def prompt_text(example: dict) -> tuple[str | list[dict], str]:
     """(the prompt as generation takes it, "chat" or "text"): the chat turns, or the plain prompt."""
     return (example["messages"], "chat") if "messages" in example else (example["prompt"], "text")
-
-
-def encode_answers(examples: list[dict], side: str, tokenizer, **options) -> list:
-    """`render.Encoded` for each example's `side` answer after its prompt, in example order."""
-    from trainer.data.render import encode_batch
-
-    laid_out = [answer_example(example, side) for example in examples]
-    results: list = [None] * len(examples)
-    for fmt in {fmt for _, fmt in laid_out}:
-        indices = [i for i, (_, f) in enumerate(laid_out) if f == fmt]
-        encoded = encode_batch([laid_out[i][0] for i in indices], fmt, tokenizer, **options)
-        for i, item in zip(indices, encoded):
-            results[i] = item
-    return results
-
-
-def pair_features(examples: list[dict], tokenizer, *, max_length: int) -> tuple[list[dict], dict]:
-    """([{"chosen": feature, "rejected": feature}], counts {truncated, no_loss}) for DPO. A pair is left out when
-    either answer has no token left after truncation to `max_length`."""
-    chosen = encode_answers(examples, "chosen", tokenizer, max_length=max_length)
-    rejected = encode_answers(examples, "rejected", tokenizer, max_length=max_length)
-    pairs, counts = [], {"truncated": 0, "no_loss": 0}
-    for good, bad in zip(chosen, rejected):
-        counts["truncated"] += good.full_length > max_length or bad.full_length > max_length
-        if good.loss_tokens == 0 or bad.loss_tokens == 0:
-            counts["no_loss"] += 1
-        else:
-            pairs.append({"chosen": good.feature, "rejected": bad.feature})
-    return pairs, counts
 
 
 def _prompt_turns(messages, field: str) -> tuple[list | None, tuple | None]:

@@ -88,9 +88,21 @@ def encode_batch(examples: list[dict], fmt: str, tokenizer, *, max_length: int, 
     """Tokenize many examples in one tokenizer call (fast tokenizers run it in Rust). For classification
     `label2id` maps each example's label to its id."""
     if fmt == "preference":
-        return preference.encode_answers(examples, "chosen", tokenizer, max_length=max_length,
+        return encode_answers(examples, "chosen", tokenizer, max_length=max_length,
                                          train_on_prompt=train_on_prompt)
     return [encoded for encoded, _, _ in _encode(examples, fmt, tokenizer, max_length, train_on_prompt, label2id)]
+
+
+def encode_answers(examples: list[dict], side: str, tokenizer, **options) -> list:
+    """`render.Encoded` for each example's `side` answer after its prompt, in example order."""
+    laid_out = [preference.answer_example(example, side) for example in examples]
+    results: list = [None] * len(examples)
+    for fmt in {fmt for _, fmt in laid_out}:
+        indices = [i for i, (_, f) in enumerate(laid_out) if f == fmt]
+        encoded = encode_batch([laid_out[i][0] for i in indices], fmt, tokenizer, **options)
+        for i, item in zip(indices, encoded):
+            results[i] = item
+    return results
 
 
 def render_preview(example: dict, fmt: str, tokenizer=None, *, max_length: int | None = None,
