@@ -196,7 +196,7 @@ def _still_loading(publish: Callable[[dict], None]):
 
 def run_playground(spec: dict, text: str, sampling: dict, publish: Callable[[dict], None]) -> dict:
     """Answer `text` with both models, publishing events; returns the cache stats (with `loaded_now`)."""
-    from trainer.inference import classify, stream_generate
+    from trainer.inference import classify, prompt_text, stream_generate
 
     check_input(text, sampling)
     with _still_loading(publish):
@@ -207,8 +207,12 @@ def run_playground(spec: dict, text: str, sampling: dict, publish: Callable[[dic
             publish({"side": side, "probs": classify(model, tokenizer, text)})
             publish({"side": side, "done": True})
     else:
-        streams = {side: stream_generate(model, tokenizer, prompt_for(spec, text, tokenizer), **sampling)
-                   for side, model, tokenizer in (("base", base, base_tokenizer), ("tuned", tuned, tuned_tokenizer))}
+        sides = (("base", base, base_tokenizer), ("tuned", tuned, tuned_tokenizer))
+        prompts = {side: prompt_for(spec, text, tokenizer) for side, _, tokenizer in sides}
+        for side, _, tokenizer in sides:  # what each model is given, in its own chat template
+            publish({"side": side, "prompt": prompt_text(tokenizer, prompts[side])})
+        streams = {side: stream_generate(model, tokenizer, prompts[side], **sampling)
+                   for side, model, tokenizer in sides}
         for event in _interleave(streams):
             publish(event)
     return {**CACHE.stats(), "loaded_now": loaded}

@@ -130,6 +130,24 @@ def test_base_and_fine_tuned_answers_stream_what_generate_gives_and_a_repeat_loa
     assert joined(again, "tuned") == joined(events, "tuned")
 
 
+def test_each_side_is_shown_the_prompt_its_model_is_given_in_its_own_chat_template(merged_llama_run, stored,
+                                                                                  fresh_cache):
+    from trainer.inference import adapter_tokenizer
+    from trainer.models import load_tokenizer
+
+    events, _ = collect(stored(merged_llama_run, fmt="chat"), "Name a color", GREEDY)
+    shown = {e["side"]: e["prompt"] for e in events if "prompt" in e}
+    message = [{"role": "user", "content": "Name a color"}]
+    base_tokenizer = load_tokenizer(merged_llama_run / "base")
+    tuned_tokenizer = adapter_tokenizer(merged_llama_run / "out" / "adapter") or base_tokenizer
+    assert shown == {"base": base_tokenizer.apply_chat_template(message, tokenize=False, add_generation_prompt=True),
+                     "tuned": tuned_tokenizer.apply_chat_template(message, tokenize=False,
+                                                                  add_generation_prompt=True)}
+    assert shown["base"] == "<|user|>\nName a color\n<|assistant|>\n"  # the base folder's own template
+    first_text = next(i for i, e in enumerate(events) if "text" in e)
+    assert max(i for i, e in enumerate(events) if "prompt" in e) < first_text
+
+
 def test_base_and_tuned_pieces_are_interleaved_so_both_columns_fill_together(merged_llama_run, stored, fresh_cache):
     events, _ = collect(stored(merged_llama_run), "Say", GREEDY)
     sides = [e["side"] for e in events if "text" in e]

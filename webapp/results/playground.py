@@ -6,6 +6,7 @@ sampling settings. The worker pushes JSON events onto the Redis list `events_key
 them in order (a list, not pub/sub, so nothing is lost if the view starts reading after the worker has begun):
 
     {"status": "loading" | "generating"}
+    {"side": "base" | "tuned", "prompt": "..."}      the text that side's model is given (its chat template's)
     {"side": "base" | "tuned", "text": "..."}        a piece of generated text, in order
     {"side": "base" | "tuned", "probs": {label: p}}  classification
     {"side": "base" | "tuned", "done": true}         that side has finished

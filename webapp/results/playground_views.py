@@ -22,7 +22,7 @@ def playground(request):
     form = PlaygroundForm(jobs, initial={"job": chosen or jobs.first()})
     return render(request, "results/playground.html",
                   {"form": form, "jobs": jobs,
-                   "sampling_fields": [form[name] for name in ("temperature", "top_p", "max_new_tokens")], "tasks": {job.pk: job.task for job in jobs},
+                   "sampling_fields": [form[name] for name in ("temperature", "top_p", "max_new_tokens", "seed")], "tasks": {job.pk: job.task for job in jobs},
                    "limits": protocol.limits()})
 
 
