@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from django import forms
 
-from trainer.config import DTYPE_CHOICES, KEEP, METHODS, QUANTIZE_CHOICES, TARGET_PRESETS, LoraSettings, TrainConfig
+from trainer.config import (DTYPE_CHOICES, KEEP, MAX_RANK, METHODS, QUANTIZE_CHOICES, TARGET_PRESETS, LoraSettings,
+                            TrainConfig)
 from trainer.errors import ConfigError, TrainerError
 from webapp.catalog.models import BaseModel
 from webapp.jobs import states
@@ -55,7 +56,8 @@ class JobForm(forms.Form):
         error_messages={"invalid_choice": "No live worker serves the class “%(value)s” right now: pick a class "
                                           "listed here, or any training worker."})
     rank = forms.IntegerField(initial=DEFAULTS.lora.rank,
-                              help_text="r: width of the low-rank update. Higher learns more, costs more (4–64).")
+                              help_text=f"r: width of the low-rank update. Higher learns more, costs more. A whole "
+                                        f"number from 1 to {MAX_RANK:,}; 4 to 64 suits most jobs.")
     alpha = forms.FloatField(initial=DEFAULTS.lora.alpha,
                              help_text="Scales the update by alpha/r; twice the rank is a common choice.")
     dropout = forms.FloatField(initial=DEFAULTS.lora.dropout,
@@ -199,14 +201,33 @@ class JobForm(forms.Form):
             self.add_error(field, f"{dataset.name} is a {dataset.task} dataset, but this job's task is {task}.")
 
     def _check_settings(self, task):
+        """Every setting the engine refuses, each on its field: the engine stops at the first, so a refused value
+        is set back to its default and the check runs again, until it passes."""
         values = self.settings_dict()
-        try:
-            TrainConfig.from_dict({**values, "model": "-", "data": "-", "out": "-", "task": task}).check()
-        except ConfigError as error:
-            field = error.field if error.field in self.fields else None
-            if field == "targets" and self.cleaned_data.get("targets") == CUSTOM:
-                field = "custom_targets"
-            self.add_error(field, str(error).split(": ", 1)[-1] if field else str(error))
+        for _ in range(len(LORA_FIELDS) + len(TRAINING_FIELDS) + 2):
+            try:
+                TrainConfig.from_dict({**values, "model": "-", "data": "-", "out": "-", "task": task}).check()
+                return
+            except ConfigError as error:
+                field = error.field if error.field in self.fields else None
+                if field is None or not self._reset_to_default(values, field):
+                    self.add_error(None, str(error))
+                    return
+                message = str(error).split(": ", 1)[-1]
+                if message.startswith(f"{field} "):  # the engine's name for it ("lr") becomes the form's label
+                    message = f"{self[field].label}{message[len(field):]}"
+                self.add_error("custom_targets" if field == "targets" and self.cleaned_data.get("targets") == CUSTOM
+                               else field, message)
+
+    @staticmethod
+    def _reset_to_default(values: dict, field: str) -> bool:
+        if field in LORA_FIELDS or field == "targets":
+            values["lora"][field] = getattr(DEFAULTS.lora, field)
+        elif field in TRAINING_FIELDS:
+            values[field] = getattr(DEFAULTS, field)
+        else:
+            return False
+        return True
 
     def _check_targets(self, model, task):
         """The targets must match layers of this model: the estimate resolves them as the engine will."""
