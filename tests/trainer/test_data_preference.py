@@ -38,13 +38,23 @@ def test_plain_chat_and_openai_rows_are_one_preference_format_and_bad_rows_name_
     assert "missing field 'prompt'" in found[(7, "prompt")]
 
 
+def _spans(segments):
+    """The preview's segments (one a token) joined into runs with the same loss flag."""
+    runs = []
+    for segment in segments:
+        if runs and runs[-1][1] == segment["loss"]:
+            runs[-1] = (runs[-1][0] + segment["text"], segment["loss"])
+        else:
+            runs.append((segment["text"], segment["loss"]))
+    return runs
+
+
 def test_the_preview_shows_both_answers_each_with_its_loss_span(tmp_path):
     report = validate_file(_file(tmp_path, [PLAIN, CHAT]), tokenizer=tiny_models.tiny_tokenizer())
     plain, chat = report.preview
-    assert [(s["text"], s["loss"]) for s in plain["segments"]] == [("Hi ", False), ("Hello there!</s>", True)]
-    assert [(s["text"], s["loss"]) for s in plain["rejected_segments"]] == [("Hi ", False), ("go away</s>", True)]
-    assert chat["rejected_segments"] == [{"text": "<|user|>\nHi\n<|assistant|>\n", "loss": False},
-                                         {"text": "no</s>\n", "loss": True}]
+    assert _spans(plain["segments"]) == [("Hi ", False), ("Hello there!</s>", True)]
+    assert _spans(plain["rejected_segments"]) == [("Hi ", False), ("go away</s>", True)]
+    assert _spans(chat["rejected_segments"]) == [("<|user|>\nHi\n<|assistant|>\n", False), ("no</s>\n", True)]
 
 
 def test_a_pair_shares_its_prompt_tokens_and_only_answers_count():
