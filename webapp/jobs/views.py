@@ -9,6 +9,7 @@ from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from trainer.config import DTYPE_CHOICES, QUANTIZE_CHOICES
 from webapp.catalog.models import BaseModel
 from webapp.datasets.models import Dataset
 from webapp.jobs import live, queue, services, states
@@ -80,7 +81,8 @@ def _create(request, form) -> Job:
 @login_required
 @require_GET
 def estimate(request):
-    """The live estimate for the form: parameter counts, sizes and peak memory, from the model's recorded shapes."""
+    """The live estimate for the form: parameter counts, sizes and peak memory (on a GPU, for the chosen quantize,
+    dtype and gradient checkpointing), from the model's recorded shapes."""
     from trainer.errors import TrainerError
     from trainer.estimate import estimate as compute
 
@@ -94,9 +96,14 @@ def estimate(request):
     if min(numbers.values()) < 1:
         return JsonResponse({"error": "rank, batch size and max length must be at least 1"}, status=400)
     task = request.GET.get("task") or model.default_task
+    quantize, dtype = request.GET.get("quantize") or "none", request.GET.get("dtype") or "auto"
+    if quantize not in QUANTIZE_CHOICES or dtype not in DTYPE_CHOICES:
+        return JsonResponse({"error": f"quantize must be one of {', '.join(QUANTIZE_CHOICES)} and dtype one of "
+                                      f"{', '.join(DTYPE_CHOICES)}"}, status=400)
     try:
         result = compute(model.info, targets=request.GET.get("targets") or "attention", task=task,
-                         num_labels=dataset_label_count(request), **numbers)
+                         num_labels=dataset_label_count(request), quantize=quantize, dtype=dtype,
+                         gradient_checkpointing=bool(request.GET.get("gradient_checkpointing")), **numbers)
     except TrainerError as error:
         return JsonResponse({"error": str(error)}, status=400)
     return JsonResponse(result)

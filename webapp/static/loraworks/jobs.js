@@ -60,7 +60,9 @@ function setupJobForm(form) {
     const params = new URLSearchParams({
       base_model: field("base_model").value, dataset: field("dataset").value, task: field("task").value, targets,
       rank: field("rank").value, batch_size: field("batch_size").value, max_length: field("max_length").value,
+      gradient_checkpointing: field("gradient_checkpointing").checked ? "1" : "",
     });
+    for (const name of ["quantize", "dtype"]) if (field(name)) params.set(name, field(name).value);
     const mine = ++sequence;
     let data;
     try {
