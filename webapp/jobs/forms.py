@@ -23,15 +23,11 @@ ANY_WORKER = ("", "Any training worker")
 DEFAULTS = TrainConfig(model="", data="", out="")
 LORA_FIELDS = ("rank", "alpha", "dropout", "rslora")
 TRAINING_FIELDS = ("epochs", "max_steps", "lr", "batch_size", "grad_accum", "max_length", "warmup",
-<<<<<<< HEAD
-                   "eval_fraction", "seed", "merge", "quantize", "dtype", "method", "beta", "eval_every", "keep",
-                   "early_stopping_patience")
+                   "eval_fraction", "seed", "merge", "quantize", "dtype", "gradient_checkpointing", "method", "beta",
+                   "eval_every", "keep", "early_stopping_patience")
 # Optional in a POST (absent: the engine's default), so older clients and forms keep working.
 OPTIONAL_FIELDS = ("method", "beta", "eval_every", "keep", "early_stopping_patience")
 PREFERENCE_FORMAT = "preference"
-=======
-                   "eval_fraction", "seed", "merge", "quantize", "dtype", "gradient_checkpointing")
->>>>>>> main
 QUANTIZE_LABELS = {"none": "none: the base as it is stored", "nf4": "nf4: 4-bit base (QLoRA), about 1/4 of bf16",
                    "int8": "int8: 8-bit base, about 1/2 of bf16"}
 DTYPE_LABELS = {"auto": "auto: bf16 on GPUs that have it (else fp16), fp32 on CPU", "fp32": "fp32", "bf16": "bf16",
