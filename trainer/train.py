@@ -29,15 +29,10 @@ from trainer.data.batching import batch_order, collate
 from trainer.data.dataset import prepare
 from trainer.data.render import ensure_chat_template
 from trainer.errors import ConfigError, OutOfMemoryError
-<<<<<<< HEAD
+from trainer.estimate import out_of_memory_advice
 from trainer.evaluate import EVAL_BATCH_SIZE_FACTOR, batch_loss_sum, evaluate, target_count
 from trainer.inject import LoraHandle, apply_lora, lora_modules
-=======
-from trainer.estimate import out_of_memory_advice
-from trainer.evaluate import batch_loss_sum, evaluate, target_count
-from trainer.inject import apply_lora
 from trainer.memory import MemoryMeter
->>>>>>> main
 from trainer.models import load_model, load_tokenizer, pick_device, resolve_model_path
 from trainer.params import parameter_report
 from trainer.quantized import DTYPE_NAMES, keep_trainable_in_float32, resolve_dtype
@@ -59,13 +54,8 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> dict:
     else:
         run_class = _Run
     try:
-<<<<<<< HEAD
         return run_class(config, reporter).run()
-    except torch.OutOfMemoryError:
-=======
-        return _Run(config, reporter).run()
     except (torch.OutOfMemoryError, MemoryError):
->>>>>>> main
         raise OutOfMemoryError(_oom_message(config)) from None
     except RuntimeError as error:
         if "out of memory" in str(error) or "can't allocate memory" in str(error):

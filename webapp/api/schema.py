@@ -84,7 +84,6 @@ SCHEMAS = {
         "eval_fraction": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
         "seed": {"type": "integer", "minimum": 0, "maximum": 4294967295},
         "merge": {"type": "boolean", "description": "also export the merged model"},
-<<<<<<< HEAD
         "method": {"type": "string", "enum": ["sft", "dpo"],
                    "description": "sft learns the answers; dpo prefers chosen over rejected answers (preference data)"},
         "eval_every": {"type": "integer", "minimum": 0, "description": "steps between periodic evals; 0: none"},
@@ -94,10 +93,8 @@ SCHEMAS = {
                                     "description": "stop after N periodic evals without improvement; 0: never"},
         "beta": {"type": "number", "exclusiveMinimum": 0, "maximum": 100,
                  "description": "dpo: how close the tuned model stays to its base (higher: closer)"},
-=======
         "gradient_checkpointing": {"type": "boolean", "description": "recompute activations in the backward "
                                                                      "pass: less memory, more compute"},
->>>>>>> main
         "quantize": {"type": "string", "enum": list(QUANTIZE_CHOICES),
                      "description": "store the frozen base in 4-bit NF4 (QLoRA) or int8 through bitsandbytes"},
         "dtype": {"type": "string", "enum": list(DTYPE_CHOICES),
