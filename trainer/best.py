@@ -1,7 +1,7 @@
 """Best-checkpoint selection and early stopping, judged on the periodic and final held-out evals.
 
 The score is the eval loss, lower is better (for DPO the DPO loss), or the accuracy for classification, higher is
-better. `Best` is a small JSON-able record kept in the run's state (so it survives a resume):
+better (ties broken by the lower eval loss). `Best` is a small JSON-able record kept in the run's state (so it survives a resume):
 {"step", "metric", "value", "evals_without_improvement"}. With `keep="best"` the adapter weights of the best eval so
 far are written to OUT/best/adapter_weights.safetensors whenever it improves, and put back before the adapter is
 saved; the weights of the last step are kept otherwise.
@@ -33,8 +33,12 @@ def record(best: dict | None, step: int, metrics: dict, task: str) -> tuple[dict
     value = metrics.get(key)
     if value is None:
         return best, False
-    if best is None or (value > best["value"] if higher else value < best["value"]):
-        return {"step": step, "metric": key, "value": value, "evals_without_improvement": 0}, True
+    # Accuracy ties often (few held-out rows): the lower eval loss breaks them.
+    tie_break = -metrics.get("eval_loss", 0.0) if higher else 0.0
+    if best is None or ((value, tie_break) > (best["value"], best.get("tie_break", 0.0)) if higher
+                        else value < best["value"]):
+        return {"step": step, "metric": key, "value": value, "tie_break": tie_break,
+                "evals_without_improvement": 0}, True
     return {**best, "evals_without_improvement": best["evals_without_improvement"] + 1}, False
 
 
