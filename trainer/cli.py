@@ -12,8 +12,8 @@ import dataclasses
 import json
 import sys
 
-from trainer.config import (DTYPE_CHOICES, GENERATION_DEFAULTS, QUANTIZE_CHOICES, SCHEDULERS, TASKS, LoraSettings,
-                            TrainConfig)
+from trainer.config import (DTYPE_CHOICES, GENERATION_DEFAULTS, METHODS, QUANTIZE_CHOICES, SCHEDULERS, TASKS,
+                            LoraSettings, TrainConfig)
 from trainer.errors import TrainerError
 
 EXIT_UNUSABLE = 1
@@ -82,7 +82,9 @@ def _add_train_parser(commands) -> None:
     train.add_argument("--data", required=True)
     train.add_argument("--out", required=True)
     train.add_argument("--task", choices=TASKS, help="default: the task of the data's format")
-    flag("--format", help="auto | text | prompt_completion | alpaca | chat | classification")
+    flag("--method", choices=METHODS, help="sft: learn the answers; dpo: prefer chosen over rejected answers")
+    flag("--beta", type=float, help="dpo: how close the tuned model stays to the base (higher: closer)")
+    flag("--format", help="auto | text | prompt_completion | alpaca | chat | classification | preference")
     flag("--eval-data", help="a separate eval file (instead of splitting off --eval-fraction)")
     flag("--eval-fraction", type=float)
     flag("--rank", type=int)
@@ -104,6 +106,12 @@ def _add_train_parser(commands) -> None:
     flag("--train-on-prompt", action="store_true")
     flag("--gradient-checkpointing", action="store_true")
     flag("--eval-every", type=int, help="steps between evals during training; 0: before and after only")
+    flag("--keep", choices=("auto", "best", "last"),
+         help="the adapter saved: the best periodic eval's or the last step's (auto: best with --eval-every)")
+    flag("--early-stopping-patience", type=int, help="stop after N periodic evals without improvement; 0: never")
+    flag("--sample-answers", action="store_true",
+         help="causal LM: answer the first 5 held-out prompts at step 0, every eval and the end (metrics.samples)")
+    flag("--init-adapter", help="continue training this saved adapter folder (same base) instead of a new one")
     flag("--checkpoint-every", type=int, help="steps between checkpoints")
     flag("--device", choices=("auto", "cpu", "cuda", "mps"))
     flag("--quantize", choices=QUANTIZE_CHOICES,

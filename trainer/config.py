@@ -13,6 +13,8 @@ from trainer.errors import ConfigError
 TASKS = ("causal-lm", "classification")
 TARGET_PRESETS = ("attention", "attention+mlp", "all-linear")
 SCHEDULERS = ("cosine", "linear")
+METHODS = ("sft", "dpo")  # supervised fine-tuning, or Direct Preference Optimization (trainer.dpo)
+KEEP = ("auto", "best", "last")  # auto: best when there are periodic evals on held-out data, else last
 # How the frozen base is stored: as it is, or quantized by bitsandbytes (NF4 4-bit with double quantization, or
 # LLM.int8 8-bit); trainer.quantized loads it. QLoRA's setting for 7-8B models on one 24 GB GPU is nf4.
 QUANTIZE_CHOICES = ("none", "nf4", "int8")
@@ -20,6 +22,7 @@ QUANTIZE_CHOICES = ("none", "nf4", "int8")
 DTYPE_CHOICES = ("auto", "fp32", "bf16", "fp16")
 
 MAX_RANK = 1024
+MAX_SAMPLE_PROMPTS = 10
 MAX_LENGTH_LIMIT = 32768
 MAX_TARGET_REGEX_LENGTH = 200
 # Sampling defaults of trainer.inference.stream_generate / generate and `python -m trainer generate`.
@@ -61,6 +64,8 @@ class TrainConfig:
     data: str
     out: str
     task: str = "causal-lm"
+    method: str = "sft"
+    beta: float = 0.1  # DPO: how far the policy may move from the reference (higher: closer to it)
     format: str = "auto"
     eval_data: str | None = None
     eval_fraction: float = 0.1
@@ -82,6 +87,16 @@ class TrainConfig:
     merge: bool = False
     resume: bool = False
     eval_every: int = 0  # steps; 0 = only before and after training
+    keep: str = "auto"  # which adapter is saved: the best eval's (eval loss, accuracy for classification) or the last
+    early_stopping_patience: int = 0  # stop after this many periodic evals without improvement; 0 = never
+    # Causal LM: answer prompts at step 0, every periodic eval and the end (trainer.sample_answers): the
+    # sample_prompts, or when empty the first 5 held-out prompts. Off by default in the library and CLI (it costs
+    # a generation per prompt and checkpoint); the job form turns it on.
+    sample_answers: bool = False
+    # A saved adapter folder to continue training (SFT or DPO) instead of a fresh one; its rank, alpha, targets
+    # and rsLoRA replace `lora`'s (dropout stays the job's). DPO's reference is still the base, adapter off.
+    init_adapter: str | None = None
+    sample_prompts: list[str] = field(default_factory=list)
     checkpoint_every: int = 50  # steps; a checkpoint is also written at the end and on stop
     device: str = "auto"  # auto | cpu | cuda | mps
     quantize: str = "none"  # none | nf4 | int8 (QUANTIZE_CHOICES)
@@ -93,6 +108,23 @@ class TrainConfig:
     def check(self) -> None:
         """Raise ConfigError naming the first setting that is out of range."""
         _require(self.task in TASKS, f"task must be one of {', '.join(TASKS)}", "task")
+        _require(isinstance(self.eval_every, int) and 0 <= self.eval_every <= 10_000_000,
+                 "eval_every must be a whole number of steps, 0 or more", "eval_every")
+        _require(self.keep in KEEP, f"keep must be one of {', '.join(KEEP)}", "keep")
+        _require(isinstance(self.early_stopping_patience, int) and 0 <= self.early_stopping_patience <= 10_000,
+                 "early_stopping_patience must be a whole number from 0 to 10000", "early_stopping_patience")
+        _require(not self.early_stopping_patience or self.eval_every, "early stopping needs periodic evals: set "
+                 "eval_every too", "early_stopping_patience")
+        _require(isinstance(self.sample_prompts, list) and len(self.sample_prompts) <= MAX_SAMPLE_PROMPTS
+                 and all(isinstance(p, str) and p.strip() for p in self.sample_prompts),
+                 f"sample_prompts must be at most {MAX_SAMPLE_PROMPTS} non-empty texts", "sample_prompts")
+        _require(self.method in METHODS, f"method must be one of {', '.join(METHODS)}", "method")
+        _require(self.method != "dpo" or self.task == "causal-lm", "dpo trains causal language models only",
+                 "method")
+        _require(_finite(self.beta) and 0 < self.beta <= 100, "beta must be a number above 0 and at most 100",
+                 "beta")
+        _require(not (self.method == "dpo" and self.packing), "dpo cannot pack examples: each answer is scored "
+                 "after its own prompt", "packing")
         self.lora.check()
         _require(_finite(self.epochs) and 0 < self.epochs <= 1000, "epochs must be above 0 and at most 1000",
                  "epochs")

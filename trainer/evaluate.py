@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from trainer.data.render import IGNORE_INDEX
 from trainer.lm_loss import lm_loss_sum, supports_hidden_state_loss
 
+EVAL_BATCH_SIZE_FACTOR = 2  # no activations kept for backward: eval batches can be bigger
+
 
 
 def target_count(batch: dict, task: str) -> int:

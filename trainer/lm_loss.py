@@ -17,6 +17,7 @@ so forward keeps only dL/dh (K, H) for backward, never a (B, T, V) tensor. The s
 `trainer.evaluate.loss_sum` computes from full logits; tests check them against each other for every
 architecture we test (tests/trainer/test_architectures.py). Other heads (Cohere's logit scale, Granite's
 scaling, a trainable head) are not reproduced here: those models take the full-logits path.
+`answer_log_probs` gives the same sums row by row (DPO's log π(answer | prompt)), with the same saving.
 """
 from __future__ import annotations
 
@@ -48,12 +49,23 @@ def supports_hidden_state_loss(model) -> bool:
 
 def lm_loss_sum(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Summed next-token cross-entropy over the labels that are not IGNORE_INDEX (labels shifted by one)."""
+    return _row_cross_entropy(model, input_ids, attention_mask, labels, by_row=False)[0]
+
+
+def answer_log_probs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                     labels: torch.Tensor) -> torch.Tensor:
+    """(B,) float32: each row's summed log-probability of its labelled tokens (labels shifted by one)."""
+    return -_row_cross_entropy(model, input_ids, attention_mask, labels, by_row=True)
+
+
+def _row_cross_entropy(model, input_ids, attention_mask, labels, *, by_row: bool) -> torch.Tensor:
     hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     targets = labels[:, 1:]
     keep = targets != IGNORE_INDEX
+    rows = keep.nonzero()[:, 0] if by_row else torch.zeros(int(keep.sum()), dtype=torch.long, device=keep.device)
     head = model.get_output_embeddings()
-    return _LinearCrossEntropy.apply(hidden[:, :-1][keep], head.weight, head.bias, targets[keep],
-                                     final_softcap(model))
+    return _LinearCrossEntropy.apply(hidden[:, :-1][keep], head.weight, head.bias, targets[keep], rows,
+                                     labels.shape[0] if by_row else 1, final_softcap(model))
 
 
 def final_softcap(model) -> float | None:
@@ -64,34 +76,35 @@ def final_softcap(model) -> float | None:
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
-    """Σ cross_entropy(cap(h Wᵀ + b), targets) with a frozen W, b; h (K, H), targets (K,); cap is the identity,
-    or c·tanh(z / c) when `softcap` c is given. Returns a float32 scalar."""
+    """Σ cross_entropy(cap(h Wᵀ + b), targets) per output row, with a frozen W, b; h (K, H), targets (K,), rows (K,)
+    the output row of each position; cap is the identity, or c·tanh(z / c) when `softcap` c is given.
+    Returns (n_rows,) float32 sums."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, softcap):
+    def forward(ctx, hidden, weight, bias, targets, rows, n_rows, softcap):
         need_grad = ctx.needs_input_grad[0]
         grad_hidden = torch.empty_like(hidden) if need_grad else None
-        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        totals = torch.zeros(n_rows, dtype=torch.float32, device=hidden.device)
         chunk = max(1, CHUNK_VALUES // weight.shape[0])
         for start in range(0, hidden.shape[0], chunk):
-            rows = slice(start, start + chunk)
-            logits = F.linear(hidden[rows], weight, bias).float()
+            part = slice(start, start + chunk)
+            logits = F.linear(hidden[part], weight, bias).float()
             if softcap:
                 capped = torch.tanh(logits / softcap)
                 logits = capped * softcap
-            target = targets[rows]
+            target = targets[part]
             log_probs = torch.log_softmax(logits, dim=-1)
-            total -= log_probs.gather(1, target[:, None]).sum()
+            totals.index_add_(0, rows[part], -log_probs.gather(1, target[:, None])[:, 0])
             if need_grad:
                 probs = log_probs.exp_()
                 probs[torch.arange(target.shape[0], device=target.device), target] -= 1
                 if softcap:
                     probs.mul_(1 - capped.square_())
-                grad_hidden[rows] = probs.to(weight.dtype) @ weight
-        ctx.save_for_backward(grad_hidden)
-        return total
+                grad_hidden[part] = probs.to(weight.dtype) @ weight
+        ctx.save_for_backward(grad_hidden, rows)
+        return totals
 
     @staticmethod
-    def backward(ctx, grad_total):
-        (grad_hidden,) = ctx.saved_tensors
-        return grad_hidden * grad_total.to(grad_hidden.dtype), None, None, None, None
+    def backward(ctx, grad_totals):
+        grad_hidden, rows = ctx.saved_tensors
+        return grad_hidden * grad_totals[rows, None].to(grad_hidden.dtype), None, None, None, None, None, None

@@ -10,8 +10,10 @@ from typing import Protocol
 
 
 class Reporter(Protocol):
+    # `metrics`: the step's other figures, passed only by methods that have some (DPO: reward margin, reward
+    # accuracy, chosen/rejected log-probabilities).
     def on_step(self, step: int, total_steps: int, loss: float, lr: float, tokens_per_s: float,
-                eta_s: float) -> None: ...
+                eta_s: float, metrics: dict | None = None) -> None: ...
 
     def on_eval(self, metrics: dict) -> None: ...
 
@@ -23,7 +25,7 @@ class Reporter(Protocol):
 class NullReporter:
     """Ignores everything and never asks to stop."""
 
-    def on_step(self, step, total_steps, loss, lr, tokens_per_s, eta_s):
+    def on_step(self, step, total_steps, loss, lr, tokens_per_s, eta_s, metrics=None):
         pass
 
     def on_eval(self, metrics):
@@ -44,7 +46,7 @@ class ConsoleReporter(NullReporter):
         self.width = width
         self.is_tty = self.stream.isatty()
 
-    def on_step(self, step, total_steps, loss, lr, tokens_per_s, eta_s):
+    def on_step(self, step, total_steps, loss, lr, tokens_per_s, eta_s, metrics=None):
         if not self.is_tty:
             return
         done = int(self.width * step / max(total_steps, 1))

@@ -22,16 +22,16 @@ from pathlib import Path
 
 import torch
 
-from trainer import checkpoint
-from trainer.adapter_io import save_adapter
-from trainer.config import TrainConfig
+from trainer import best, checkpoint, sample_answers
+from trainer.adapter_io import load_adapter, read_adapter_config, save_adapter
+from trainer.config import LoraSettings, TrainConfig
 from trainer.data.batching import batch_order, collate
 from trainer.data.dataset import prepare
 from trainer.data.render import ensure_chat_template
 from trainer.errors import ConfigError, OutOfMemoryError
 from trainer.estimate import out_of_memory_advice
-from trainer.evaluate import batch_loss_sum, evaluate, target_count
-from trainer.inject import apply_lora
+from trainer.evaluate import EVAL_BATCH_SIZE_FACTOR, batch_loss_sum, evaluate, target_count
+from trainer.inject import LoraHandle, apply_lora, lora_modules
 from trainer.memory import MemoryMeter
 from trainer.models import load_model, load_tokenizer, pick_device, resolve_model_path
 from trainer.params import parameter_report
@@ -40,7 +40,6 @@ from trainer.reporter import NullReporter, Reporter
 from trainer.schedule import make_scheduler, warmup_steps_for
 
 METRICS_FILE = "metrics.json"
-EVAL_BATCH_SIZE_FACTOR = 2  # no activations kept for backward: eval batches can be bigger
 LOGGED_PROBLEMS = 5  # of the data's row problems, how many the run's log names
 
 
@@ -48,8 +47,14 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> dict:
     """Run the job described by `config`; returns the metrics also written to OUT/metrics.json."""
     reporter = reporter or NullReporter()
     config.check()
+    if config.method == "dpo":
+        from trainer.dpo import DpoMethod
+
+        run_class = type("DpoRun", (DpoMethod, _Run), {})
+    else:
+        run_class = _Run
     try:
-        return _Run(config, reporter).run()
+        return run_class(config, reporter).run()
     except (torch.OutOfMemoryError, MemoryError):
         raise OutOfMemoryError(_oom_message(config)) from None
     except RuntimeError as error:
@@ -83,6 +88,7 @@ class _Run:
         self.config, self.reporter = config, reporter
         self.out = Path(config.out)
         self.checkpoints = self.out / "checkpoints"
+        self.step_metrics: dict = {}  # figures of the last step besides its loss (see trainer.dpo)
         self.merged_dtype = None  # the merged model's dtype, once written
 
     def run(self) -> dict:
@@ -96,19 +102,27 @@ class _Run:
         reporter.on_log(f"preparing data from {config.data}")
         tokenizer = load_tokenizer(resolve_model_path(config.model))
         # prepare raises DataError when no usable training example is left.
-        self.train_features, self.eval_features, self.label_mapping, self.data_stats = prepare(config, tokenizer)
+        self.train_features, self.eval_features, self.label_mapping, self.data_stats = self._prepare_data(tokenizer)
         reporter.on_log(data_summary(self.data_stats, config.max_length))
         self.memory.mark_before_model()
         self._load_model()
         self._plan()
+        self.keep_best = best.keeps_best(config, bool(self.eval_features))
         state = self._start()
+        self.sample_prompts = (sample_answers.prepare(self.tokenizer, config.sample_prompts, self.eval_features)
+                               if config.task == "causal-lm" and config.sample_answers else ([], []))
         if state["base_eval"] is None and self.eval_features:
             state["base_eval"] = self._evaluate()
             reporter.on_eval({"stage": "base", **state["base_eval"]})
+        if state["samples"] is None:
+            self._write_samples(state, "base")
         stopped = self._loop(state)
         return self._finish(state, stopped)
 
     # --- setup -------------------------------------------------------------------------------------------
+
+    def _prepare_data(self, tokenizer):
+        return prepare(self.config, tokenizer)
 
     def _load_model(self) -> None:
         config = self.config
@@ -120,7 +134,10 @@ class _Run:
                                                 dtype=self.dtype, quantize=config.quantize)
         if self.data_stats["format"] == "chat":  # saved with the adapter: the format it was trained on
             ensure_chat_template(self.tokenizer)
-        self.lora = apply_lora(self.model, config.lora, config.task)
+        if config.init_adapter:
+            self.lora = self._continue_adapter()
+        else:
+            self.lora = apply_lora(self.model, config.lora, config.task)
         for name in self.lora.modules_to_save:
             keep_trainable_in_float32(self.model.get_submodule(name))
         if config.gradient_checkpointing:
@@ -129,6 +146,23 @@ class _Run:
         self.params = parameter_report(self.model)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.trainable, lr=config.lr, weight_decay=config.weight_decay)
+
+    def _continue_adapter(self) -> LoraHandle:
+        """Put the saved adapter `config.init_adapter` on the base, trainable, and take its LoRA shape as the
+        run's (so the adapter saved at the end has the same layout)."""
+        config = self.config
+        saved = read_adapter_config(config.init_adapter)
+        if saved.get("task_type") != {"causal-lm": "CAUSAL_LM", "classification": "SEQ_CLS"}[config.task]:
+            raise ConfigError(f"{config.init_adapter} was trained for another task than {config.task}", "init_adapter")
+        load_adapter(self.model, config.init_adapter)
+        targets = sorted(name for name, _ in lora_modules(self.model))
+        heads = list(saved.get("modules_to_save") or [])
+        for name, param in self.model.named_parameters():
+            param.requires_grad_("lora_" in name or any(name.startswith(f"{head}.") for head in heads))
+        config.lora = LoraSettings(rank=int(saved["r"]), alpha=float(saved["lora_alpha"]), dropout=config.lora.dropout,
+                                   targets=",".join(targets), rslora=bool(saved.get("use_rslora")))
+        self.reporter.on_log(f"continuing from the adapter in {config.init_adapter}")
+        return LoraHandle(target_modules=targets, modules_to_save=heads)
 
     def _plan(self) -> None:
         config = self.config
@@ -147,7 +181,8 @@ class _Run:
     def _start(self) -> dict:
         """Fresh run state, or the newest checkpoint's when resuming."""
         state = {"step": 0, "epoch": 0, "batch": 0, "history": [], "eval_history": [], "base_eval": None,
-                 "train_tokens": 0, "padded_tokens": 0, "runtime_s": 0.0, "wall_s": 0.0, "resumed_from_step": None}
+                 "train_tokens": 0, "padded_tokens": 0, "runtime_s": 0.0, "wall_s": 0.0, "resumed_from_step": None,
+                 "best": None, "stop_reason": None, "samples": None}
         if not self.config.resume:
             return state
         found = checkpoint.latest_checkpoint(self.checkpoints)
@@ -174,8 +209,11 @@ class _Run:
             for start in range(batch, len(order), self.config.grad_accum):
                 chosen = order[start:start + self.config.grad_accum]
                 features = [[self.train_features[i] for i in indices] for indices in chosen]
-                yield epoch, start + len(chosen), [collate(f, self.tokenizer.pad_token_id) for f in features]
+                yield epoch, start + len(chosen), [self._collate(f) for f in features]
             epoch, batch = epoch + 1, 0
+
+    def _collate(self, features: list[dict]) -> dict:
+        return collate(features, self.tokenizer.pad_token_id)
 
     def _loop(self, state: dict) -> bool:
         """Train until total_steps or a stop request; returns True when stopped early."""
@@ -196,17 +234,26 @@ class _Run:
             wall = time.perf_counter() - started
             elapsed = wall - paused
             state["runtime_s"], state["wall_s"] = runtime_before + elapsed, wall_before + wall
-            state["history"].append({"step": state["step"], "loss": loss, "lr": lr})
+            state["history"].append({"step": state["step"], "loss": loss, "lr": lr, **self.step_metrics})
             tokens_per_s = (state["train_tokens"] - tokens_at_start) / max(elapsed, 1e-9)
             done_here = state["step"] - (state["resumed_from_step"] or 0)
             eta_s = elapsed / done_here * (self.total_steps - state["step"])
-            reporter.on_step(state["step"], self.total_steps, loss, lr, tokens_per_s, eta_s)
+            # Methods with more per-step figures than the loss (DPO) pass them as `metrics`.
+            reporter.on_step(state["step"], self.total_steps, loss, lr, tokens_per_s, eta_s,
+                             **({"metrics": self.step_metrics} if self.step_metrics else {}))
             pause_started = time.perf_counter()
             if (config.eval_every and self.eval_features and state["step"] % config.eval_every == 0
                     and state["step"] < self.total_steps):
                 metrics = self._evaluate()
                 state["eval_history"].append({"step": state["step"], **metrics})
                 reporter.on_eval({"stage": "during", "step": state["step"], **metrics})
+                self._write_samples(state, "during")
+                if self._judge(state, metrics):
+                    state["stop_reason"] = "early_stopping"
+                    reporter.on_log(f"early stopping at step {state['step']}: {config.early_stopping_patience} "
+                                    f"evals without a better {state['best']['metric']} than step "
+                                    f"{state['best']['step']}'s")
+                    return False
             if reporter.should_stop():
                 self._checkpoint(state)
                 reporter.on_log(f"stopped at step {state['step']}; checkpoint saved")
@@ -227,6 +274,11 @@ class _Run:
                 loss = batch_loss_sum(self.model, batch, task, self.device) / max(targets, 1)
             (self.scaler.scale(loss) if self.scaler else loss).backward()
             total += loss.detach()
+        self._optimizer_step()
+        return total.item()
+
+    def _optimizer_step(self) -> None:
+        """Clip, step and schedule once the step's gradients are accumulated."""
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
         if self.config.max_grad_norm > 0:
@@ -238,7 +290,6 @@ class _Run:
             self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return total.item()
 
     def _evaluate(self) -> dict | None:
         if not self.eval_features:
@@ -250,9 +301,41 @@ class _Run:
         return evaluate(self.model, batches, self.config.task, label_names=self.label_mapping or None,
                         device=self.device, autocast=self.autocast)
 
+    def _write_samples(self, state: dict, stage: str) -> None:
+        """Answer the sample prompts with the model as it is now (see trainer.sample_answers)."""
+        texts, ids = self.sample_prompts
+        if not ids:
+            return
+        if state["samples"] is None:
+            state["samples"] = {"prompts": texts, "checkpoints": []}
+        state["samples"]["checkpoints"].append(
+            {"step": state["step"], "stage": stage,
+             "answers": sample_answers.answers(self.model, self.tokenizer, ids)})
+
+    def _judge(self, state: dict, metrics: dict) -> bool:
+        """Record a periodic eval for best-checkpoint selection; True when early stopping's patience is spent."""
+        state["best"], improved = best.record(state["best"], state["step"], metrics, self.config.task)
+        if improved and self.keep_best:
+            best.save_weights(self.out, self.model)
+        patience = self.config.early_stopping_patience
+        return bool(patience) and state["best"] is not None and state["best"]["evals_without_improvement"] >= patience
+
+    def _keep_best(self, state: dict, final_eval: dict | None) -> dict | None:
+        """Judge the final eval too; with keep_best and an earlier best, put its weights back and evaluate them."""
+        if final_eval is None:
+            return None
+        state["best"], improved = best.record(state["best"], state["step"], final_eval, self.config.task)
+        if not self.keep_best or improved or state["best"]["step"] == state["step"]:
+            return final_eval
+        kept = state["best"]
+        best.restore_weights(self.out, self.model)
+        self.reporter.on_log(f"keeping the adapter of step {kept['step']}: its {kept['metric']} "
+                             f"{kept['value']:.4f} is the best of the run")
+        return self._evaluate()
+
     def _checkpoint(self, state: dict) -> None:
         kept = {key: state[key] for key in ("eval_history", "base_eval", "train_tokens", "padded_tokens",
-                                            "runtime_s", "wall_s")}
+                                            "runtime_s", "wall_s", "best", "stop_reason", "samples")}
         checkpoint.save_checkpoint(self.checkpoints, state["step"], self.model, self.optimizer, self.scheduler,
                                    position={"epoch": state["epoch"], "batch": state["batch"]},
                                    history=state["history"],
@@ -266,9 +349,10 @@ class _Run:
         if not stopped:
             if not (config.checkpoint_every and state["step"] % config.checkpoint_every == 0):
                 self._checkpoint(state)  # the loop has not just written this step's
-            final_eval = self._evaluate()
+            final_eval = self._keep_best(state, self._evaluate())
             if final_eval is not None:
                 self.reporter.on_eval({"stage": "final", **final_eval})
+            self._write_samples(state, "final")
             id2label = dict(enumerate(self.label_mapping)) if self.label_mapping else None
             save_adapter(self.model, out / "adapter", base_model_name_or_path=config.model, task=config.task,
                          settings=config.lora, target_modules=self.lora.target_modules,
@@ -299,6 +383,12 @@ class _Run:
         params = self.params
         return {
             "status": "stopped" if stopped else "completed",
+            # why the loop ended: all steps done, early stopping, or a stop request
+            "stop_reason": "stopped" if stopped else (state["stop_reason"] or "completed"),
+            "keep": "best" if self.keep_best else "last",
+            "best_step": (state["best"] or {}).get("step"),
+            # the step whose adapter OUT/adapter holds
+            "kept_step": (state["best"] or {}).get("step") if self.keep_best and not stopped else state["step"],
             "task": self.config.task,
             "device": self.device,
             "quantize": self.config.quantize,
@@ -328,6 +418,7 @@ class _Run:
             "padding_fraction": 1 - state["train_tokens"] / max(state["padded_tokens"], 1),
             "resumed_from_step": state["resumed_from_step"],
             "history": state["history"],
+            "samples": state["samples"],
             "label_mapping": dict(enumerate(self.label_mapping)) if self.label_mapping else None,
             "data": self.data_stats,
             "config": self.config.to_dict(),

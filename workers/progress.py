@@ -28,7 +28,7 @@ from webapp.jobs import conf, live
 log = logging.getLogger(__name__)
 LOG_TAIL_LINES = 200
 HISTORY_POINTS_KEPT = 2000
-EVAL_KEYS = ("loss", "perplexity", "accuracy", "macro_f1")
+EVAL_KEYS = ("loss", "perplexity", "accuracy", "macro_f1", "preference_accuracy", "reward_margin", "reward_accuracy")
 
 
 def without_paths(line: str) -> str:
@@ -77,11 +77,12 @@ class JobReporter:
 
     # --- the Reporter protocol -------------------------------------------------------------------------
 
-    def on_step(self, step, total_steps, loss, lr, tokens_per_s, eta_s):
+    def on_step(self, step, total_steps, loss, lr, tokens_per_s, eta_s, metrics=None):
         elapsed = (timezone.now() - self.started).total_seconds()
+        extra = dict(metrics or {})  # DPO: reward_margin, reward_accuracy, chosen_logp, rejected_logp
         self.progress = {"step": step, "total_steps": total_steps, "loss": loss, "lr": lr,
-                         "tokens_per_s": tokens_per_s, "eta_s": eta_s, "elapsed_s": elapsed}
-        self.history.append({"step": step, "loss": loss, "lr": lr})
+                         "tokens_per_s": tokens_per_s, "eta_s": eta_s, "elapsed_s": elapsed, **extra}
+        self.history.append({"step": step, "loss": loss, "lr": lr, **extra})
         live.publish(self.job_id, {"type": "step", **self.progress})
         if self.after_step:
             self.after_step(step)

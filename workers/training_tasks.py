@@ -195,6 +195,10 @@ def train_config(job, work: Path, *, resume: bool):
               "eval_data": str(_local_copy(eval_name, work / "eval")) if eval_name else None,
               "column_mapping": job.dataset.column_mapping or {},
               "eval_column_mapping": eval_source.column_mapping or {}, "resume": resume}
+    if job.start_from_id:  # its adapter, from storage, is where this run starts
+        from webapp.results.artifacts import copy_to_folder
+
+        values["init_adapter"] = str(copy_to_folder(job.start_from.artifacts["adapter"], work / "start_from"))
     config = TrainConfig.from_dict(values)
     config.check()
     return config

@@ -54,7 +54,8 @@ def stored_dataset(team, rows: list[dict], *, task: str, status: str = "ready", 
                                 ContentFile("".join(json.dumps(r) + "\n" for r in rows).encode()))
     return Dataset.objects.create(team=team, name=fields.pop("name", "tickets"), original_filename="tickets.jsonl",
                                   file=name, size_bytes=default_storage.size(name), status=status, task=task,
-                                  format="classification" if task == "classification" else "prompt_completion",
+                                  format=fields.pop("format", "classification" if task == "classification"
+                                                    else "prompt_completion"),
                                   rows=len(rows), **fields)
 
 

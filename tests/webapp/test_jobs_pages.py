@@ -61,15 +61,17 @@ def test_the_form_shows_every_setting_with_its_default_and_an_explanation(member
     page = member_client.get(reverse("jobs:create")).content.decode()
     for name, default in [("rank", "8"), ("alpha", "16.0"), ("dropout", "0.05"), ("epochs", "3.0"), ("lr", "0.0002"),
                           ("batch_size", "8"), ("grad_accum", "1"), ("max_length", "512"), ("warmup", "0.03"),
-                          ("eval_fraction", "0.1"), ("seed", "0")]:
+                          ("eval_fraction", "0.1"), ("seed", "0"), ("beta", "0.1"), ("eval_every", "0"),
+                          ("early_stopping_patience", "0")]:
         assert f'name="{name}" value="{default}"' in page, name
     for name in ("eval_dataset", "task", "targets", "custom_targets", "rslora", "max_steps", "merge", "quantize",
-                 "dtype", "gradient_checkpointing"):
+                 "dtype", "gradient_checkpointing", "method", "keep", "start_from", "sample_answers",
+                 "sample_prompts"):
         assert f'name="{name}"' in page
     for value in ("none", "nf4", "int8"):
         assert f'<option value="{value}"' in page.split('name="quantize"', 1)[1].split("</select>", 1)[0]
     assert '<option value="auto" selected>' in page.split('name="dtype"', 1)[1].split("</select>", 1)[0]
-    assert page.count('class="help"') == 25  # one per field
+    assert page.count('class="help"') == 33  # one per field
     assert llama.name in page and dataset.name in page
 
 

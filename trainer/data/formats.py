@@ -8,9 +8,12 @@
 | `chat`              | `messages` [{role, content}] (role system/user/assistant), | causal-lm      |
 |                     | or ShareGPT `conversations` [{from, value}] (human/gpt/system) |            |
 | `classification`    | `text`, `label` (text or a whole number)                   | classification |
+| `preference`        | `prompt` or `messages`, `chosen`, `rejected`; or OpenAI's  | causal-lm      |
+|                     | `input`, `preferred_output`, `non_preferred_output`        | (DPO; SFT: chosen) |
 
 Canonical examples (what `normalize` returns and `render` consumes) use exactly those field names; chat examples
 always carry `messages` with roles system/user/assistant, ShareGPT rows included. Labels become text ("1" for 1).
+Preference rows are checked and shaped by `trainer.data.preference`.
 
 A column mapping `{canonical field: column in the file}` renames a file's columns first, e.g.
 `{"prompt": "question", "completion": "answer"}`. Problems name the file's own column, not the canonical one.
@@ -21,12 +24,14 @@ from collections import Counter
 from typing import Iterable
 
 from trainer.errors import DataError
+from trainer.data import preference
 from trainer.data.reader import json_type
 
-FORMATS = ("text", "prompt_completion", "alpaca", "chat", "classification")
+FORMATS = ("text", "prompt_completion", "alpaca", "chat", "classification", "preference")
 TASKS = ("causal-lm", "classification")
-# Most specific first: a classification row (text, label) also has a `text` field.
-_DETECTION_ORDER = ("chat", "alpaca", "prompt_completion", "classification", "text")
+# Most specific first: a classification row (text, label) also has a `text` field, a chat-shaped preference row
+# has `messages`.
+_DETECTION_ORDER = ("preference", "chat", "alpaca", "prompt_completion", "classification", "text")
 _REQUIRED = {
     "text": ("text",),
     "prompt_completion": ("prompt", "completion"),
@@ -40,9 +45,10 @@ DESCRIPTIONS = {
     "alpaca": "alpaca (instruction/input/output)",
     "chat": "chat (messages with role and content)",
     "classification": "classification (text/label)",
+    "preference": "preference (prompt/chosen/rejected)",
 }
 CANONICAL_FIELDS = ("text", "label", "prompt", "completion", "instruction", "input", "output", "messages",
-                    "conversations")
+                    "conversations", "chosen", "rejected")
 ROLES = ("system", "user", "assistant")
 SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "system": "system", "user": "user", "assistant": "assistant"}
 
@@ -84,6 +90,8 @@ def matching_formats(row: dict, allowed: Iterable[str] = _DETECTION_ORDER) -> li
     def has(fmt: str) -> bool:
         if fmt == "chat":
             return "messages" in row or "conversations" in row
+        if fmt == "preference":
+            return preference.is_preference_row(row)
         return all(name in row for name in _REQUIRED[fmt])
     return [fmt for fmt in allowed if has(fmt)]
 
@@ -110,6 +118,11 @@ def normalize(row: dict, fmt: str, mapping: dict[str, str] | None = None) -> tup
     """(canonical example, []) for a good row, else (None, [(field, message), ...]) with the file's column names."""
     mapping = mapping or {}
     name = lambda field: mapping.get(field, field)  # noqa: E731 - the file's own column name
+    if fmt == "preference":
+        if not preference.is_preference_row(row):
+            return None, [(None, "this row has no 'chosen' and 'rejected' answers (or 'preferred_output' and "
+                                 "'non_preferred_output'): every row of a preference file needs both")]
+        return preference.normalize_preference(row, name)
     missing = [field for field in _REQUIRED[fmt] if field not in row and not (fmt == "chat" and "conversations" in row)]
     if missing:
         others = [f for f in matching_formats(row) if f != fmt and task_for_format(f) == task_for_format(fmt)]

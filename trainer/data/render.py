@@ -27,6 +27,7 @@ Templates (the counting part is in [brackets]):
                      A run on chat data saves its tokenizer with the template it used (`ensure_chat_template`), so
                      inference and other tools render prompts the same way (`render_chat`).
 - classification:    the text alone; the label id is the target.
+- preference:        the prompt and the chosen answer, as prompt_completion or chat (`trainer.data.preference`).
 
 "EOS" is the tokenizer's eos token, appended as an id for non-chat formats (counted), written as text in the
 chat template. The tokenizer's own special tokens (BOS, [CLS]/[SEP]) are added for non-chat formats; chat
@@ -38,6 +39,7 @@ import functools
 import re
 from typing import NamedTuple
 
+from trainer.data import preference
 from trainer.errors import DataError
 
 IGNORE_INDEX = -100
@@ -73,6 +75,8 @@ class Encoded(NamedTuple):
 
 def segments(example: dict, fmt: str, tokenizer=None) -> Segments:
     """The example as text segments `(text, counts_toward_loss)`, joined exactly as it is tokenized."""
+    if fmt == "preference":
+        return segments(*preference.answer_example(example, "chosen"), tokenizer)
     if fmt == "chat":
         return chat_segments(example["messages"], tokenizer)
     if fmt == "text":
@@ -100,7 +104,22 @@ def encode_batch(examples: list[dict], fmt: str, tokenizer, *, max_length: int, 
                  label2id: dict[str, int] | None = None) -> list[Encoded]:
     """Tokenize many examples in one tokenizer call (fast tokenizers run it in Rust). For classification
     `label2id` maps each example's label to its id."""
+    if fmt == "preference":
+        return encode_answers(examples, "chosen", tokenizer, max_length=max_length,
+                                         train_on_prompt=train_on_prompt)
     return [encoded for encoded, _, _ in _encode(examples, fmt, tokenizer, max_length, train_on_prompt, label2id)]
+
+
+def encode_answers(examples: list[dict], side: str, tokenizer, **options) -> list:
+    """`render.Encoded` for each example's `side` answer after its prompt, in example order."""
+    laid_out = [preference.answer_example(example, side) for example in examples]
+    results: list = [None] * len(examples)
+    for fmt in {fmt for _, fmt in laid_out}:
+        indices = [i for i, (_, f) in enumerate(laid_out) if f == fmt]
+        encoded = encode_batch([laid_out[i][0] for i in indices], fmt, tokenizer, **options)
+        for i, item in zip(indices, encoded):
+            results[i] = item
+    return results
 
 
 def render_preview(example: dict, fmt: str, tokenizer=None, *, max_length: int | None = None,
@@ -113,6 +132,8 @@ def render_preview(example: dict, fmt: str, tokenizer=None, *, max_length: int |
     (the spaces a WordPiece tokenizer drops) stay in the text. `per_token` keeps one segment per token (the
     preview draws the boundaries) instead of merging neighbours that count alike.
     """
+    if fmt == "preference":
+        example, fmt = preference.answer_example(example, "chosen")
     if tokenizer is None:
         return _merge([(text, counts or train_on_prompt) for text, counts in segments(example, fmt) if text])
     ((encoded, offsets, text),) = _encode([example], fmt, tokenizer, max_length or 2**31, train_on_prompt, None)

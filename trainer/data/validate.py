@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterator
 
 from trainer.errors import DataError
-from trainer.data import formats, render
+from trainer.data import formats, preference, render
 from trainer.data.reader import DEFAULT_MAX_LINE_BYTES, RowProblem, RowStream, open_rows
 
 DETECTION_ROWS = 100
@@ -223,6 +223,12 @@ def _preview(row, example, fmt, tokenizer, max_length, train_on_prompt, length) 
                "tokens": length, "truncated": length > max_length}
     if fmt == "classification":
         preview["label"] = example["label"]
+    if fmt == "preference":  # both answers, each with its loss span
+        rejected, answer_fmt = preference.answer_example(example, "rejected")
+        preview["rejected_segments"] = [
+            {"text": text, "loss": counts}
+            for text, counts in render.render_preview(rejected, answer_fmt, tokenizer, max_length=max_length,
+                                                      train_on_prompt=train_on_prompt)]
     return preview
 
 

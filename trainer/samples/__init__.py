@@ -4,10 +4,12 @@
   (account, billing, feature_request, shipping, technical). See `support_tickets`.
 - "instructions": instruction following, alpaca JSONL {instruction, input, output}, 400 rows whose answers are
   computed (arithmetic, conversions, sorting, word tasks). See `instructions`.
+- "preferences": questions about Python with a friendly (chosen) and a curt (rejected) answer, preference JSONL
+  {prompt, chosen, rejected}, 240 rows, for DPO jobs. See `preferences`.
 
-Both are deterministic: the same seed writes byte-identical files. `sample_path(name)` writes a sample once into a
+All are deterministic: the same seed writes byte-identical files. `sample_path(name)` writes a sample once into a
 cache folder (LORAWORKS_SAMPLES_DIR, default ~/.cache/loraworks/samples) and returns its path;
-`python -m trainer.samples OUTDIR` writes both into OUTDIR.
+`python -m trainer.samples OUTDIR` writes them all into OUTDIR.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from trainer.samples import instructions, support_tickets
+from trainer.samples import instructions, preferences, support_tickets
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,9 @@ SAMPLES = {
     "instructions": Sample("instructions", "instructions.jsonl", "causal-lm", "alpaca",
                            "Short instructions with computed answers (arithmetic, conversions, word tasks)",
                            instructions.rows),
+    "preferences": Sample("preferences", "preferences.jsonl", "causal-lm", "preference",
+                          "Python questions with a friendly (chosen) and a curt (rejected) answer, for DPO",
+                          preferences.rows),
 }
 DEFAULT_SEED = 0
 

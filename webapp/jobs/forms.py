@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from django import forms
 
-from trainer.config import DTYPE_CHOICES, MAX_RANK, QUANTIZE_CHOICES, TARGET_PRESETS, LoraSettings, TrainConfig
+from trainer.config import (DTYPE_CHOICES, KEEP, MAX_RANK, METHODS, QUANTIZE_CHOICES, TARGET_PRESETS, LoraSettings,
+                            TrainConfig)
 from trainer.errors import ConfigError, TrainerError
 from webapp.catalog.models import BaseModel
 from webapp.jobs import routing, states
@@ -22,7 +23,11 @@ ANY_WORKER = ("", "Any training worker")
 DEFAULTS = TrainConfig(model="", data="", out="")
 LORA_FIELDS = ("rank", "alpha", "dropout", "rslora")
 TRAINING_FIELDS = ("epochs", "max_steps", "lr", "batch_size", "grad_accum", "max_length", "warmup",
-                   "eval_fraction", "seed", "merge", "quantize", "dtype", "gradient_checkpointing")
+                   "eval_fraction", "seed", "merge", "quantize", "dtype", "gradient_checkpointing", "method", "beta",
+                   "eval_every", "keep", "early_stopping_patience")
+# Optional in a POST (absent: the engine's default), so older clients and forms keep working.
+OPTIONAL_FIELDS = ("method", "beta", "eval_every", "keep", "early_stopping_patience")
+PREFERENCE_FORMAT = "preference"
 QUANTIZE_LABELS = {"none": "none: the base as it is stored", "nf4": "nf4: 4-bit base (QLoRA), about 1/4 of bf16",
                    "int8": "int8: 8-bit base, about 1/2 of bf16"}
 DTYPE_LABELS = {"auto": "auto: bf16 on GPUs that have it (else fp16), fp32 on CPU", "fp32": "fp32", "bf16": "bf16",
@@ -39,6 +44,10 @@ class JobForm(forms.Form):
     eval_dataset = forms.ModelChoiceField(queryset=None, required=False, empty_label="— split from the dataset —",
                                           help_text="Optional held-out examples; otherwise a fraction of the "
                                                     "dataset is held out (eval fraction).")
+    start_from = forms.ModelChoiceField(
+        queryset=None, required=False, empty_label="— a new adapter —", label="Start from job",
+        help_text="Continue training the adapter of a succeeded job on the same base model (for example DPO after "
+                  "SFT); otherwise a new adapter starts from zero.")
     task = forms.ChoiceField(choices=[("", "— as the dataset says —")] + [(t, t) for t in states.TASKS],
                              required=False,
                              help_text="causal-lm learns to write the completions; classification learns the labels.")
@@ -83,6 +92,29 @@ class JobForm(forms.Form):
                                      help_text="Fraction of the dataset held out to evaluate before and after.")
     seed = forms.IntegerField(initial=DEFAULTS.seed,
                               help_text="Makes the split, the shuffling and the initialisation repeatable.")
+    method = forms.ChoiceField(choices=[(m, m) for m in METHODS], initial=DEFAULTS.method, required=False,
+                               help_text="sft learns the dataset's answers; dpo learns to prefer each row's chosen "
+                                         "answer over its rejected one (a preference dataset, causal-lm only).")
+    beta = forms.FloatField(initial=DEFAULTS.beta, required=False, label="DPO beta",
+                            help_text="DPO only: how close the tuned model stays to its base; higher keeps it "
+                                      "closer (0.1 is the usual choice).")
+    eval_every = forms.IntegerField(initial=DEFAULTS.eval_every, required=False, label="Eval every (steps)",
+                                    help_text="Also evaluate on the held-out examples every this many steps "
+                                              "(0: only before and after training).")
+    keep = forms.ChoiceField(choices=[(k, k) for k in KEEP], initial=DEFAULTS.keep, required=False,
+                             label="Adapter kept",
+                             help_text="best: the adapter of the best periodic eval (lowest eval loss, or best "
+                                       "accuracy); last: the last step's; auto: best when evaluating periodically.")
+    early_stopping_patience = forms.IntegerField(
+        initial=DEFAULTS.early_stopping_patience, required=False, label="Early stopping patience",
+        help_text="Stop after this many periodic evals without improvement (0: never; needs eval every).")
+    sample_answers = forms.BooleanField(
+        required=False, initial=True, label="Write sample answers",
+        help_text="Causal LM: answer a few prompts at the start, at every eval and at the end, to read side by side.")
+    sample_prompts = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 3}), label="Sample prompts",
+        help_text="Causal LM: up to 10 prompts, one a line, answered at the start, at every eval and at the end "
+                  "(left empty: the first 5 held-out prompts). The results page shows the answers side by side.")
     merge = forms.BooleanField(required=False, initial=DEFAULTS.merge, label="Merge at the end",
                                help_text="Also export a full model with the adapter merged in (bigger download).")
     quantize = forms.ChoiceField(choices=[(q, QUANTIZE_LABELS[q]) for q in QUANTIZE_CHOICES],
@@ -98,8 +130,12 @@ class JobForm(forms.Form):
         help_text="Keep only each layer's input and recompute the rest in the backward pass: much less memory "
                   "for long rows, about a third more compute.")
 
-    def __init__(self, *args, datasets=None, **kwargs):
+    def __init__(self, *args, datasets=None, jobs=None, **kwargs):
         super().__init__(*args, **kwargs)
+        from webapp.jobs.models import Job
+
+        self.fields["start_from"].queryset = (jobs if jobs is not None else Job.objects.none()).filter(
+            state=states.SUCCEEDED)
         self.fields["dataset"].queryset = datasets
         self.fields["eval_dataset"].queryset = datasets
         self._workers = None
@@ -137,6 +173,17 @@ class JobForm(forms.Form):
         for field, chosen in (("dataset", dataset), ("eval_dataset", eval_dataset)):
             if chosen is not None:
                 self._check_dataset(field, chosen, task)
+        if data.get("method") == "dpo":
+            for field, chosen in (("dataset", dataset), ("eval_dataset", eval_dataset)):
+                if chosen is not None and chosen.status == "ready" and chosen.format != PREFERENCE_FORMAT:
+                    self.add_error(field, f"{chosen.name} is a {chosen.format} dataset; DPO needs preference rows "
+                                          "(prompt or messages, chosen, rejected).")
+        parent = data.get("start_from")
+        if parent is not None and model is not None and parent.base_model_id != model.pk:
+            self.add_error("start_from", f"{parent.name} was trained on {parent.base_model.name}; an adapter can only "
+                                         f"continue on the same base model.")
+        elif parent is not None and parent.task != task:
+            self.add_error("start_from", f"{parent.name} is a {parent.task} job; this one is {task}.")
         if eval_dataset is not None and eval_dataset == dataset:
             self.add_error("eval_dataset", "Pick a different dataset to evaluate on, or leave it empty to hold "
                                            "out a fraction of the training one.")
@@ -231,6 +278,12 @@ class JobForm(forms.Form):
         lora = {name: data.get(name) for name in LORA_FIELDS}
         lora["targets"] = self.targets_spec()
         values = {name: data.get(name) for name in TRAINING_FIELDS}
+        values["sample_answers"] = bool(data.get("sample_answers"))
+        values["sample_prompts"] = [line.strip() for line in (data.get("sample_prompts") or "").splitlines()
+                                    if line.strip()]
+        for name in OPTIONAL_FIELDS:
+            if values[name] is None or values[name] == "":
+                values[name] = getattr(DEFAULTS, name)
         if data.get("eval_dataset") is not None:
             values["eval_fraction"] = 0.0
         return {**values, "lora": lora}
@@ -241,9 +294,12 @@ def initial_from(job) -> dict:
     settings = dict(job.settings)
     lora = settings.pop("lora", {})
     initial = {name: settings[name] for name in TRAINING_FIELDS if name in settings}
+    initial["sample_prompts"] = "\n".join(settings.get("sample_prompts") or [])
+    initial["sample_answers"] = bool(settings.get("sample_answers"))
     initial.update({name: lora[name] for name in LORA_FIELDS if name in lora})
     targets = lora.get("targets", LoraSettings().targets)
     initial.update({"targets": targets} if targets in TARGET_PRESETS else {"targets": CUSTOM, "custom_targets": targets})
     initial.update(name=f"{job.name} (copy)"[:200], base_model=job.base_model_id, dataset=job.dataset_id,
-                   eval_dataset=job.eval_dataset_id, task=job.task, worker_class=job.worker_class)
+                   eval_dataset=job.eval_dataset_id, task=job.task, worker_class=job.worker_class,
+                   start_from=job.start_from_id)
     return initial

@@ -17,6 +17,9 @@ class Job(TeamOwned):
     eval_dataset = models.ForeignKey("datasets.Dataset", on_delete=models.PROTECT, null=True, blank=True,
                                      related_name="eval_jobs")
     task = models.CharField(max_length=20, choices=[(t, t) for t in state_names.TASKS])
+    # The succeeded job (same base model) whose adapter this one starts from instead of a fresh one.
+    start_from = models.ForeignKey("self", on_delete=models.PROTECT, null=True, blank=True,
+                                   related_name="continued_by")
     # The TrainConfig-shaped dict of LoRA and training settings (no paths: the worker fills those in).
     settings = models.JSONField(default=dict)
     state = models.CharField(max_length=20, choices=state_names.CHOICES, default=state_names.QUEUED, db_index=True)

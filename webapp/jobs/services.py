@@ -13,6 +13,11 @@ def selectable_datasets(request):
     return team_queryset(request, Dataset).exclude(status="invalid")
 
 
+def continuable_jobs(request):
+    """The request team's jobs a new job may start from (the form keeps the succeeded ones)."""
+    return team_queryset(request, Job).select_related("base_model")
+
+
 def create_job(team, user, form) -> Job:
     """Create the job a valid JobForm describes: `validating` while a dataset is, else `queued`."""
     data = form.cleaned_data
@@ -20,7 +25,7 @@ def create_job(team, user, form) -> Job:
     with transaction.atomic():
         job = Job.objects.create(
             team=team, created_by=user, name=data["name"], base_model=data["base_model"], dataset=data["dataset"],
-            eval_dataset=data.get("eval_dataset"), task=data["task"], worker_class=data.get("worker_class", ""),
+            eval_dataset=data.get("eval_dataset"), task=data["task"], start_from=data.get("start_from"), worker_class=data.get("worker_class", ""),
             settings=form.settings_dict(),
             state=states.initial_state(waiting_for_dataset=waiting))
         states.record_creation(job, f"created by {user}")

@@ -48,7 +48,7 @@ def job_create(request):
         raise Http404("no team")
     datasets = _datasets(request)
     if request.method == "POST":
-        form = JobForm(request.POST, datasets=datasets)
+        form = JobForm(request.POST, datasets=datasets, jobs=services.continuable_jobs(request))
         if form.is_valid():
             job = _create(request, form)
             messages.success(request, f"Created job “{job.name}”.")  # its state lives in the badge, kept current
@@ -62,7 +62,7 @@ def job_create(request):
     models = BaseModel.objects.filter(status=BaseModel.Status.READY)
     if request.method != "POST":
         initial.setdefault("base_model", fitting_model(models, datasets, initial.get("dataset")))
-        form = JobForm(initial=initial, datasets=datasets)
+        form = JobForm(initial=initial, datasets=datasets, jobs=services.continuable_jobs(request))
     return render(request, "jobs/create.html", {"form": form, "models": models, "datasets": datasets})
 
 
@@ -119,14 +119,17 @@ def dataset_label_count(request) -> int | None:
 
 @login_required
 def job_detail(request, pk: int):
-    job = get_team_object_or_404(request, Job.objects.select_related("base_model", "dataset", "eval_dataset"), pk=pk)
+    job = get_team_object_or_404(request, Job.objects.select_related("base_model", "dataset", "eval_dataset", "start_from"),
+                                pk=pk)
     snapshot = progress_snapshot(job)
     context = {"job": job, "snapshot": snapshot, "settings_rows": setting_rows(job),
                "log_text": "\n".join(snapshot["log"]),
                "position": snapshot["position"], "events": job.events.all(),
                "cancelling": job.state == states.RUNNING and (bool(job.cancel_requested_at) or _cancel_flag(job)),
                "silent": queue.silent_worker(job),
-               "class_unserved": _class_unserved(job)}
+               "class_unserved": _class_unserved(job),
+               # the chain of adapters, within the team (a job started from is always the same team's)
+               "continued_by": team_queryset(request, Job).filter(start_from=job)}
     return render(request, "jobs/detail.html", context)
 
 

@@ -13,14 +13,18 @@ EVAL_METRICS = {
     "causal-lm": [("eval_loss", "Eval loss", False), ("perplexity", "Perplexity", False)],
     "classification": [("eval_loss", "Eval loss", False), ("accuracy", "Accuracy", True),
                        ("macro_f1", "Macro-F1", True)],
+    # DPO jobs (settings.method "dpo"): the DPO loss and the preference figures on held-out pairs.
+    "dpo": [("preference_accuracy", "Preference accuracy (chosen more likely)", True),
+            ("reward_margin", "Mean reward margin", True), ("reward_accuracy", "Reward accuracy", True),
+            ("eval_loss", "DPO loss", False)],
 }
-PERCENT_METRICS = ("accuracy", "macro_f1")
+PERCENT_METRICS = ("accuracy", "macro_f1", "preference_accuracy", "reward_accuracy")
 SETTING_LABELS = {
     "lora.rank": "LoRA rank", "lora.alpha": "LoRA alpha", "lora.dropout": "LoRA dropout",
     "lora.targets": "Target modules", "lora.rslora": "rsLoRA", "epochs": "Epochs", "max_steps": "Max steps",
     "batch_size": "Batch size", "grad_accum": "Gradient accumulation", "lr": "Learning rate",
     "warmup": "Warmup (fraction)", "max_length": "Max length", "eval_fraction": "Eval fraction", "seed": "Seed",
-    "merge": "Merge at end",
+    "merge": "Merge at end", "method": "Method", "beta": "DPO beta",
 }
 
 
@@ -33,6 +37,11 @@ def savings(metrics: dict) -> dict | None:
     adapter, full = metrics["adapter_bytes"], metrics["base_model_bytes"]
     return {"trainable": trainable, "total": total, "percent": 100.0 * trainable / total,
             "adapter_bytes": adapter, "full_bytes": full, "times_smaller": full / adapter}
+
+
+def eval_kind(job) -> str:
+    """The key of EVAL_METRICS for `job`: "dpo" for a DPO job, else its task."""
+    return "dpo" if (job.settings or {}).get("method") == "dpo" else job.task
 
 
 def eval_rows(task: str, before: dict | None, after: dict | None) -> list[dict]:
@@ -83,12 +92,54 @@ def eval_points(job) -> list[tuple[float, float]]:
     return sorted(set(points))
 
 
-def loss_series(job, color: int = 0, prefix: str = "") -> list[dict]:
+def loss_series(job, color: int = 0, prefix: str = "", *, mark_kept: bool = False) -> list[dict]:
+    """Train and eval loss; with `mark_kept`, a marker at the eval of the step whose adapter was kept (best)."""
     series = [{"name": f"{prefix}train loss", "points": train_points(job), "style": "line", "color": color}]
     evals = eval_points(job)
     if evals:
         series.append({"name": f"{prefix}eval loss", "points": evals, "style": "dots", "color": color})
+    metrics = job.metrics or {}
+    kept = [point for point in evals if point[0] == metrics.get("kept_step")]
+    if mark_kept and metrics.get("keep") == "best" and kept:
+        series.append({"name": f"kept adapter (step {kept[0][0]})", "points": kept[:1], "style": "dots",
+                       "color": color + 2})
     return series
+
+
+STOP_REASONS = {"completed": "Trained every planned step ({steps} of {total}).",
+                "early_stopping": "Stopped early at step {steps} of {total}: {patience} evals in a row without a "
+                                  "better {metric} than step {best}'s.",
+                "stopped": "Stopped on request at step {steps} of {total}."}
+
+
+def sample_answers(metrics: dict, step: str | None) -> dict | None:
+    """The sample prompts' answers: the base model's (step 0) next to the checkpoint `step` (a query value; default
+    and fallback: the final one). {checkpoints: [{step, stage, selected}], step, rows: [{prompt, base, tuned}]}."""
+    samples = metrics.get("samples") or {}
+    checkpoints = samples.get("checkpoints") or []
+    if not checkpoints:
+        return None
+    chosen = next((c for c in checkpoints if str(c["step"]) == step and c["stage"] != "base"), checkpoints[-1])
+    base = checkpoints[0]
+    rows = [{"prompt": prompt, "base": base["answers"][i], "tuned": chosen["answers"][i]}
+            for i, prompt in enumerate(samples.get("prompts") or [])]
+    return {"checkpoints": [{**c, "selected": c is chosen} for c in checkpoints[1:]], "step": chosen["step"],
+            "stage": chosen["stage"], "rows": rows}
+
+
+def stop_summary(metrics: dict) -> str | None:
+    """Why training ended and which step's adapter was kept, in a sentence or two; None for older jobs."""
+    reason = metrics.get("stop_reason")
+    if reason not in STOP_REASONS:
+        return None
+    config = metrics.get("config") or {}
+    metric = (config.get("task") == "classification" and "accuracy") or "eval loss"
+    text = STOP_REASONS[reason].format(steps=metrics.get("steps"), total=metrics.get("total_steps"),
+                                       patience=config.get("early_stopping_patience"), metric=metric,
+                                       best=metrics.get("best_step"))
+    if metrics.get("keep") == "best" and metrics.get("kept_step") is not None:
+        text += f" The adapter kept is step {metrics['kept_step']}'s, the best {metric} of the run."
+    return text
 
 
 def flat_settings(job) -> dict[str, str]:

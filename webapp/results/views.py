@@ -38,10 +38,12 @@ def job_results(request, job_id: int):
         "saved": saved,
         "size_picture": _size_picture(saved) if saved else "",
         "params_picture": _params_picture(saved) if saved else "",
-        "eval_rows": summary.eval_rows(job.task, metrics.get("base_eval"), metrics.get("final_eval")),
+        "eval_rows": summary.eval_rows(summary.eval_kind(job), metrics.get("base_eval"), metrics.get("final_eval")),
         "confusion_before": summary.confusion(metrics.get("base_eval")),
         "confusion_after": summary.confusion(metrics.get("final_eval")),
-        "loss_chart": charts.line_chart(summary.loss_series(job), title=f"Loss of {job.name}"),
+        "loss_chart": charts.line_chart(summary.loss_series(job, mark_kept=True), title=f"Loss of {job.name}"),
+        "stop_summary": summary.stop_summary(metrics),
+        "samples": summary.sample_answers(metrics, request.GET.get("answers")),
         "settings_rows": summary.flat_settings(job).items(),
         "has_merged": bool((job.artifacts or {}).get("merged")),
     }
@@ -76,7 +78,7 @@ def _eval_keys(jobs: list) -> list[tuple[str, str, bool]]:
     """The eval metrics of the jobs' tasks, each once, in a stable order."""
     seen = {}
     for job in jobs:
-        for key, label, higher in summary.EVAL_METRICS.get(job.task, []):
+        for key, label, higher in summary.EVAL_METRICS.get(summary.eval_kind(job), []):
             seen.setdefault(key, (key, label, higher))
     return list(seen.values())
 

@@ -51,6 +51,8 @@ function setupJobForm(form) {
   function presetTask() {
     const option = field("dataset").selectedOptions[0];
     if (option && option.dataset.task) field("task").value = option.dataset.task;
+    // Preference data trains with DPO; other data cannot.
+    if (option && field("method")) field("method").value = option.dataset.format === "preference" ? "dpo" : "sft";
   }
   async function refresh() {
     const targets = field("targets").value === "custom" ? field("custom_targets").value : field("targets").value;
@@ -145,6 +147,35 @@ function drawLossChart(svg, history, totalSteps) {
   }
 }
 
+// DPO's per-step figures: each chart draws its keys as lines of the series colours, on a scale of its own.
+const DPO_CHARTS = [["dpo-reward-chart", ["reward_margin", "reward_accuracy"]],
+                    ["dpo-logp-chart", ["chosen_logp", "rejected_logp"]]];
+
+function drawMetricChart(svg, history, keys, totalSteps) {
+  const W = 640, H = 200, left = 56, right = 12, top = 12, bottom = 28;
+  const lines = keys.map((key) => history.filter((p) => p[key] != null && !p.eval).map((p) => [p.step, p[key]]));
+  const all = lines.flat();
+  svg.replaceChildren();
+  const add = (name, attrs, text) => {
+    const el = document.createElementNS(SVG, name);
+    for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+    if (text != null) el.textContent = text;
+    svg.appendChild(el);
+  };
+  if (!all.length) return;
+  const maxX = Math.max(totalSteps || 0, ...all.map((p) => p[0]), 1);
+  let minY = Math.min(...all.map((p) => p[1])), maxY = Math.max(...all.map((p) => p[1]));
+  if (maxY - minY < 1e-9) { minY -= 0.5; maxY += 0.5; }
+  const x = (s) => left + (W - left - right) * (s / maxX);
+  const y = (v) => top + (H - top - bottom) * (1 - (v - minY) / (maxY - minY));
+  add("line", { x1: left, y1: H - bottom, x2: W - right, y2: H - bottom, class: "axis" });
+  for (const v of [minY, maxY]) add("text", { x: left - 6, y: y(v) + 4, "text-anchor": "end", class: "axis-label" }, v.toPrecision(3));
+  add("text", { x: W - right, y: H - 8, "text-anchor": "end", class: "axis-label" }, `step ${maxX}`);
+  lines.forEach((points, i) => {
+    if (points.length) add("path", { d: points.map((p, j) => `${j ? "L" : "M"}${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(""), class: `line series-${i}`, "data-key": keys[i] });
+  });
+}
+
 // --- the job page ---------------------------------------------------------------------------------------------
 
 function setupJobPage(root) {
@@ -162,7 +193,14 @@ function setupJobPage(root) {
   function redraw() {
     if (drawPending) return;
     drawPending = true;
-    requestAnimationFrame(() => { drawPending = false; drawLossChart(chart, history, progress.total_steps); });
+    requestAnimationFrame(() => {
+      drawPending = false;
+      drawLossChart(chart, history, progress.total_steps);
+      for (const [id, keys] of DPO_CHARTS) {
+        const svg = document.getElementById(id);
+        if (svg) drawMetricChart(svg, history, keys, progress.total_steps);
+      }
+    });
   }
   function showProgress(p) {
     progress = p;
@@ -227,7 +265,9 @@ function setupJobPage(root) {
     if (event.type === "step") {
       showProgress(event);
       lastStep = event.step;
-      history.push({ step: event.step, loss: event.loss, lr: event.lr });
+      const point = { step: event.step, loss: event.loss, lr: event.lr };
+      for (const [, keys] of DPO_CHARTS) for (const key of keys) if (event[key] != null) point[key] = event[key];
+      history.push(point);
       redraw();
       if (state !== "running") showState("running", "", "");
     } else if (event.type === "eval") {
