@@ -1,4 +1,5 @@
-"""Putting jobs on the training queue, taking them off (cancel), and where a queued job stands in line.
+"""Putting jobs on the training queue, taking them off (cancel), where a queued job stands in line, and sending
+the `infer` queue its tasks (serving and playground requests) by name.
 
 The web process never imports the task code: it sends the task by name (`workers.jobs.train`) to queue `train`,
 or to its worker class's queue `train.<class>` (webapp.jobs.routing).
@@ -116,3 +117,18 @@ def queue_position(job) -> int | None:
         return None
     return Job.objects.filter(state=states.QUEUED, worker_class=job.worker_class,
                               queued_at__lt=job.queued_at).count() + 1
+
+
+SERVE_TASK = "workers.serve"
+
+
+def send_serving(base: str, queue: str) -> None:
+    """Wake a worker of `queue` to serve the requests waiting for `base` (webapp.serving.protocol)."""
+    send_by_name(SERVE_TASK, [base], queue)
+
+
+def send_by_name(task: str, args: list, queue: str) -> None:
+    """Send the task named `task` to `queue` (the web process never imports the task's code)."""
+    from workers.celery_app import app
+
+    app.send_task(task, args=args, queue=queue)

@@ -46,6 +46,8 @@ class PlaygroundForm(forms.Form):
                              help_text="Sample only from the likeliest tokens that together hold this probability.")
     max_new_tokens = forms.IntegerField(min_value=1, initial=64, label="Max new tokens",
                                         help_text="The longest answer, in tokens.")
+    seed = forms.IntegerField(min_value=0, max_value=2**31 - 1, required=False, label="Seed",
+                              help_text="Blank for a fresh one each run; the same seed in /v1 gives the same answer.")
 
     def __init__(self, jobs, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -66,11 +68,12 @@ class PlaygroundForm(forms.Form):
         return prompt
 
     def sampling(self) -> dict:
-        """The sampling settings both models use; one fresh seed for both, so a rerun can differ but the two
-        answers differ only by their weights."""
+        """The sampling settings both models use; one seed for both (the given one, else a fresh one, so a rerun
+        can differ) so that the two answers differ only by their weights."""
         data = self.cleaned_data
+        seed = data.get("seed")
         return {"temperature": data["temperature"], "top_p": data["top_p"], "max_new_tokens": data["max_new_tokens"],
-                "seed": secrets.randbelow(2**31)}
+                "seed": secrets.randbelow(2**31) if seed is None else seed}
 
 
 def _max_tokens_validator(limit: int):

@@ -22,15 +22,13 @@ def playground(request):
     form = PlaygroundForm(jobs, initial={"job": chosen or jobs.first()})
     return render(request, "results/playground.html",
                   {"form": form, "jobs": jobs,
-                   "sampling_fields": [form[name] for name in ("temperature", "top_p", "max_new_tokens")], "tasks": {job.pk: job.task for job in jobs},
+                   "sampling_fields": [form[name] for name in ("temperature", "top_p", "max_new_tokens", "seed")], "tasks": {job.pk: job.task for job in jobs},
                    "limits": protocol.limits()})
 
 
 @login_required
 @require_POST
 def playground_run(request):
-    from workers.inference_tasks import start
-
     form = PlaygroundForm(finished_jobs(request), request.POST)
     if not form.is_valid():
         return JsonResponse({"errors": {field: [str(e) for e in errors] for field, errors in form.errors.items()}},
@@ -38,8 +36,9 @@ def playground_run(request):
     job = form.cleaned_data["job"]
     request_id = protocol.new_request_id()
     protocol.redis_client().set(protocol.owner_key(request_id), request.team.pk, ex=protocol.EVENTS_TTL_S)
-    start(request_id, protocol.job_spec(job), form.cleaned_data["prompt"], form.sampling())
-    return JsonResponse({"request_id": request_id, "task": job.task,
+    sampling = form.sampling()
+    protocol.start(request_id, job, form.cleaned_data["prompt"], sampling)
+    return JsonResponse({"request_id": request_id, "task": job.task, "seed": sampling["seed"],
                          "stream_url": reverse("results:playground_stream", args=[request_id])}, status=202)
 
 
