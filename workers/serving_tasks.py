@@ -22,7 +22,7 @@ from celery.signals import worker_ready, worker_shutdown
 from django.conf import settings
 
 from workers.celery_app import app
-from workers.inference_tasks import DEVICE, ModelCache, _free_memory, _still_loading, prompt_for
+from workers.inference_tasks import DEVICE, ModelCache, free_memory, still_loading
 
 
 class Engine:
@@ -46,12 +46,13 @@ class Engine:
         if folder in self.tokenizers:
             self.tokenizers.move_to_end(folder)
             self.hits += 1
-            return
-        with tempfile.TemporaryDirectory(prefix="loraworks-serve-") as scratch:
-            local = copy_to_folder(folder, Path(scratch))
-            self.adapters.add(folder, local)
-            self.tokenizers[folder] = adapter_tokenizer(local) or self.tokenizer
-        self.loads += 1
+        else:
+            with tempfile.TemporaryDirectory(prefix="loraworks-serve-") as scratch:
+                local = copy_to_folder(folder, Path(scratch))
+                self.adapters.add(folder, local)
+                self.tokenizers[folder] = adapter_tokenizer(local) or self.tokenizer
+            self.loads += 1
+        # A batch may hold more adapters than the cache: those wait for a later call to be evicted.
         evictable = [name for name in self.tokenizers if name not in keep]
         while len(self.tokenizers) > settings.SERVE_ADAPTER_CACHE and evictable:
             name = evictable.pop(0)
@@ -65,13 +66,27 @@ class Engine:
 ENGINES = ModelCache(lambda: settings.SERVE_BASE_CACHE)
 
 
-def _prompt(row: dict, tokenizer):
-    from trainer.data.render import ensure_chat_template
+def prompt_for(layout: str, prompt, tokenizer) -> str | list[dict]:
+    """The prompt laid out as the job's training data was (alpaca, prompt/completion, chat), so the fine-tuned
+    model sees what it learned to answer. Chat goes as messages (layout "messages": the caller's conversation;
+    "chat": one text as the user's message), rendered by the tokenizer's chat template or, when it has none, by
+    the default template training used (`ensure_chat_template`), with no BOS added. "text" is taken as it is."""
+    from trainer.data.render import ensure_chat_template, segments
 
-    if row["layout"] == "messages":
+    if layout in ("messages", "chat"):
         ensure_chat_template(tokenizer)
-        return row["prompt"]
-    return prompt_for({"format": row["layout"]}, row["prompt"], tokenizer)
+        return prompt if layout == "messages" else [{"role": "user", "content": prompt}]
+    placeholder = "\x00"
+    examples = {"alpaca": {"instruction": prompt, "input": "", "output": placeholder},
+                "prompt_completion": {"prompt": prompt, "completion": placeholder}}
+    if layout not in examples:
+        return prompt
+    laid_out = []
+    for text, counts in segments(examples[layout], layout, tokenizer):
+        if counts:
+            break
+        laid_out.append(text)
+    return "".join(laid_out)
 
 
 def _generation_row(engine: Engine, spec: dict):
@@ -79,7 +94,7 @@ def _generation_row(engine: Engine, spec: dict):
     from trainer.inference import DEFAULT_MAX_PROMPT_TOKENS, _eos_ids, prompt_ids
 
     tokenizer = engine.tokenizer_for(spec["adapter"])
-    ids = prompt_ids(tokenizer, _prompt(spec, tokenizer), DEFAULT_MAX_PROMPT_TOKENS)
+    ids = prompt_ids(tokenizer, prompt_for(spec["layout"], spec["prompt"], tokenizer), DEFAULT_MAX_PROMPT_TOKENS)
     sampling = {key: spec["sampling"][key] for key in ("temperature", "top_p", "max_new_tokens", "seed")
                 if key in spec["sampling"]}
     row = Row(ids=ids, adapter=spec["adapter"], eos_ids=_eos_ids(engine.model, tokenizer), **sampling)
@@ -98,7 +113,7 @@ def serve_batch(base: str, requests: list[dict], publish) -> dict:
     from trainer.batch_generation import TextStream, generate_rows
     from trainer.errors import TrainerError
 
-    with _still_loading(lambda event: [publish(r["id"], event) for r in requests]):
+    with still_loading(lambda event: [publish(r["id"], event) for r in requests]):
         engine, _ = ENGINES.get(base, lambda: Engine(base))
         keep = {row["adapter"] for r in requests for row in r["rows"] if row["adapter"]}
         rows, owners, streams, ready = [], [], [], []
@@ -175,7 +190,7 @@ def serve(base: str) -> dict:
                    else "the inference worker failed on this request; see its log")
         for request in requests:
             publish(request["id"], {"error": message})
-        _free_memory()
+        free_memory()
         if message.startswith("the inference worker failed"):
             raise
         return {"error": message}

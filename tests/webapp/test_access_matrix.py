@@ -1,8 +1,10 @@
 """Who may open what, route by route: every page and API route in the URL resolver is requested as an anonymous
 visitor (login redirect, or 401 from the API), as a member of another team (404 for team objects; lists show none
 of them) and as a member of the owning team (answered). A route added without a case here fails the first test."""
+import json
 import sys
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
@@ -12,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from finished_jobs import build_artifacts, make_job  # noqa: E402
 
 pytestmark = pytest.mark.django_db
-PUBLIC = {"login", "logout", "api:schema", "api:reference", "api:unknown", "ops:healthz"}  # open to all by design
+PUBLIC = {"login", "logout", "api:schema", "api:reference", "api:unknown", "serving:unknown", "ops:healthz"}  # open to all by design
 STAFF_ONLY = {"ops:status": "/ops/"}  # operators' pages: checked with the admin below
 
 
@@ -74,6 +76,11 @@ API = {
     "api:job_merged": ("GET", lambda o: f"/api/jobs/{o.job.pk}/merged", True),
     "api:job_metrics": ("GET", lambda o: f"/api/jobs/{o.job.pk}/metrics", True),
     "api:job_playground": ("POST", lambda o: f"/api/jobs/{o.job.pk}/playground", True),
+    "serving:models": ("GET", lambda o: "/v1/models", False),
+    # The model is checked before the other parameters: max_tokens=0 is the owner's 400, another team's 404.
+    "serving:chat_completions": ("POST", lambda o: f"/v1/chat/completions?model=job-{o.lm_job.pk}&max_tokens=0",
+                                 True),
+    "serving:completions": ("POST", lambda o: f"/v1/completions?model=job-{o.lm_job.pk}&max_tokens=0", True),
 }
 
 
@@ -89,6 +96,7 @@ class Objects:
         self.alice, self.bob = make_member("alice", "Team A"), make_member("bob", "Team B")
         self.team = Team.objects.get(name="Team A")
         self.job = make_job(self.team, build_artifacts("bert", tmp_path), merged=False)
+        self.lm_job = make_job(self.team, build_artifacts("llama", tmp_path / "lm"), name="served")
         self.dataset = self.job.dataset
         self.spare_dataset = Dataset.objects.create(team=self.team, name="spare", original_filename="s.jsonl",
                                                     file="datasets/none.jsonl", status="ready")
@@ -108,6 +116,8 @@ def call(client, method, path, **headers):
     if method == "POST":
         path, _, form = path.partition("?")
         headers["content_type"] = "application/x-www-form-urlencoded"
+        if path.startswith("/v1/"):  # OpenAI's routes read JSON bodies
+            form, headers["content_type"] = json.dumps(dict(parse_qsl(form))), "application/json"
         response = client.generic(method, path, form, **headers)
     else:
         response = client.generic(method, path, **headers)

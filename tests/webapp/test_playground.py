@@ -114,17 +114,21 @@ def test_base_and_fine_tuned_answers_stream_from_a_real_worker_and_repeats_load_
     assert set(statuses[:-1]) == {"loading"} and statuses[-1] == "generating" and first[0] == {"status": "loading"}
     assert text_of(first, "base") and text_of(first, "tuned") and text_of(first, "base") != text_of(first, "tuned")
     assert {e["side"] for e in first if e.get("done")} == {"base", "tuned"}
-    assert first[-1]["end"] is True and first[-1]["stats"]["loaded_now"] == ["base", "tuned"]
+    stats = first[-1]["stats"]
+    assert first[-1]["end"] is True and (stats["base_loads"], stats["batch_rows"]) == (1, 2)
 
-    # The worker has several pool processes, each with its own cache: of three requests in a row, two land on
-    # the same process, and any request on a process that has answered this job before must load nothing.
+    # The worker has several pool processes, each with its own base and adapters: of three requests in a row,
+    # two land on the same process, and any request on a process that has answered this job before loads nothing.
     served = defaultdict(int)
-    served[first[-1]["stats"]["pid"]] += 1
+    loads = {stats["pid"]: stats["adapter_loads"]}
+    served[stats["pid"]] += 1
     for _ in range(3):
         events = answer(member_client, job)
         stats = events[-1]["stats"]
-        assert stats["loaded_now"] == ([] if served[stats["pid"]] else ["base", "tuned"])
-        assert text_of(events, "tuned") and stats["hits"] >= (2 if served[stats["pid"]] else 0)
+        assert stats["base_loads"] == 1 and text_of(events, "tuned")
+        if served[stats["pid"]]:
+            assert stats["adapter_loads"] == loads[stats["pid"]] and stats["adapter_hits"] >= 1
+        loads[stats["pid"]] = stats["adapter_loads"]
         served[stats["pid"]] += 1
     assert max(served.values()) >= 2
 

@@ -38,7 +38,7 @@ def server(django_db_setup, django_db_blocker, tmp_path_factory):
     log_path = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
     log = open(log_path, "wb")
     process = subprocess.Popen([sys.executable, "-m", "gunicorn", "webapp.wsgi", "--bind", f"127.0.0.1:{port}",
-                                "--workers", "1", "--worker-class", "gthread", "--threads", "16", "--timeout", "120"],
+                                "--workers", "1", "--worker-class", "gthread", "--threads", "16", "--timeout", "120", "--graceful-timeout", "3"],
                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -203,7 +203,7 @@ def test_playground_and_v1_answers_with_the_same_seed_are_identical(setup, serve
 
 def test_concurrent_requests_for_different_adapters_each_get_their_own_answer(setup):
     client, alpaca_job, chat_job, base, _, _ = setup
-    asks = [(model, seed) for seed in (1, 2, 3) for model in (f"job-{alpaca_job.pk}", f"job-{chat_job.pk}", base)]
+    asks = [(model, seed) for seed in (1, 2) for model in (f"job-{alpaca_job.pk}", f"job-{chat_job.pk}", base)]
 
     def ask(model, seed):
         return client.completions.create(model=model, prompt="The sky is", temperature=0.8, seed=seed,
@@ -220,7 +220,7 @@ def test_concurrent_requests_for_different_adapters_each_get_their_own_answer(se
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
-    assert together == {pair: ask(*pair) for pair in asks}  # alone, each gives what it gave in the crowd
+    assert together == {pair: ask(*pair) for pair in asks}  # alone, each gives what it gave in the crowd  # alone, each gives what it gave in the crowd
     assert len({together[(model, 1)] for model, _ in asks}) == 3
 
 
