@@ -278,3 +278,27 @@ def test_no_worker_on_the_serving_queue_is_a_503_at_once(client, settings, make_
     assert response.status_code == 503 and time.monotonic() - started < 5
     assert response.json()["error"]["type"] == "server_error" and "infer.nobody-serves-this" in \
         response.json()["error"]["message"]
+
+
+def test_the_results_pages_code_snippets_run_as_shown(setup, server, member_client, bert_run):
+    import html
+    import re
+
+    from webapp.teams.models import Team
+
+    client, _, chat_job, _, _, _ = setup
+    page = member_client.get(f"/jobs/{chat_job.pk}/results/").content.decode()
+    snippets = {kind: html.unescape(code) for kind, code in
+                re.findall(r'<code data-snippet="(\w+)">(.*?)</code>', page, re.S)}
+    assert set(snippets) == {"python", "curl"} and f'<code data-model>job-{chat_job.pk}</code>' in page
+    assert 'href="/account/settings/"' in page
+    env = dict(os.environ, LORAWORKS_TOKEN=client.api_key)
+    local = {kind: code.replace("http://testserver/v1", f"{server}/v1") for kind, code in snippets.items()}
+    ran = subprocess.run([sys.executable, "-c", local["python"]], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert ran.returncode == 0 and ran.stdout.strip(), ran.stderr
+    curled = subprocess.run(["bash", "-c", local["curl"]], env=env, capture_output=True, text=True, timeout=120)
+    answer = json.loads(curled.stdout)
+    assert answer["model"] == f"job-{chat_job.pk}" and answer["choices"][0]["message"]["content"]
+    classifier = finished_jobs.make_job(Team.objects.get(name="Team A"), bert_run, name="classifier")
+    assert 'id="use-from-code"' not in member_client.get(f"/jobs/{classifier.pk}/results/").content.decode()
