@@ -6,8 +6,9 @@ r"""Many LoRA adapters on one loaded base model, chosen per batch row: serving's
 
 `MultiLoraLinear` wraps a base layer like `trainer.lora.LoraLinear`, but holds any number of adapters (slots)
 and no trainable parameters. Before a forward, `AdapterSet.rows(names)` tells every wrapped layer which slot each
-batch row uses; each layer adds, for each slot present, that slot's update to its rows only (one index_add per
-slot), so rows with different adapters, and rows with none, share one forward pass of the base.
+batch row uses; each layer gathers every row's own A and B and adds its update with two batched matmuls (a row
+with no adapter gathers zeros), so rows with different adapters, and rows with none, share one forward pass of
+the base.
 
 `AdapterSet` loads adapters in PEFT's layout (what `trainer.adapter_io.save_adapter` writes) into slots and
 removes them again; the base weights are never touched. Only LoRA weights are supported: adapters with fully
@@ -29,14 +30,20 @@ from trainer.errors import TrainerError
 
 
 class MultiLoraLinear(nn.Module):
-    """`base_layer` (nn.Linear or Conv1D) plus per-slot low-rank updates; `groups` routes batch rows to slots."""
+    """`base_layer` (nn.Linear or Conv1D) plus per-slot low-rank updates; `row_stack` routes batch rows to slots.
+
+    The slots' weights are kept stacked, zero-padded to the largest rank, with s folded into B and a zero entry 0
+    for "no adapter": A (S+1, r, in), sB (S+1, out, r). A forward gathers each row's pair and runs two batched
+    matmuls, so its cost does not grow with the number of different adapters in the batch."""
 
     def __init__(self, base_layer: nn.Module):
         super().__init__()
         self.base_layer = base_layer
         self.fan_in_fan_out = isinstance(base_layer, Conv1D)
         self.updates: dict[int, tuple[torch.Tensor, torch.Tensor, float]] = {}  # slot -> (A (r, in), B (out, r), s)
-        self.groups: list[tuple[int, torch.Tensor]] = []  # (slot, row indices); set by AdapterSet.rows
+        self.stack_a: torch.Tensor | None = None
+        self.stack_b: torch.Tensor | None = None
+        self.row_stack: torch.Tensor | None = None  # (B,) index into the stacks; set by AdapterSet.rows
 
     @property
     def weight(self) -> torch.Tensor:
@@ -46,16 +53,32 @@ class MultiLoraLinear(nn.Module):
     def bias(self) -> torch.Tensor | None:
         return self.base_layer.bias
 
+    def restack(self, order: list[int]) -> None:
+        """Rebuild the stacks for the slots in `order` (stack entry i + 1 is slot order[i])."""
+        if not self.updates:
+            self.stack_a = self.stack_b = None
+            return
+        in_features, out_features = _features(self.base_layer)
+        rank = max(a.shape[0] for a, _, _ in self.updates.values())
+        some_a = next(iter(self.updates.values()))[0]
+        stack_a = torch.zeros(len(order) + 1, rank, in_features, dtype=some_a.dtype, device=some_a.device)
+        stack_b = torch.zeros(len(order) + 1, out_features, rank, dtype=some_a.dtype, device=some_a.device)
+        for i, slot in enumerate(order, start=1):
+            if slot in self.updates:
+                a, b, scaling = self.updates[slot]
+                stack_a[i, :a.shape[0]] = a
+                stack_b[i, :, :b.shape[1]] = b * scaling
+        self.stack_a, self.stack_b = stack_a, stack_b
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base_layer(x)  # (B, T, out)
-        for slot, rows in self.groups:
-            update = self.updates.get(slot)
-            if update is None:  # this adapter does not adapt this layer
-                continue
-            a, b, scaling = update
-            delta = (x.index_select(0, rows).to(a.dtype) @ a.T) @ b.T  # (rows, T, r) -> (rows, T, out)
-            y = y.index_add(0, rows, (delta * scaling).to(y.dtype))
-        return y
+        if self.row_stack is None or self.stack_a is None:
+            return y
+        a = self.stack_a.index_select(0, self.row_stack)  # (B, r, in)
+        b = self.stack_b.index_select(0, self.row_stack)  # (B, out, r)
+        x3 = x.reshape(x.shape[0], -1, x.shape[-1]).to(a.dtype)  # (B, T, in)
+        delta = torch.bmm(torch.bmm(x3, a.transpose(1, 2)), b.transpose(1, 2))  # (B, T, r) -> (B, T, out)
+        return y + delta.view(y.shape).to(y.dtype)
 
     def extra_repr(self) -> str:
         return f"slots={sorted(self.updates)}"
@@ -107,15 +130,22 @@ class AdapterSet:
             rank = a.shape[0]
             layer.updates[slot] = (a.to(device), b.to(device), alpha / (math.sqrt(rank) if rslora else rank))
         self.slots[name] = slot
+        self._restack()
         return slot
 
     def remove(self, name: str) -> None:
         """Drop the adapter `name` (its tensors are freed; the wrapped layers stay, cheap without slots)."""
         self._drop_slot(self.slots.pop(name))
+        self._restack()
 
     def _drop_slot(self, slot: int) -> None:
         for layer in self.layers.values():
             layer.updates.pop(slot, None)
+
+    def _restack(self) -> None:
+        order = sorted(self.slots.values())
+        for layer in self.layers.values():
+            layer.restack(order)
 
     def _wrapped(self, module_name: str) -> MultiLoraLinear:
         if module_name not in self.layers:
@@ -135,18 +165,18 @@ class AdapterSet:
         if unknown:
             raise KeyError(f"adapter {unknown[0]!r} is not loaded")
         device = next(self.model.parameters()).device
-        by_slot: dict[int, list[int]] = {}
-        for row, name in enumerate(names):
-            if name is not None:
-                by_slot.setdefault(self.slots[name], []).append(row)
-        groups = [(slot, torch.tensor(rows, device=device)) for slot, rows in by_slot.items()]
+        entry = {slot: i for i, slot in enumerate(sorted(self.slots.values()), start=1)}
+        row_stack = None
+        if any(name is not None for name in names):  # else: the base alone, nothing to add
+            row_stack = torch.tensor([0 if name is None else entry[self.slots[name]] for name in names],
+                                     device=device)
         for layer in self.layers.values():
-            layer.groups = groups
+            layer.row_stack = row_stack
         try:
             yield
         finally:
             for layer in self.layers.values():
-                layer.groups = []
+                layer.row_stack = None
 
 
 def _features(layer: nn.Module) -> tuple[int, int]:
