@@ -6,8 +6,7 @@ from functools import wraps
 from django.http import Http404
 from django.views.decorators.csrf import csrf_exempt
 
-from webapp.accounts.tokens import authenticate
-from webapp.api.decorators import bearer_secret
+from webapp.api.decorators import authenticated
 from webapp.api.errors import ApiError
 from webapp.api.ratelimit import check_rate
 from webapp.serving.errors import OpenAIError, error_response
@@ -25,21 +24,14 @@ def openai_view(*methods: str, rate_limited: bool = False):
                 if request.method not in methods:
                     raise OpenAIError(405, f"{request.method} is not allowed here; use {', '.join(methods)}",
                                       headers={"Allow": ", ".join(methods)})
-                secret = bearer_secret(request)
-                token = authenticate(secret) if secret else None
-                if token is None:
-                    raise OpenAIError(401, "Incorrect API key provided: create one on your account settings page"
-                                      if secret else "Send an API token as 'Authorization: Bearer <token>'",
-                                      headers={"WWW-Authenticate": 'Bearer realm="loraworks"'})
-                request.user, request.team, request.api_token = token.user, token.team, token
+                token = authenticated(request)
                 if rate_limited:
-                    try:
-                        check_rate(token.pk, RATE_ACTION)
-                    except ApiError as limited:
-                        raise OpenAIError(429, limited.message, headers=limited.headers) from None
+                    check_rate(token.pk, RATE_ACTION)
                 return view(request, *args, **kwargs)
             except OpenAIError as error:
                 return error_response(error)
+            except ApiError as error:  # from the shared token and rate checks: same status, OpenAI's shape
+                return error_response(OpenAIError(error.status, error.message, headers=error.headers))
             except Http404:
                 return error_response(OpenAIError(404, f"no route {request.path}", code="not_found"))
             except Exception:

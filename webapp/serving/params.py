@@ -6,12 +6,13 @@ presence_penalty at 0. Anything else is refused by name rather than silently ign
 """
 from __future__ import annotations
 
-import json
 import secrets
 from dataclasses import dataclass
 
 from django.conf import settings
 
+from webapp.api.decorators import read_json
+from webapp.api.errors import ApiError
 from webapp.serving.errors import OpenAIError
 
 COMMON = {"model", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "seed", "stream",
@@ -32,15 +33,11 @@ class CompletionRequest:
 
 
 def parse_body(request) -> dict:
-    if int(request.headers.get("Content-Length") or 0) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
-        raise OpenAIError(413, f"JSON bodies may be at most {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes")
+    """The request's JSON object body, or a 400/413 OpenAIError saying what is wrong with it."""
     try:
-        body = json.loads(request.body or b"{}")
-    except (ValueError, UnicodeDecodeError) as error:
-        raise OpenAIError(400, f"the body is not valid JSON: {error}") from None
-    if not isinstance(body, dict):
-        raise OpenAIError(400, "the body must be a JSON object")
-    return body
+        return read_json(request)
+    except ApiError as error:
+        raise OpenAIError(error.status, error.message) from None
 
 
 def _number(body: dict, name: str, default: float, low: float, high: float, *, low_open: bool = False) -> float:
