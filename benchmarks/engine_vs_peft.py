@@ -39,37 +39,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-IMPLS = ("engine", "peft", "torch")
-RANK, ALPHA, DROPOUT, TARGETS = 8, 16, 0.05, "attention"
+from lora_bench import ALPHA, DROPOUT, IMPLS, RANK, TARGETS, build_llama, format_table, in_subprocess, rss_kib, \
+    textbook_lora
+
 WARMUP_STEPS = 2
-
-
-def _rss_kib(field: str) -> int:
-    return int(re.search(rf"{field}:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
-
-
-def build_llama(hidden: int = 256, layers: int = 4, intermediate: int = 688, heads: int = 8, kv_heads: int = 4,
-                vocab: int = 4096, batch: tuple[int, int] = (8, 64), tied: bool = False):
-    """A randomly initialised Llama causal LM and one batch of random tokens (`batch` = sequences x tokens)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
-                         num_attention_heads=heads, num_key_value_heads=kv_heads, vocab_size=vocab,
-                         max_position_embeddings=max(256, batch[1]), tie_word_embeddings=tied)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    ids = torch.randint(0, config.vocab_size, batch, generator=torch.Generator().manual_seed(1))
-    return model, "causal-lm", {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
 
 
 def build_llama_sft():
@@ -107,36 +84,7 @@ MODELS = {"llama": (build_llama, 8, 3, 3), "llama-sft": (build_llama_sft, 8, 3, 
 DEFAULT_MODELS = "llama,llama-sft,minilm"
 
 
-def textbook_lora(model, names):
-    """LoRA the plain way: base(x) + B(A(dropout(x))) * alpha/r, one nn.Module per wrapped layer."""
-    import math
-
-    from torch import nn
-
-    class PlainLora(nn.Module):
-        def __init__(self, base):
-            super().__init__()
-            self.base = base
-            self.A = nn.Linear(base.in_features, RANK, bias=False)
-            self.B = nn.Linear(RANK, base.out_features, bias=False)
-            nn.init.kaiming_uniform_(self.A.weight, a=math.sqrt(5))
-            nn.init.zeros_(self.B.weight)
-            self.dropout = nn.Dropout(DROPOUT)
-
-        def forward(self, x):
-            return self.base(x) + self.B(self.A(self.dropout(x))) * (ALPHA / RANK)
-
-    model.requires_grad_(False)
-    for name in names:
-        parent, _, child = name.rpartition(".")
-        module = model.get_submodule(parent)
-        setattr(module, child, PlainLora(getattr(module, child)))
-    if hasattr(model, "classifier"):
-        model.classifier.requires_grad_(True)
-    return model
-
-
-def prepare(model_name: str, impl: str):
+def prepare(model_name: str, impl: str, dropout: float = DROPOUT):
     from trainer.config import LoraSettings
     from trainer.inject import apply_lora
     from trainer.targets import resolve_targets
@@ -144,14 +92,14 @@ def prepare(model_name: str, impl: str):
     model, task, batch = MODELS[model_name][0]()
     base_params = sum(p.numel() for p in model.parameters())
     if impl == "engine":
-        apply_lora(model, LoraSettings(rank=RANK, alpha=ALPHA, dropout=DROPOUT, targets=TARGETS), task)
+        apply_lora(model, LoraSettings(rank=RANK, alpha=ALPHA, dropout=dropout, targets=TARGETS), task)
     elif impl == "peft":
         from peft import LoraConfig, get_peft_model
 
         names = resolve_targets(model, TARGETS)
         task_type = "SEQ_CLS" if task == "classification" else "CAUSAL_LM"
         model = get_peft_model(model, LoraConfig(task_type=task_type, r=RANK, lora_alpha=ALPHA,
-                                                 lora_dropout=DROPOUT, target_modules=names))
+                                                 lora_dropout=dropout, target_modules=names))
     else:
         model = textbook_lora(model, resolve_targets(model, TARGETS))
     return model.train(), batch, base_params, task
@@ -207,28 +155,22 @@ def measure_memory(model_name: str, impl: str, steps: int, threads: int) -> dict
     model, batch, base_params, task = prepare(model_name, impl)
     step = trainer_step(model, batch, impl, task)
     Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS
-    rss_before = _rss_kib("VmRSS")
+    rss_before = rss_kib("VmRSS")
     for _ in range(steps):
         step()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"impl": impl, "peak_mb": (_rss_kib("VmHWM") - rss_before) / 1024, "trainable": trainable,
+    return {"impl": impl, "peak_mb": (rss_kib("VmHWM") - rss_before) / 1024, "trainable": trainable,
             "params": base_params, "tokens": batch["input_ids"].numel()}
-
-
-def in_subprocess(*worker_args: str) -> dict | list:
-    command = [sys.executable, __file__, "--worker", *worker_args]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
-    done = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def benchmark(model_name: str, rounds: int | None, memory_steps: int | None, threads: int) -> list[dict]:
     _, default_rounds, default_memory_steps, memory_runs = MODELS[model_name]
     rounds, memory_steps = rounds or default_rounds, memory_steps or default_memory_steps
-    timings = in_subprocess("speed", model_name, str(rounds), str(threads))
+    timings = in_subprocess(__file__, "speed", model_name, str(rounds), str(threads))
     memory = {}
     for impl in IMPLS:  # peak RSS varies by several MB from process to process: take the median process
-        runs = [in_subprocess("memory", model_name, impl, str(memory_steps), str(threads)) for _ in range(memory_runs)]
+        runs = [in_subprocess(__file__, "memory", model_name, impl, str(memory_steps), str(threads))
+                for _ in range(memory_runs)]
         memory[impl] = sorted(runs, key=lambda run: run["peak_mb"])[len(runs) // 2]
     rows = []
     for impl in IMPLS:
@@ -240,14 +182,6 @@ def benchmark(model_name: str, rounds: int | None, memory_steps: int | None, thr
         row["speed_vs_peft"] = row["tokens_per_cpu_s"] / peft["tokens_per_cpu_s"]
         row["memory_vs_peft"] = row["peak_mb"] / peft["peak_mb"]
     return rows
-
-
-def format_table(header: list[str], lines: list[list[str]], markdown: bool) -> str:
-    if markdown:
-        rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        return "\n".join(rows + ["| " + " | ".join(line) + " |" for line in lines])
-    widths = [max(len(x) for x in column) for column in zip(header, *lines)]
-    return "\n".join("  ".join(cell.rjust(width) for cell, width in zip(line, widths)) for line in [header] + lines)
 
 
 def print_table(rows: list[dict], markdown: bool) -> None:
@@ -277,11 +211,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         kind, *rest = args.worker
-        if kind.startswith("e2e-"):
-            import engine_vs_peft_e2e
-
-            engine_vs_peft_e2e.worker(kind, rest)
-        elif kind == "speed":
+        if kind == "speed":
             print(json.dumps(measure_speed(rest[0], int(rest[1]), int(rest[2]))))
         else:
             print(json.dumps(measure_memory(rest[0], rest[1], int(rest[2]), int(rest[3]))))

@@ -24,11 +24,13 @@ process per implementation running the same steps, peak RSS growth from right af
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from engine_vs_peft import ALPHA, DROPOUT, IMPLS, RANK, TARGETS, _rss_kib, build_llama, in_subprocess, textbook_lora
+from lora_bench import ALPHA, DROPOUT, IMPLS, RANK, TARGETS, build_llama, format_table, in_subprocess, rss_kib, \
+    textbook_lora
 
 BATCH_SIZE = 8
 WARMUP_STEPS = 2
@@ -186,18 +188,18 @@ def measure_memory(model_name: str, folder: str, impl: str, steps: int, threads:
     torch.set_num_threads(threads)
     step, model = _build(model_name, Path(folder), steps, impls=(impl,))[impl]
     Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS
-    rss_before = _rss_kib("VmRSS")
+    rss_before = rss_kib("VmRSS")
     for _ in range(WARMUP_STEPS + steps):
         step()
-    return {"impl": impl, "peak_mb": (_rss_kib("VmHWM") - rss_before) / 1024,
+    return {"impl": impl, "peak_mb": (rss_kib("VmHWM") - rss_before) / 1024,
             "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "params": sum(p.numel() for p in model.parameters())}
 
 
 def benchmark(model_name: str, folder: Path, steps: int | None, threads: int) -> list[dict]:
     steps = steps or E2E_MODELS[model_name][2]
-    speed = in_subprocess("e2e-speed", model_name, str(folder), str(steps), str(threads))
-    memory = {impl: in_subprocess("e2e-memory", model_name, str(folder), impl, str(steps), str(threads))
+    speed = in_subprocess(__file__, "e2e-speed", model_name, str(folder), str(steps), str(threads))
+    memory = {impl: in_subprocess(__file__, "e2e-memory", model_name, str(folder), impl, str(steps), str(threads))
               for impl in IMPLS}
     rows = []
     for timing in speed:
@@ -220,8 +222,6 @@ def worker(kind: str, rest: list[str]) -> None:
 
 
 def main(models: list[str], steps: int | None, threads: int, markdown: bool) -> None:
-    from engine_vs_peft import format_table
-
     unknown = [name for name in models if name not in E2E_MODELS]
     if unknown:
         raise SystemExit(f"--e2e: unknown model {', '.join(unknown)}; choose from {', '.join(E2E_MODELS)}")
@@ -242,3 +242,7 @@ def main(models: list[str], steps: int | None, threads: int, markdown: bool) -> 
               f"{r['tokens_per_s']:.0f}", f"{r['tokens_per_cpu_s']:.0f}", f"{r['peak_mb']:.0f}",
               f"{r['speed_vs_peft']:.2f}x", f"{r['memory_vs_peft']:.2f}x"] for r in rows]
     print(format_table(header, lines, markdown))
+
+
+if __name__ == "__main__":  # a measurement process started by in_subprocess: --worker KIND ARGS...
+    worker(sys.argv[2], sys.argv[3:])

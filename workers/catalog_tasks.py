@@ -5,12 +5,13 @@ Entries are sent here by the admin (on add, or "Inspect again") and by `manage.p
 """
 import logging
 
+from webapp.jobs.queue import INSPECT_TASK
 from workers.celery_app import app
 
 log = logging.getLogger(__name__)
 
 
-@app.task(name="workers.catalog.inspect", acks_late=True, reject_on_worker_lost=True)
+@app.task(name=INSPECT_TASK, acks_late=True, reject_on_worker_lost=True)
 def inspect_entry(entry_id: int) -> str:
     from trainer.errors import TrainerError
     from trainer.inspect_model import inspect

@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 
 from django.core.files.storage import default_storage
 
+from webapp.jobs.queue import VALIDATE_TASK
 from workers.celery_app import app
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ COLUMN_SNIFF_ROWS = 100
 PREVIEW_CHARS = 4000  # per preview row: enough to read, small enough to keep reports light
 
 
-@app.task(name="datasets.validate")
+@app.task(name=VALIDATE_TASK)
 def validate_dataset(dataset_id: int, revision: int) -> str:
     from webapp.datasets.models import Dataset
 

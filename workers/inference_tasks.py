@@ -21,6 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
+from webapp.jobs.queue import PLAYGROUND_TASK
 from workers.celery_app import app
 
 LOADING_PULSE_S = 10.0
@@ -175,7 +176,7 @@ def run_playground(spec: dict, text: str, sampling: dict, publish: Callable[[dic
     return {**CACHE.stats(), "loaded_now": loaded}
 
 
-@app.task(name="workers.playground")
+@app.task(name=PLAYGROUND_TASK)
 def playground(request_id: str, spec: dict, text: str, sampling: dict) -> dict:
     """Celery entry point: run_playground with events pushed to Redis; errors become an `error` event."""
     from trainer.errors import TrainerError

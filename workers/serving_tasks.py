@@ -21,6 +21,7 @@ from pathlib import Path
 from celery.signals import worker_ready, worker_shutdown
 from django.conf import settings
 
+from webapp.jobs.queue import SERVE_TASK
 from workers.celery_app import app
 from workers.inference_tasks import DEVICE, ModelCache, free_memory, still_loading
 
@@ -168,7 +169,7 @@ def serve_batch(base: str, requests: list[dict], publish) -> dict:
     return stats
 
 
-@app.task(name="workers.serve")
+@app.task(name=SERVE_TASK)
 def serve(base: str) -> dict:
     """Celery entry point: take the requests waiting for `base` and answer them as one batch."""
     from webapp.serving.protocol import push, redis_client, take_batch

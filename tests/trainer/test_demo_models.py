@@ -37,6 +37,18 @@ def test_config_and_readme_label_it_a_demo(toy_lm):
     assert build["steps"] == TOY.steps and build["recipe_version"] == demo_models.RECIPE_VERSION
 
 
+def test_the_demo_recipe_makes_a_model_of_about_one_million_parameters():
+    # The README's "~1M-parameter" demo LM: the full recipe's shapes, with a vocabulary as large as it asks for.
+    class FullVocabulary:
+        eos_token_id = pad_token_id = 0
+
+        def __len__(self):
+            return DemoSpec().vocab_size
+
+    count = demo_models.build_model(DemoSpec(), FullVocabulary()).num_parameters()
+    assert count == 1_066_112  # 2048 x 128 tied embeddings + 4 layers of 128-wide attention and 352-wide MLP
+
+
 def test_build_is_reproducible(toy_lm, tmp_path):
     again = build_tiny_lm(tmp_path / "again", TOY)
     for name in ("model.safetensors", "tokenizer.json", "config.json"):

@@ -75,7 +75,8 @@ def test_classification_gives_label_probabilities_for_base_and_fine_tuned(bert_r
     from trainer.inference import classify, load_for_inference
 
     spec = stored(bert_run, fmt="classification")
-    events, _ = collect(spec, "my invoice is wrong", GREEDY)
+    events, stats = collect(spec, "my invoice is wrong", GREEDY)
+    assert stats["loaded_now"] == ["base", "tuned"]
     probs = {e["side"]: e["probs"] for e in events if "probs" in e}
     assert set(probs) == {"base", "tuned"}
     for side in probs:
@@ -84,6 +85,9 @@ def test_classification_gives_label_probabilities_for_base_and_fine_tuned(bert_r
     tuned = load_for_inference(str(bert_run / "base"), adapter_dir=bert_run / "out" / "adapter")
     assert probs["tuned"] == pytest.approx(classify(*tuned, "my invoice is wrong"))
     assert probs["base"] != pytest.approx(probs["tuned"])
+    again, stats = collect(spec, "my invoice is wrong", GREEDY)
+    assert stats["loaded_now"] == [] and stats["hits"] == 2  # a repeat request loads nothing
+    assert {e["side"]: e["probs"] for e in again if "probs" in e} == probs
 
 
 def test_a_text_over_the_limit_is_refused_with_a_clear_message(bert_run, stored, fresh_cache, settings):

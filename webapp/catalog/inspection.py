@@ -2,8 +2,7 @@
 from django.db import transaction
 
 from webapp.catalog.models import BaseModel
-
-INSPECT_TASK = "workers.catalog.inspect"
+from webapp.jobs.queue import INSPECT_TASK, enqueue
 
 
 def request_inspection(entry: BaseModel) -> None:
@@ -14,6 +13,4 @@ def request_inspection(entry: BaseModel) -> None:
 
 
 def _send(entry_id: int) -> None:
-    from workers.celery_app import app
-
-    app.send_task(INSPECT_TASK, args=[entry_id], queue="default")
+    enqueue(INSPECT_TASK, [entry_id], on="default")

@@ -8,6 +8,7 @@ overwrites its result.
 from django.db import models, transaction
 from django.utils import timezone
 
+from webapp.jobs.queue import VALIDATE_TASK, enqueue
 from webapp.teams.models import TeamOwned
 
 
@@ -48,14 +49,12 @@ class Dataset(TeamOwned):
     def start_validation(self, **changes) -> int:
         """Save `changes`, move to validating with a new revision, and queue the worker's validation once the
         transaction commits. Returns the new revision."""
-        from workers.dataset_tasks import validate_dataset
-
         for name, value in changes.items():
             setattr(self, name, value)
         self.status, self.progress, self.revision = self.Status.VALIDATING, 0.0, self.revision + 1
         self.save()
         pk, revision = self.pk, self.revision
-        transaction.on_commit(lambda: validate_dataset.apply_async((pk, revision), queue="default"))
+        transaction.on_commit(lambda: enqueue(VALIDATE_TASK, (pk, revision), on="default"))
         return revision
 
     @classmethod

@@ -12,7 +12,8 @@ from django import forms
 from trainer.config import TARGET_PRESETS, LoraSettings, TrainConfig
 from trainer.errors import ConfigError, TrainerError
 from webapp.catalog.models import BaseModel
-from webapp.jobs import routing, states
+from webapp.jobs import states
+from webapp.ops import checks
 
 CUSTOM = "custom"
 ANY_WORKER = ("", "Any training worker")
@@ -88,7 +89,7 @@ class JobForm(forms.Form):
 
     def _worker_class_choices(self) -> list[tuple[str, str]]:
         if self._live_classes is None:
-            self._live_classes = routing.live_classes()
+            self._live_classes = checks.live_worker_classes()
         return [ANY_WORKER] + [(name, name) for name in self._live_classes]
 
     def clean(self):

@@ -6,7 +6,7 @@ every state change). Artifacts are storage names under `jobs/<id>/`, set only on
 """
 from django.db import models
 
-from webapp.jobs import states
+from webapp.jobs import state_names
 from webapp.teams.models import TeamOwned
 
 
@@ -16,10 +16,10 @@ class Job(TeamOwned):
     dataset = models.ForeignKey("datasets.Dataset", on_delete=models.PROTECT, related_name="jobs")
     eval_dataset = models.ForeignKey("datasets.Dataset", on_delete=models.PROTECT, null=True, blank=True,
                                      related_name="eval_jobs")
-    task = models.CharField(max_length=20, choices=[(t, t) for t in states.TASKS])
+    task = models.CharField(max_length=20, choices=[(t, t) for t in state_names.TASKS])
     # The TrainConfig-shaped dict of LoRA and training settings (no paths: the worker fills those in).
     settings = models.JSONField(default=dict)
-    state = models.CharField(max_length=20, choices=states.CHOICES, default=states.QUEUED, db_index=True)
+    state = models.CharField(max_length=20, choices=state_names.CHOICES, default=state_names.QUEUED, db_index=True)
     celery_task_id = models.CharField(max_length=100, blank=True)
     # The worker class it asked for (webapp.jobs.routing): blank = any training worker. worker_name: who ran it.
     worker_class = models.CharField(max_length=100, blank=True)
@@ -50,12 +50,12 @@ class Job(TeamOwned):
 
     @property
     def is_terminal(self) -> bool:
-        return self.state in states.TERMINAL
+        return self.state in state_names.TERMINAL
 
     @property
     def percent(self) -> float:
         total = self.progress.get("total_steps") or 0
-        if self.state == states.SUCCEEDED:
+        if self.state == state_names.SUCCEEDED:
             return 100.0
         return round(100.0 * min(self.progress.get("step", 0) / total, 1.0), 1) if total else 0.0
 

@@ -1,23 +1,42 @@
-"""Putting jobs on the training queue, taking them off (cancel), where a queued job stands in line, and sending
-the `infer` queue its tasks (serving and playground requests) by name.
+"""Everything the web process sends to the workers goes through here: the Celery app (configured from Django
+settings), the names of the tasks and queues, and the job-specific sends: putting jobs on the training queue,
+taking them off (cancel), and where a queued job stands in line.
 
-The web process never imports the task code: it sends the task by name (`workers.jobs.train`) to queue `train`,
-or to its worker class's queue `train.<class>` (webapp.jobs.routing).
+The web process never imports a task module (nor `workers` at all): it sends each task by its name with
+`enqueue` (Celery's `send_task`). A training job goes to queue `train`, or to its worker class's queue
+`train.<class>` (webapp.jobs.routing). `workers.celery_app` adds the task modules to this same app and registers
+each task under the name below, so a name here and a task there cannot drift apart.
 """
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 
 import redis
+from celery import Celery
 from django.db import transaction
 from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerUnreachable  # what enqueue raises when Redis is down
 
 from webapp.jobs import conf, live, routing, states
 
-TRAIN_TASK = "workers.jobs.train"
+QUEUES = ("default", "train", "infer")  # declared by every worker; train.<class> ones are made on first use
+TRAIN_TASK = "workers.jobs.train"  # workers.training_tasks
+VALIDATE_TASK = "datasets.validate"  # workers.dataset_tasks
+INSPECT_TASK = "workers.catalog.inspect"  # workers.catalog_tasks
+PLAYGROUND_TASK = "workers.playground"  # workers.inference_tasks (classification playground)
+SERVE_TASK = "workers.serve"  # workers.serving_tasks (/v1 and the causal-LM playground)
 log = logging.getLogger(__name__)
+
+app = Celery("loraworks")
+app.config_from_object("django.conf:settings", namespace="CELERY")  # read on first use, not at import
+
+
+def enqueue(task_name: str, args: Sequence, on: str, task_id: str | None = None):
+    """Send the task `task_name` with `args` to queue `on`; returns its AsyncResult."""
+    return app.send_task(task_name, args=list(args), queue=on, task_id=task_id)
 
 
 def submit(job) -> None:
@@ -47,10 +66,9 @@ def send(job_id: int, task_id: str | None = None) -> None:
     """Send (or send again, to resume) the job's task to its class's queue, read from the row so no caller can
     route a job elsewhere."""
     from webapp.jobs.models import Job
-    from workers.celery_app import app
 
     worker_class = Job.objects.filter(pk=job_id).values_list("worker_class", flat=True).first() or ""
-    app.send_task(TRAIN_TASK, args=[job_id], queue=routing.queue_for(worker_class), task_id=task_id)
+    enqueue(TRAIN_TASK, [job_id], on=routing.queue_for(worker_class), task_id=task_id)
 
 
 def cancel(job, who: str) -> str:
@@ -86,8 +104,6 @@ def cancel(job, who: str) -> str:
 def _revoke(task_id: str) -> None:
     if not task_id:
         return
-    from workers.celery_app import app
-
     # Best effort: a worker that never heard of the revoke still finds the job cancelled and skips it.
     try:
         app.control.revoke(task_id)
@@ -117,18 +133,3 @@ def queue_position(job) -> int | None:
         return None
     return Job.objects.filter(state=states.QUEUED, worker_class=job.worker_class,
                               queued_at__lt=job.queued_at).count() + 1
-
-
-SERVE_TASK = "workers.serve"
-
-
-def send_serving(base: str, queue: str) -> None:
-    """Wake a worker of `queue` to serve the requests waiting for `base` (webapp.serving.protocol)."""
-    send_by_name(SERVE_TASK, [base], queue)
-
-
-def send_by_name(task: str, args: list, queue: str) -> None:
-    """Send the task named `task` to `queue` (the web process never imports the task's code)."""
-    from workers.celery_app import app
-
-    app.send_task(task, args=args, queue=queue)

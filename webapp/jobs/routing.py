@@ -2,8 +2,9 @@
 
 A class `c` is the queue `train.c`; a job without a class goes to plain `train`. A worker advertises the classes
 it serves by the queues it consumes (`celery … worker -Q train,train.gpu-large`), so the classes that exist are
-the `train.*` queues of the workers that answer right now (webapp.ops.checks.workers). Celery creates a queue it
-was not told about on first use (`task_create_missing_queues`, on by default), so a class needs no configuration.
+the `train.*` queues of the workers that answer right now (webapp.ops.checks.live_worker_classes). Celery
+creates a queue it was not told about on first use (`task_create_missing_queues`, on by default), so a class
+needs no configuration.
 """
 from __future__ import annotations
 
@@ -19,10 +20,3 @@ def classes_of(workers: dict[str, dict]) -> list[str]:
     """The classes served by `workers` ({name: health answer with its "queues"}), sorted."""
     return sorted({name.removeprefix(PREFIX) for answer in workers.values() for name in answer.get("queues", [])
                    if name.startswith(PREFIX) and len(name) > len(PREFIX)})
-
-
-def live_classes() -> list[str]:
-    """The classes some live worker serves (asks every worker: takes up to webapp.ops.checks.WORKER_REPLY_S)."""
-    from webapp.ops import checks
-
-    return classes_of(checks.workers())

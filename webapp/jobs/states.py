@@ -1,4 +1,5 @@
-"""The one state machine of a job: its states, the allowed moves, and `move`, the only way a state changes.
+"""The one state machine of a job: its states (named in webapp.jobs.state_names, re-exported here), the allowed
+moves, and `move`, the only way a state changes.
 
     validating ──> queued ──> running ──> succeeded
          │            │          │  ╰──> failed
@@ -16,12 +17,8 @@ from django.db.models.functions import Coalesce
 from django.db.models import Value
 from django.utils import timezone
 
-VALIDATING, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
-    "validating", "queued", "running", "succeeded", "failed", "cancelled")
-CHOICES = [(s, s.capitalize()) for s in (VALIDATING, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)]
-TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
-ACTIVE = frozenset({VALIDATING, QUEUED, RUNNING})
-TASKS = ("causal-lm", "classification")
+from webapp.jobs.state_names import (  # noqa: F401 - re-exported: callers read every name from here
+    ACTIVE, CANCELLED, CHOICES, FAILED, QUEUED, RUNNING, SUCCEEDED, TASKS, TERMINAL, VALIDATING)
 
 ALLOWED: dict[str, frozenset[str]] = {
     VALIDATING: frozenset({QUEUED, FAILED, CANCELLED}),

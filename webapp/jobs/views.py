@@ -10,10 +10,11 @@ from django.views.decorators.http import require_GET, require_POST
 
 from webapp.catalog.models import BaseModel
 from webapp.datasets.models import Dataset
-from webapp.jobs import live, queue, routing, services, states
+from webapp.jobs import live, queue, services, states
 from webapp.jobs.forms import JobForm, initial_from
 from webapp.jobs.models import Job
 from webapp.jobs.stream import progress_snapshot, sse_response
+from webapp.ops import checks
 from webapp.teams.scoping import get_team_object_or_404, team_queryset
 
 STATE_FILTERS = [s for s, _ in states.CHOICES]
@@ -105,7 +106,8 @@ def job_detail(request, pk: int):
 
 def _class_unserved(job) -> bool:
     """A queued job whose worker class no live worker serves (the workers are asked only for such a job)."""
-    return job.state == states.QUEUED and bool(job.worker_class) and job.worker_class not in routing.live_classes()
+    return (job.state == states.QUEUED and bool(job.worker_class)
+            and job.worker_class not in checks.live_worker_classes())
 
 
 def _cancel_flag(job) -> bool:

@@ -11,6 +11,8 @@ from django.core.files.storage import default_storage
 from django.db import connection
 
 from webapp import storage
+from webapp.jobs import routing
+from webapp.jobs.queue import QUEUES, app
 
 WORKER_REPLY_S = 1.0
 # kombu's Redis transport keeps messages of priority p > 0 in a list named "<queue>\x06\x16<p>".
@@ -41,8 +43,6 @@ def redis_server() -> dict:
 
 def queue_lengths(extra: tuple[str, ...] = ()) -> dict[str, int | None]:
     """Messages waiting in each Celery queue, the app's own and `extra` ones (None when Redis does not answer)."""
-    from workers.celery_app import QUEUES
-
     names = QUEUES + tuple(extra)
     try:
         client = _redis()
@@ -53,13 +53,16 @@ def queue_lengths(extra: tuple[str, ...] = ()) -> dict[str, int | None]:
 
 def workers(destination: list[str] | None = None, timeout_s: float = WORKER_REPLY_S) -> dict[str, dict]:
     """{worker name: its health answer} for every worker that answered within `timeout_s`."""
-    from workers.celery_app import app
-
     try:
         replies = app.control.broadcast("health", reply=True, timeout=timeout_s, destination=destination)
     except Exception:  # no broker: no worker can be reached either; redis_server() says why
         return {}
     return dict(sorted((name, answer) for reply in replies for name, answer in reply.items()))
+
+
+def live_worker_classes() -> list[str]:
+    """The worker classes some live worker serves (webapp.jobs.routing); asking takes up to WORKER_REPLY_S."""
+    return routing.classes_of(workers())
 
 
 def artifact_storage() -> dict:

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 from django.conf import settings
 
+from webapp.jobs.queue import PLAYGROUND_TASK, enqueue
 from webapp.serving.protocol import (EVENTS_TTL_S, events_key, new_request_id, owner_key, push, read_events,
                                      redis_client, submit)
 
 __all__ = ["EVENTS_TTL_S", "events_key", "new_request_id", "owner_key", "push", "read_events", "redis_client"]
-PLAYGROUND_TASK = "workers.playground"
-
 SIDES = ("base", "tuned")
 
 
@@ -63,9 +62,7 @@ def start(request_id: str, job, text: str, sampling: dict) -> None:
     """Queue the playground request for `job` (a succeeded job of the asking team)."""
     spec = job_spec(job)
     if spec["task"] == "classification":
-        from webapp.jobs.queue import send_by_name
-
-        send_by_name(PLAYGROUND_TASK, [request_id, spec, text, sampling], settings.INFER_QUEUE)
+        enqueue(PLAYGROUND_TASK, (request_id, spec, text, sampling), on=settings.INFER_QUEUE)
         return
     rows = [{"side": side, "adapter": adapter, "layout": spec["format"], "prompt": text, "sampling": sampling,
              "stop": []} for side, adapter in (("base", None), ("tuned", spec["adapter"]))]

@@ -5,8 +5,8 @@ A *request* is JSON: {"id", "base": base model source, "rows": [row, ...]}, a ro
      "layout": "messages" (prompt is a list of chat messages) or a data format ("text", "alpaca",
                "prompt_completion", "chat": prompt is one text, laid out as the job's training rows were),
      "prompt": ..., "sampling": {"temperature", "top_p", "max_new_tokens", "seed"}, "stop": [str, ...]}
-`submit` pushes it onto the list `pending_key(base)` and sends the task `workers.serve` (by name, through
-webapp.jobs.queue) to INFER_QUEUE. The task takes every request waiting for that base within a short window
+`submit` pushes it onto the list `pending_key(base)` and sends the task `workers.serve` (by name, with
+webapp.jobs.queue.enqueue) to INFER_QUEUE. The task takes every request waiting for that base within a short window
 (SERVE_BATCH_WINDOW_MS, at most SERVE_MAX_BATCH rows) and runs all their rows as one batch, each row with its own
 adapter. The worker pushes each request's events onto the list `events_key(id)`, in order (a list, not pub/sub,
 so nothing is lost if the reader starts late):
@@ -82,11 +82,11 @@ def withdraw(client: redis.Redis, queue: str, worker: str) -> None:
 
 def submit(client: redis.Redis, request: dict) -> None:
     """Queue `request` for its base and wake a worker of INFER_QUEUE for it."""
-    from webapp.jobs.queue import send_serving
+    from webapp.jobs.queue import SERVE_TASK, enqueue
 
     key = pending_key(request["base"])
     client.pipeline().rpush(key, json.dumps(request)).expire(key, EVENTS_TTL_S).execute()
-    send_serving(request["base"], settings.INFER_QUEUE)
+    enqueue(SERVE_TASK, [request["base"]], on=settings.INFER_QUEUE)
 
 
 def take_batch(client: redis.Redis, base: str, max_rows: int, window_s: float) -> list[dict]:

@@ -189,6 +189,7 @@ def playground(request, job_id: int):
     from webapp.results.forms import PlaygroundForm
     from webapp.results import playground as protocol
     from webapp.results.views import finished_jobs
+
     found = team_job(request, job_id)
     body = read_json(request)
     if found.state != states.SUCCEEDED:

@@ -1,11 +1,11 @@
 """`manage.py register_demo_models`: add the demo models to the catalog if missing and have a worker inspect
 those not inspected yet (./run.sh runs it once Redis is up)."""
 from django.core.management.base import BaseCommand
-from kombu.exceptions import OperationalError
 
 from webapp.catalog.demo import DEMO_MODELS, register_demo_models
 from webapp.catalog.inspection import request_inspection
 from webapp.catalog.models import BaseModel
+from webapp.jobs.queue import BrokerUnreachable
 
 
 class Command(BaseCommand):
@@ -17,7 +17,7 @@ class Command(BaseCommand):
             if entry.status != BaseModel.Status.READY:
                 try:
                     request_inspection(entry)
-                except OperationalError as error:
+                except BrokerUnreachable as error:
                     self.stderr.write(f"{entry.source}: could not reach the broker to inspect it ({error}); "
                                       "run this command again once Redis is up")
                     continue
