@@ -115,7 +115,7 @@ def serve_batch(base: str, requests: list[dict], publish) -> dict:
     from trainer.errors import TrainerError
 
     with still_loading(lambda event: [publish(r["id"], event) for r in requests]):
-        engine, _ = ENGINES.get(base, lambda: Engine(base))
+        engine, base_loaded_now = ENGINES.get(base, lambda: Engine(base))
         keep = {row["adapter"] for r in requests for row in r["rows"] if row["adapter"]}
         rows, owners, streams, ready = [], [], [], []
         for request in requests:
@@ -131,7 +131,8 @@ def serve_batch(base: str, requests: list[dict], publish) -> dict:
                 rows.append(row)
                 owners.append((request["id"], spec["side"]))
                 streams.append(TextStream(tokenizer, spec.get("stop")))
-    stats = {"pid": os.getpid(), "base_loads": ENGINES.loads, "adapter_loads": engine.loads,
+    stats = {"pid": os.getpid(), "base_loads": ENGINES.loads, "base_loaded_now": base_loaded_now,
+             "adapter_loads": engine.loads,
              "adapter_hits": engine.hits, "adapters_loaded": len(engine.tokenizers), "batch_rows": len(rows),
              "batch_requests": len(ready)}
     if not rows:

@@ -115,7 +115,7 @@ def test_base_and_fine_tuned_answers_stream_from_a_real_worker_and_repeats_load_
     assert text_of(first, "base") and text_of(first, "tuned") and text_of(first, "base") != text_of(first, "tuned")
     assert {e["side"] for e in first if e.get("done")} == {"base", "tuned"}
     stats = first[-1]["stats"]
-    assert first[-1]["end"] is True and (stats["base_loads"], stats["batch_rows"]) == (1, 2)
+    assert first[-1]["end"] is True and stats["batch_rows"] == 2  # base and tuned rows in one batch
 
     # The worker has several pool processes, each with its own base and adapters: of three requests in a row,
     # two land on the same process, and any request on a process that has answered this job before loads nothing.
@@ -125,9 +125,9 @@ def test_base_and_fine_tuned_answers_stream_from_a_real_worker_and_repeats_load_
     for _ in range(3):
         events = answer(member_client, job)
         stats = events[-1]["stats"]
-        assert stats["base_loads"] == 1 and text_of(events, "tuned")
+        assert text_of(events, "tuned")
         if served[stats["pid"]]:
-            assert stats["adapter_loads"] == loads[stats["pid"]] and stats["adapter_hits"] >= 1
+            assert not stats["base_loaded_now"] and stats["adapter_loads"] == loads[stats["pid"]]
         loads[stats["pid"]] = stats["adapter_loads"]
         served[stats["pid"]] += 1
     assert max(served.values()) >= 2
