@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/engine_vs_peft.py [--models llama,minilm] [--rounds 8] [--memory-steps 3]
                                                   [--threads 1] [--markdown]
     .venv/bin/python benchmarks/engine_vs_peft.py --models llama-100m     # ~110M parameters, a few minutes
+    .venv/bin/python benchmarks/engine_vs_peft.py --bases bf16,nf4        # the same on bf16 and 4-bit bases
     .venv/bin/python benchmarks/engine_vs_peft.py --e2e [--steps 24]      # whole pipelines on the sample data
 
 The default mode compares the implementations like for like, on identical batches (below). --e2e runs each one's
@@ -27,6 +28,11 @@ Models (the table prints each one's parameter count):
   hidden 768, intermediate 2048, 12 heads, vocabulary 32000, tied embeddings; 4 x 128 tokens per step), with
   5 timed steps per implementation and 2 memory steps by default (about 2 minutes on one core).
 
+Bases (--bases, default fp32): fp32 as built; bf16, the model cast to bfloat16 (LoRA weights stay fp32 in
+both engines); nf4, the model saved and loaded back through trainer.quantized (bitsandbytes NF4 with double
+quantization, fp32 compute), as a `--quantize nf4` job loads it. The textbook torch LoRA runs on fp32 only (its
+fp32 A and B would need casts it does not have).
+
 Speed: one process builds all three and times their steps in turn (engine, peft, torch, then rotated), so
 every implementation sees the same machine load; the median step is reported as tokens per second of wall
 time and tokens per CPU-second (process CPU time). On a shared machine the CPU-second figure is the one other
@@ -47,6 +53,7 @@ from lora_bench import ALPHA, DROPOUT, IMPLS, RANK, TARGETS, build_llama, format
     textbook_lora
 
 WARMUP_STEPS = 2
+BASES = ("fp32", "bf16", "nf4")
 
 
 def build_llama_sft():
@@ -84,13 +91,38 @@ MODELS = {"llama": (build_llama, 8, 3, 3), "llama-sft": (build_llama_sft, 8, 3, 
 DEFAULT_MODELS = "llama,llama-sft,minilm"
 
 
-def prepare(model_name: str, impl: str, dropout: float = DROPOUT):
+def impls_for(base: str) -> tuple[str, ...]:
+    return IMPLS if base == "fp32" else IMPLS[:2]
+
+
+def on_base(model, base: str):
+    """`model` (fp32, just built) as a `base` model: as it is, cast to bf16, or reloaded with NF4 linears."""
+    import tempfile
+
+    import torch
+
+    if base == "fp32":
+        return model
+    if base == "bf16":
+        return model.to(torch.bfloat16)
+    from trainer.quantized import keep_quant_state_fixed, quantized_load_kwargs
+
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder)
+        quantized = type(model).from_pretrained(folder, dtype=torch.float32,
+                                                **quantized_load_kwargs("nf4", torch.float32, "cpu"))
+    keep_quant_state_fixed(quantized)
+    return quantized
+
+
+def prepare(model_name: str, impl: str, dropout: float = DROPOUT, base: str = "fp32"):
     from trainer.config import LoraSettings
     from trainer.inject import apply_lora
     from trainer.targets import resolve_targets
 
     model, task, batch = MODELS[model_name][0]()
     base_params = sum(p.numel() for p in model.parameters())
+    model = on_base(model, base)
     if impl == "engine":
         apply_lora(model, LoraSettings(rank=RANK, alpha=ALPHA, dropout=dropout, targets=TARGETS), task)
     elif impl == "peft":
@@ -124,22 +156,24 @@ def trainer_step(model, batch, impl: str, task: str):
     return step
 
 
-def measure_speed(model_name: str, rounds: int, threads: int) -> list[dict]:
-    """Build all three, then time their steps in turn (engine, peft, torch, engine, ...): each round sees the
+def measure_speed(model_name: str, rounds: int, threads: int, base: str = "fp32") -> list[dict]:
+    """Build all of them, then time their steps in turn (engine, peft, torch, engine, ...): each round sees the
     same machine load. Returns per-step timings."""
     import torch
 
     torch.set_num_threads(threads)
+    impls = impls_for(base)
     steps, tokens = {}, {}
-    for impl in IMPLS:
-        model, batch, _, task = prepare(model_name, impl)
+    for impl in impls:
+        model, batch, _, task = prepare(model_name, impl, base=base)
         steps[impl], tokens[impl] = trainer_step(model, batch, impl, task), batch["input_ids"].numel()
     for _ in range(WARMUP_STEPS):
-        for impl in IMPLS:
+        for impl in impls:
             steps[impl]()
     timings = []
     for round_index in range(rounds):
-        for impl in IMPLS[round_index % 3:] + IMPLS[:round_index % 3]:
+        turn = round_index % len(impls)
+        for impl in impls[turn:] + impls[:turn]:
             wall, cpu = time.perf_counter(), time.process_time()
             steps[impl]()
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -147,12 +181,12 @@ def measure_speed(model_name: str, rounds: int, threads: int) -> list[dict]:
     return timings
 
 
-def measure_memory(model_name: str, impl: str, steps: int, threads: int) -> dict:
+def measure_memory(model_name: str, impl: str, steps: int, threads: int, base: str = "fp32") -> dict:
     """Peak RSS growth over `steps` training steps, from right after setup (model built, LoRA applied)."""
     import torch
 
     torch.set_num_threads(threads)
-    model, batch, base_params, task = prepare(model_name, impl)
+    model, batch, base_params, task = prepare(model_name, impl, base=base)
     step = trainer_step(model, batch, impl, task)
     Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS
     rss_before = rss_kib("VmRSS")
@@ -163,19 +197,21 @@ def measure_memory(model_name: str, impl: str, steps: int, threads: int) -> dict
             "params": base_params, "tokens": batch["input_ids"].numel()}
 
 
-def benchmark(model_name: str, rounds: int | None, memory_steps: int | None, threads: int) -> list[dict]:
+def benchmark(model_name: str, rounds: int | None, memory_steps: int | None, threads: int,
+              base: str = "fp32") -> list[dict]:
     _, default_rounds, default_memory_steps, memory_runs = MODELS[model_name]
     rounds, memory_steps = rounds or default_rounds, memory_steps or default_memory_steps
-    timings = in_subprocess(__file__, "speed", model_name, str(rounds), str(threads))
+    timings = in_subprocess(__file__, "speed", model_name, str(rounds), str(threads), base)
     memory = {}
-    for impl in IMPLS:  # peak RSS varies by several MB from process to process: take the median process
-        runs = [in_subprocess(__file__, "memory", model_name, impl, str(memory_steps), str(threads))
+    for impl in impls_for(base):  # peak RSS varies by several MB from process to process: take the median process
+        runs = [in_subprocess(__file__, "memory", model_name, impl, str(memory_steps), str(threads), base)
                 for _ in range(memory_runs)]
         memory[impl] = sorted(runs, key=lambda run: run["peak_mb"])[len(runs) // 2]
     rows = []
-    for impl in IMPLS:
+    for impl in impls_for(base):
         mine = [t for t in timings if t["impl"] == impl]
-        rows.append({"model": model_name, "impl": impl, "rounds": rounds, "memory_steps": memory_steps, **memory[impl],
+        rows.append({"model": model_name, "base": base, "impl": impl, "rounds": rounds, "memory_steps": memory_steps,
+                     **memory[impl],
                      **{key: statistics.median(t[key] for t in mine) for key in ("tokens_per_s", "tokens_per_cpu_s")}})
     peft = rows[IMPLS.index("peft")]
     for row in rows:
@@ -185,9 +221,9 @@ def benchmark(model_name: str, rounds: int | None, memory_steps: int | None, thr
 
 
 def print_table(rows: list[dict], markdown: bool) -> None:
-    header = ["model", "params", "tokens/step", "impl", "tokens/s", "tokens/CPU-s", "peak MB", "speed vs PEFT",
+    header = ["model", "base", "params", "tokens/step", "impl", "tokens/s", "tokens/CPU-s", "peak MB", "speed vs PEFT",
               "memory vs PEFT", "trainable"]
-    lines = [[r["model"], f"{r['params'] / 1e6:.1f}M", str(r["tokens"]), r["impl"], f"{r['tokens_per_s']:.0f}",
+    lines = [[r["model"], r["base"], f"{r['params'] / 1e6:.1f}M", str(r["tokens"]), r["impl"], f"{r['tokens_per_s']:.0f}",
               f"{r['tokens_per_cpu_s']:.0f}", f"{r['peak_mb']:.0f}", f"{r['speed_vs_peft']:.2f}x",
               f"{r['memory_vs_peft']:.2f}x", f"{r['trainable']:,}"] for r in rows]
     print(format_table(header, lines, markdown))
@@ -202,6 +238,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, help="timed steps per implementation (default: 8; 5 for llama-100m)")
     parser.add_argument("--memory-steps", type=int, help="steps per memory process (default: 3; 2 for llama-100m)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--bases", default="fp32", help="comma-separated, from fp32, bf16, nf4 (default fp32)")
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--e2e", action="store_true",
                         help="end to end on the sample data: each implementation's own batching and loss "
@@ -212,9 +249,9 @@ def main() -> None:
     if args.worker:
         kind, *rest = args.worker
         if kind == "speed":
-            print(json.dumps(measure_speed(rest[0], int(rest[1]), int(rest[2]))))
+            print(json.dumps(measure_speed(rest[0], int(rest[1]), int(rest[2]), rest[3])))
         else:
-            print(json.dumps(measure_memory(rest[0], rest[1], int(rest[2]), int(rest[3]))))
+            print(json.dumps(measure_memory(rest[0], rest[1], int(rest[2]), int(rest[3]), rest[4])))
         return
     if args.e2e:
         import engine_vs_peft_e2e
@@ -222,11 +259,15 @@ def main() -> None:
         models = (args.models or ",".join(engine_vs_peft_e2e.E2E_MODELS)).split(",")
         engine_vs_peft_e2e.main(models, args.steps, args.threads, args.markdown)
         return
+    bases = args.bases.split(",")
+    if any(base not in BASES for base in bases):
+        parser.error(f"--bases takes {', '.join(BASES)}")
     rows = []
     for model_name in (args.models or DEFAULT_MODELS).split(","):
-        rows += benchmark(model_name, args.rounds, args.memory_steps, args.threads)
-    steps = ", ".join(f"{r['model']} {r['rounds']}/{r['memory_steps']}/{MODELS[r['model']][3]}"
-                      for r in rows[::len(IMPLS)])
+        for base in bases:
+            rows += benchmark(model_name, args.rounds, args.memory_steps, args.threads, base)
+    steps = ", ".join(sorted({f"{r['model']} {r['rounds']}/{r['memory_steps']}/{MODELS[r['model']][3]}"
+                              for r in rows}))
     print(f"CPU, {args.threads} thread(s); speed: median of the timed steps per implementation, interleaved in "
           f"one process after {WARMUP_STEPS} warm-up; memory: peak RSS growth over the memory steps, median of "
           f"fresh processes (timed steps/memory steps/processes: {steps}). "

@@ -138,7 +138,7 @@ def cmd_dataset_delete(args):
 
 LORA_OPTIONS = ("rank", "alpha", "dropout", "targets", "rslora")
 TRAINING_OPTIONS = ("epochs", "max_steps", "lr", "batch_size", "grad_accum", "max_length", "warmup",
-                    "eval_fraction", "seed", "merge")
+                    "eval_fraction", "seed", "merge", "quantize", "dtype")
 
 
 def cmd_job_create(args):
@@ -289,6 +289,9 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--eval-fraction", type=float)
     create.add_argument("--seed", type=int)
     create.add_argument("--merge", action="store_true", default=None, help="also build the merged model")
+    # Choices are the server's to check (its error names the setting), so this client stays in step with it.
+    create.add_argument("--quantize", help="none | nf4 | int8: store the frozen base in 4 or 8 bits")
+    create.add_argument("--dtype", help="auto | fp32 | bf16 | fp16: the base's weight and compute dtype")
     create.set_defaults(run=cmd_job_create)
     jobs.add_parser("list", parents=[common]).set_defaults(run=cmd_job_list)
     for name, run, text in (("show", cmd_job_show, "one job's state"),

@@ -1,4 +1,5 @@
-"""The browser tests skip on a machine without Playwright or Chromium, but fail in CI, which .ci/run declares."""
+"""The browser tests (and any test missing a capability: root to mount, a database server) skip on a machine
+without it, but fail in CI, which .ci/run declares."""
 import sys
 from pathlib import Path
 
@@ -39,3 +40,15 @@ def test_the_ci_script_declares_ci_before_it_runs_the_test_command():
     script = (ROOT / ".ci" / "run").read_text().splitlines()
     assert script[-1] == "./test.sh"
     assert "export CI=true" in script[:-1]
+
+
+def test_any_missing_capability_fails_in_ci_and_elsewhere_is_skipped_with_the_reason_printed(monkeypatch, capsys):
+    from capability import missing
+
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="must run in CI: no root here"):
+        missing("no root here")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="no root here"):
+        missing("no root here")
+    assert "skipped: no root here" in capsys.readouterr().err

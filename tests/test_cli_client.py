@@ -59,7 +59,8 @@ def test_a_whole_job_from_upload_to_playground_through_the_cli(cli, token, tmp_p
 
     code, job_id, err = cli("jobs", "create", "--model", llama.source, "--dataset", dataset_id, "--name", "cli job",
                             "--rank", 4, "--alpha", 8, "--max-steps", 3, "--batch-size", 4, "--max-length", 64,
-                            "--lr", "1e-3", "--eval-fraction", "0.2", "--merge")
+                            "--lr", "1e-3", "--eval-fraction", "0.2", "--merge", "--quantize", "nf4", "--dtype",
+                            "fp32")
     assert code == 0 and job_id.isdigit(), err
 
     code, out, err = cli("jobs", "watch", job_id, "--interval", "0.5")
@@ -68,6 +69,8 @@ def test_a_whole_job_from_upload_to_playground_through_the_cli(cli, token, tmp_p
     assert "queued -> running" in err
     assert re.search(r"step [1-3]/3  loss \d+\.\d{4}", err), err  # the bar showed real steps and losses
     assert f"loading {llama.source}" in err and "uploading the adapter and the merged model" in err  # log lines
+    assert "base weights in fp32, block linears quantized to nf4" in err  # a 4-bit (QLoRA) base
+    assert "the nf4 base dequantized to float32, its own dtype, then merged" in err
 
     target = tmp_path / "adapter.zip"
     code, out, err = cli("jobs", "download", job_id, "--adapter", "-o", target)

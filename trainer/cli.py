@@ -12,7 +12,8 @@ import dataclasses
 import json
 import sys
 
-from trainer.config import GENERATION_DEFAULTS, SCHEDULERS, TASKS, LoraSettings, TrainConfig
+from trainer.config import (DTYPE_CHOICES, GENERATION_DEFAULTS, QUANTIZE_CHOICES, SCHEDULERS, TASKS, LoraSettings,
+                            TrainConfig)
 from trainer.errors import TrainerError
 
 EXIT_UNUSABLE = 1
@@ -51,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("--model", required=True)
     merge.add_argument("--adapter", required=True)
     merge.add_argument("--out", required=True)
+    merge.add_argument("--quantize", choices=QUANTIZE_CHOICES, default="none",
+                       help="how the base was quantized in training: nf4/int8 merge into that base dequantized to "
+                            "its own dtype; default: none")
     merge.set_defaults(command=cmd_merge)
 
     generate = commands.add_parser("generate", help="generate text with a base model, optionally + adapter")
@@ -102,6 +106,10 @@ def _add_train_parser(commands) -> None:
     flag("--eval-every", type=int, help="steps between evals during training; 0: before and after only")
     flag("--checkpoint-every", type=int, help="steps between checkpoints")
     flag("--device", choices=("auto", "cpu", "cuda", "mps"))
+    flag("--quantize", choices=QUANTIZE_CHOICES,
+         help="store the frozen base in 4-bit NF4 (QLoRA) or 8-bit through bitsandbytes")
+    flag("--dtype", choices=DTYPE_CHOICES,
+         help="the base's weight and compute dtype; auto: fp32 on CPU, bf16 on GPUs that have it, else fp16")
     flag("--seed", type=int)
     flag("--merge", action="store_true", help="also write OUT/merged")
     flag("--resume", action="store_true", help="continue from the newest checkpoint in OUT/checkpoints")
@@ -185,7 +193,7 @@ def _task_of_data(path: str, fmt: str) -> str:
 def cmd_merge(args) -> int:
     from trainer.merge import merge_to_folder
 
-    out = merge_to_folder(args.model, args.adapter, args.out)
+    out = merge_to_folder(args.model, args.adapter, args.out, quantize=args.quantize)
     _print_json({"merged": str(out or args.out)})
     return 0
 

@@ -13,6 +13,11 @@ from trainer.errors import ConfigError
 TASKS = ("causal-lm", "classification")
 TARGET_PRESETS = ("attention", "attention+mlp", "all-linear")
 SCHEDULERS = ("cosine", "linear")
+# How the frozen base is stored: as it is, or quantized by bitsandbytes (NF4 4-bit with double quantization, or
+# LLM.int8 8-bit); trainer.quantized loads it. QLoRA's setting for 7-8B models on one 24 GB GPU is nf4.
+QUANTIZE_CHOICES = ("none", "nf4", "int8")
+# The base's weight (and compute) dtype. auto: fp32 on CPU and MPS, bf16 on a GPU that supports it, else fp16.
+DTYPE_CHOICES = ("auto", "fp32", "bf16", "fp16")
 
 MAX_RANK = 1024
 MAX_LENGTH_LIMIT = 32768
@@ -79,6 +84,8 @@ class TrainConfig:
     eval_every: int = 0  # steps; 0 = only before and after training
     checkpoint_every: int = 50  # steps; a checkpoint is also written at the end and on stop
     device: str = "auto"  # auto | cpu | cuda | mps
+    quantize: str = "none"  # none | nf4 | int8 (QUANTIZE_CHOICES)
+    dtype: str = "auto"  # auto | fp32 | bf16 | fp16 (DTYPE_CHOICES); LoRA weights and optimizer state stay fp32
     column_mapping: dict[str, str] = field(default_factory=dict)  # {canonical field: column in the file}
     # The same for eval_data, a file with columns of its own; None: it is named like the training data.
     eval_column_mapping: dict[str, str] | None = None
@@ -98,6 +105,10 @@ class TrainConfig:
         _require(_finite(self.lr) and 0 < self.lr <= 1, "lr must be a number above 0 and at most 1", "lr")
         _require(_finite(self.warmup) and 0 <= self.warmup < 1, "warmup is a fraction of steps, from 0 to below 1",
                  "warmup")
+        _require(self.quantize in QUANTIZE_CHOICES,
+                 f"quantize must be one of {', '.join(QUANTIZE_CHOICES)}, not {self.quantize!r}", "quantize")
+        _require(self.dtype in DTYPE_CHOICES, f"dtype must be one of {', '.join(DTYPE_CHOICES)}, not {self.dtype!r}",
+                 "dtype")
         _require(self.scheduler in SCHEDULERS, f"scheduler must be one of {', '.join(SCHEDULERS)}", "scheduler")
         _require(isinstance(self.max_length, int) and 8 <= self.max_length <= MAX_LENGTH_LIMIT,
                  f"max_length must be from 8 to {MAX_LENGTH_LIMIT}", "max_length")

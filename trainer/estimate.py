@@ -16,13 +16,12 @@ Peak training memory is an estimate (bytes), the sum of
 """
 from __future__ import annotations
 
-from trainer.targets import has_suffix, is_head, match_targets
+from trainer.targets import CLASSIFIER_HEADS, has_suffix, is_head, match_targets
 
 ACTIVATION_VALUES = 18  # per token, per layer, in units of hidden size: norms, q/k/v, MLP, residuals
 ADAPTER_BYTES = 4  # LoRA weights are float32 (see trainer.lora)
 HEAD_DIM = 64  # to guess the number of attention heads from the hidden size
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
-CLASSIFIER_HEADS = ("classifier", "score")
 
 
 def estimate(info: dict, *, targets: str, rank: int, task: str | None = None, batch_size: int = 8,

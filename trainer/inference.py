@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from trainer.config import GENERATION_DEFAULTS
+from trainer.data.render import render_chat
 from trainer.errors import ConfigError
 from trainer.models import load_model, load_tokenizer
 
@@ -68,16 +69,20 @@ def _context_length(model) -> int | None:
     return getattr(config, "max_position_embeddings", None)
 
 
-def prompt_ids(tokenizer, prompt: str | list[dict], max_prompt_tokens: int) -> list[int]:
-    """Token ids of a text prompt, or of chat messages rendered with the tokenizer's chat template (plus the
-    assistant's turn opener); only the last `max_prompt_tokens` are kept."""
+def prompt_text(tokenizer, prompt: str | list[dict]) -> str:
+    """The text a prompt is tokenized from: a text prompt itself, or chat messages rendered with the tokenizer's
+    chat template plus the assistant's turn opener (`trainer.data.render.render_chat`, as in training)."""
     if isinstance(prompt, str):
-        ids = tokenizer(prompt)["input_ids"]
-    else:
-        if not tokenizer.chat_template:
-            raise ConfigError("this model's tokenizer has no chat template: send a plain text prompt", "prompt")
-        text = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        return prompt
+    if not tokenizer.chat_template:
+        raise ConfigError("this model's tokenizer has no chat template: send a plain text prompt", "prompt")
+    return render_chat(tokenizer, prompt, add_generation_prompt=True)
+
+
+def prompt_ids(tokenizer, prompt: str | list[dict], max_prompt_tokens: int) -> list[int]:
+    """Token ids of `prompt_text` (a text prompt gets the tokenizer's special tokens, a chat template writes its
+    own); only the last `max_prompt_tokens` are kept."""
+    ids = tokenizer(prompt_text(tokenizer, prompt), add_special_tokens=isinstance(prompt, str))["input_ids"]
     if not ids:
         raise ConfigError("the prompt is empty", "prompt")
     return ids[-max_prompt_tokens:]

@@ -15,10 +15,8 @@ from torch import nn
 from trainer.config import LoraSettings
 from trainer.errors import TargetError
 from trainer.lora import LoraLinear
-from trainer.targets import resolve_targets
+from trainer.targets import CLASSIFIER_HEADS, resolve_targets
 
-# The heads a sequence-classification model gets fresh from transformers (PEFT's SEQ_CLS modules_to_save).
-CLASSIFIER_HEADS = ("classifier", "score")
 
 
 @dataclass

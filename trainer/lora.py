@@ -15,7 +15,12 @@ small (N×r) side, adds the update with one addmm, fuses the two input gradients
 dropout mask 3-4x faster than bernoulli_ (`dropout_mask`) and keeps only that 1-byte mask (the dropped input
 is recomputed in backward). The textbook `base(x) + B(A(dropout(x))) * s` makes five nodes, three extra
 passes over the N×out output, and saves a dropped float copy of x per layer. It remains as the fallback
-for autocast or a trainable base.
+for autocast, a trainable base, and bitsandbytes-quantized bases (trainer.quantized), whose own autograd
+function dequantizes W for the base matmul and its input gradient.
+
+Precision: A and B are float32 parameters on any base (AdamW's updates to them are tiny, and fp32 keeps them);
+the update is computed in the base's compute dtype (x's dtype: bf16 or fp16 on a low-precision base), with A
+and B cast on the way in and their gradients cast back to float32. So a bf16 base runs the fused node too.
 """
 from __future__ import annotations
 
@@ -25,6 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers.pytorch_utils import Conv1D
+
+from trainer.errors import TrainerError
+from trainer.quantized import is_quantized_linear
 
 
 class LoraLinear(nn.Module):
@@ -36,7 +44,9 @@ class LoraLinear(nn.Module):
         self.base_layer = base_layer
         self.fan_in_fan_out = isinstance(base_layer, Conv1D)
         weight = base_layer.weight
-        self.in_features, self.out_features = weight.shape if self.fan_in_fan_out else weight.shape[::-1]
+        # nn.Linear and bitsandbytes' quantized linears (whose weight is packed) name their shape.
+        self.in_features, self.out_features = (weight.shape if self.fan_in_fan_out
+                                               else (base_layer.in_features, base_layer.out_features))
         self.rank = rank
         self.scaling = alpha / (math.sqrt(rank) if rslora else rank)
         # Adapter weights stay float32 even on a bf16/fp16 base: AdamW updates on them are tiny.
@@ -69,12 +79,14 @@ class LoraLinear(nn.Module):
             return _LoraFunction.apply(x, self.base_layer.weight, self.base_layer.bias, a, b, self.scaling, p,
                                        self.fan_in_fan_out)
         result = self.base_layer(x)
-        update = self.lora_B(self.lora_A(self.lora_dropout(x.to(a.dtype))))
+        dtype = _compute_dtype(x, a)
+        update = F.linear(F.linear(self.lora_dropout(x.to(dtype)), a.to(dtype)), b.to(dtype))
         return result + (update * self.scaling).to(result.dtype)
 
     def _fusable(self, x: torch.Tensor) -> bool:
         base = self.base_layer
-        return (x.dtype == base.weight.dtype == self.lora_A.weight.dtype
+        return (x.dtype == base.weight.dtype
+                and self.lora_A.weight.dtype in (x.dtype, torch.float32)
                 and not base.weight.requires_grad
                 and (base.bias is None or not base.bias.requires_grad)
                 and not torch.is_autocast_enabled(x.device.type))
@@ -87,6 +99,9 @@ class LoraLinear(nn.Module):
     @torch.no_grad()
     def merge(self) -> None:
         """Fold the update into the base weight (computed in float32, cast back to the weight's dtype)."""
+        if is_quantized_linear(self.base_layer):
+            raise TrainerError("a LoRA update cannot be added to a quantized weight: dequantize the base first "
+                               "(trainer.quantized.dequantize)")
         if not self.merged:
             self._add_to_base(self.delta_weight())
             self.merged = True
@@ -103,6 +118,11 @@ class LoraLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"rank={self.rank}, scaling={self.scaling:g}, fan_in_fan_out={self.fan_in_fan_out}"
+
+
+def _compute_dtype(x: torch.Tensor, lora_weight: torch.Tensor) -> torch.dtype:
+    """The dtype the LoRA update is computed in: a half-precision input's own, else the adapter weights'."""
+    return x.dtype if x.dtype in (torch.bfloat16, torch.float16) else lora_weight.dtype
 
 
 def _base_forward(x2d: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -128,10 +148,12 @@ def dropout_mask(x2d: torch.Tensor, p: float) -> tuple[torch.Tensor, float]:
 class _LoraFunction(torch.autograd.Function):
     """y = base(x) + s · (dropout(x) Aᵀ) Bᵀ as one node; shapes with N = tokens: x (N, in), h (N, r), y (N, out).
 
-    Dropout keeps only its uint8 mask; its 1/keep scale is applied on the small r-wide side."""
+    Dropout keeps only its uint8 mask; its 1/keep scale is applied on the small r-wide side. A and B (float32
+    parameters) are used in x's dtype; their gradients are returned in float32."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, a, b, scaling, p, fan_in_fan_out):
+        a, b = a.to(x.dtype), b.to(x.dtype)  # no copy when they already match
         x2d = x.reshape(-1, x.shape[-1])
         mask, keep_scale = dropout_mask(x2d, p) if p > 0 else (None, 1.0)
         h = (x2d if mask is None else x2d * mask) @ a.T
@@ -147,8 +169,8 @@ class _LoraFunction(torch.autograd.Function):
         x2d, weight, a, b, h, mask = ctx.saved_tensors
         g = grad_y.reshape(-1, grad_y.shape[-1])
         grad_h = (g @ b).mul_(ctx.scaling * ctx.keep_scale)  # (N, r): both scalings on the small side
-        grad_a = grad_h.T @ (x2d if mask is None else x2d * mask) if ctx.needs_input_grad[3] else None
-        grad_b = (g.T @ h).mul_(ctx.scaling) if ctx.needs_input_grad[4] else None
+        grad_a = (grad_h.T @ (x2d if mask is None else x2d * mask)).float() if ctx.needs_input_grad[3] else None
+        grad_b = (g.T @ h).mul_(ctx.scaling).float() if ctx.needs_input_grad[4] else None
         grad_x = None
         if ctx.needs_input_grad[0]:
             grad_x = g @ weight.T if ctx.fan_in_fan_out else g @ weight

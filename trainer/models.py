@@ -146,7 +146,7 @@ def pick_device(setting: str = "auto") -> str:
     return setting
 
 
-def _torch_dtype(dtype):
+def torch_dtype(dtype):
     import torch
 
     if dtype is None:
@@ -185,20 +185,25 @@ def _saved_num_labels(path: Path) -> int:
 
 
 def load_model(name: str, task: str = "causal-lm", *, num_labels: int | None = None,
-               id2label: dict[int, str] | None = None, dtype=None, device: str = "cpu"):
+               id2label: dict[int, str] | None = None, dtype=None, device: str = "cpu", quantize: str = "none"):
     """Load model `name` for `task` and its tokenizer: returns (model, tokenizer), the model in eval mode.
 
     causal-lm: AutoModelForCausalLM. classification: AutoModelForSequenceClassification, with a new randomly
     initialised head (drawn from torch's global RNG: seed first) of len(id2label) outputs, or `num_labels`
-    (labels named LABEL_i), or what the folder's config says. `dtype` None means float32 (training keeps fp32 master weights; pass
-    "bfloat16" to halve memory). The model's pad_token_id follows the tokenizer's pad token.
+    (labels named LABEL_i), or what the folder's config says. `dtype` None means float32; "bfloat16" halves the
+    base's memory (LoRA weights stay float32 either way). `quantize` "nf4" or "int8" loads the block linears
+    through bitsandbytes (trainer.quantized), computing in `dtype`. The model's pad_token_id follows the
+    tokenizer's pad token.
     """
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from trainer.quantized import keep_quant_state_fixed, quantized_load_kwargs
 
     check_task(task)
     path = resolve_model_path(name)
     tokenizer = load_tokenizer(path)
-    kwargs = {"dtype": _torch_dtype(dtype)}
+    device = pick_device(device) if device == "auto" else device
+    kwargs = {"dtype": torch_dtype(dtype), **quantized_load_kwargs(quantize, torch_dtype(dtype), device)}
     if task == "classification":
         auto = AutoModelForSequenceClassification
         if id2label is None and num_labels is not None:
@@ -223,6 +228,9 @@ def load_model(name: str, task: str = "causal-lm", *, num_labels: int | None = N
         raise ModelNotFoundError(f"model {name!r} could not be loaded from {path}: {error}") from None
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    model.to(pick_device(device) if device == "auto" else device)
+    if quantize == "none":
+        model.to(device)
+    else:  # loaded onto its device already
+        keep_quant_state_fixed(model)
     model.eval()
     return model, tokenizer

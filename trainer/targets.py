@@ -22,14 +22,22 @@ _LLAMA = {"attention": ["q_proj", "k_proj", "v_proj", "o_proj"], "mlp": ["gate_p
 _BERT = {"attention": ["query", "key", "value", "attention.output.dense"],
          "mlp": ["intermediate.dense", "output.dense"]}
 ARCHITECTURE_TARGETS = {
-    **dict.fromkeys(["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2"], _LLAMA),
+    **dict.fromkeys(["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text"], _LLAMA),
+    "phi3": {"attention": ["qkv_proj", "o_proj"], "mlp": ["gate_up_proj", "down_proj"]},  # fused projections
     "gpt2": {"attention": ["c_attn", "attn.c_proj"], "mlp": ["c_fc", "mlp.c_proj"]},
     "gpt_neox": {"attention": ["query_key_value", "attention.dense"], "mlp": ["dense_h_to_4h", "dense_4h_to_h"]},
     **dict.fromkeys(["bert", "roberta", "xlm-roberta"], _BERT),
+    "deberta-v2": {"attention": ["query_proj", "key_proj", "value_proj", "attention.output.dense"],
+                   "mlp": _BERT["mlp"]},
 }
 # A module under any of these names is an output head, never a LoRA target.
 HEAD_NAMES = frozenset({"lm_head", "embed_out", "classifier", "score", "pooler", "qa_outputs", "cls"})
 PRESETS = ("attention", "attention+mlp", "all-linear")
+# The top-level modules a sequence-classification model gets fresh from transformers (PEFT's SEQ_CLS
+# modules_to_save: "classifier", "score"), trained in full. DeBERTa's `pooler` too: it sits next to the backbone,
+# not in it, so pretrained DeBERTa checkpoints lack it and it starts random like the classifier (BERT's pooler
+# is `bert.pooler`, inside the backbone and pretrained).
+CLASSIFIER_HEADS = ("classifier", "score", "pooler")
 
 
 def is_head(name: str) -> bool:

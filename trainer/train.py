@@ -18,7 +18,6 @@ import math
 import random
 import time
 from contextlib import nullcontext
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -34,6 +33,7 @@ from trainer.evaluate import batch_loss_sum, evaluate, target_count
 from trainer.inject import apply_lora
 from trainer.models import load_model, load_tokenizer, pick_device, resolve_model_path
 from trainer.params import parameter_report
+from trainer.quantized import DTYPE_NAMES, keep_trainable_in_float32, resolve_dtype
 from trainer.reporter import NullReporter, Reporter
 from trainer.schedule import make_scheduler, warmup_steps_for
 
@@ -66,14 +66,14 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
 
 
-def precision(device: str):
-    """(autocast context factory, GradScaler or None): bf16 autocast on CUDA when supported, else fp16 with a
-    scaler; fp32 elsewhere (CPU autocast is slower than fp32 for these small matmuls)."""
-    if device != "cuda":
-        return nullcontext, None
-    if torch.cuda.is_bf16_supported():
-        return partial(torch.autocast, "cuda", dtype=torch.bfloat16), None
-    return partial(torch.autocast, "cuda", dtype=torch.float16), torch.amp.GradScaler("cuda")
+def precision(device: str, dtype: torch.dtype = torch.float32):
+    """(autocast context factory, GradScaler or None) for a base loaded in `dtype` on `device`.
+
+    The base's weights are in the compute dtype already (trainer.quantized.resolve_dtype), so nothing runs
+    under autocast; an fp16 base on CUDA gets a GradScaler (fp16 gradients underflow without loss scaling)."""
+    if device == "cuda" and dtype == torch.float16:
+        return nullcontext, torch.amp.GradScaler("cuda")
+    return nullcontext, None
 
 
 class _Run:
@@ -81,13 +81,15 @@ class _Run:
         self.config, self.reporter = config, reporter
         self.out = Path(config.out)
         self.checkpoints = self.out / "checkpoints"
+        self.merged_dtype = None  # the merged model's dtype, once written
 
     def run(self) -> dict:
         config, reporter = self.config, self.reporter
         self.out.mkdir(parents=True, exist_ok=True)
         seed_everything(config.seed)
         self.device = pick_device(config.device)
-        self.autocast, self.scaler = precision(self.device)
+        self.dtype = resolve_dtype(config.dtype, self.device)
+        self.autocast, self.scaler = precision(self.device, self.dtype)
         reporter.on_log(f"preparing data from {config.data}")
         tokenizer = load_tokenizer(resolve_model_path(config.model))
         # prepare raises DataError when no usable training example is left.
@@ -108,10 +110,15 @@ class _Run:
         config = self.config
         self.reporter.on_log(f"loading {config.model} on {self.device}")
         id2label = dict(enumerate(self.label_mapping)) if self.label_mapping else None
-        self.model, self.tokenizer = load_model(config.model, config.task, id2label=id2label, device=self.device)
+        self.reporter.on_log(f"base weights in {DTYPE_NAMES[self.dtype]}"
+                             + (f", block linears quantized to {config.quantize}" if config.quantize != "none" else ""))
+        self.model, self.tokenizer = load_model(config.model, config.task, id2label=id2label, device=self.device,
+                                                dtype=self.dtype, quantize=config.quantize)
         if self.data_stats["format"] == "chat":  # saved with the adapter: the format it was trained on
             ensure_chat_template(self.tokenizer)
         self.lora = apply_lora(self.model, config.lora, config.task)
+        for name in self.lora.modules_to_save:
+            keep_trainable_in_float32(self.model.get_submodule(name))
         if config.gradient_checkpointing:
             self.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         self.model.train()
@@ -273,8 +280,14 @@ class _Run:
     def _merge(self) -> None:
         from trainer.merge import merge_to_folder
 
-        self.reporter.on_log("writing the merged model")
-        merge_to_folder(self.config.model, self.out / "adapter", self.out / "merged")
+        from trainer.inspect_model import checkpoint_dtype
+
+        quantize = self.config.quantize
+        self.merged_dtype = checkpoint_dtype(resolve_model_path(self.config.model), None)
+        self.reporter.on_log("writing the merged model" + (f": the {quantize} base dequantized to "
+                                                            f"{self.merged_dtype}, its own dtype, then merged"
+                                                            if quantize != "none" else ""))
+        merge_to_folder(self.config.model, self.out / "adapter", self.out / "merged", quantize=quantize)
 
     def _metrics(self, state: dict, final_eval: dict | None, stopped: bool) -> dict:
         params = self.params
@@ -282,6 +295,9 @@ class _Run:
             "status": "stopped" if stopped else "completed",
             "task": self.config.task,
             "device": self.device,
+            "quantize": self.config.quantize,
+            "dtype": DTYPE_NAMES[self.dtype],
+            "merged_dtype": self.merged_dtype,
             "trainable_params": params["trainable"],
             "total_params": params["total"],
             "trainable_percent": params["percent"],

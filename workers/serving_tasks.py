@@ -92,15 +92,16 @@ def prompt_for(layout: str, prompt, tokenizer) -> str | list[dict]:
 
 def _generation_row(engine: Engine, spec: dict):
     from trainer.batch_generation import Row
-    from trainer.inference import DEFAULT_MAX_PROMPT_TOKENS, _eos_ids, prompt_ids
+    from trainer.inference import DEFAULT_MAX_PROMPT_TOKENS, _eos_ids, prompt_ids, prompt_text
 
     tokenizer = engine.tokenizer_for(spec["adapter"])
-    ids = prompt_ids(tokenizer, prompt_for(spec["layout"], spec["prompt"], tokenizer), DEFAULT_MAX_PROMPT_TOKENS)
+    prompt = prompt_for(spec["layout"], spec["prompt"], tokenizer)
+    ids = prompt_ids(tokenizer, prompt, DEFAULT_MAX_PROMPT_TOKENS)
     sampling = {key: spec["sampling"][key] for key in ("temperature", "top_p", "max_new_tokens", "seed")
                 if key in spec["sampling"]}
     row = Row(ids=ids, adapter=spec["adapter"], eos_ids=_eos_ids(engine.model, tokenizer), **sampling)
     row.check()
-    return row, tokenizer
+    return row, tokenizer, prompt_text(tokenizer, prompt)
 
 
 def _error_message(error: Exception) -> str:
@@ -127,7 +128,8 @@ def serve_batch(base: str, requests: list[dict], publish) -> dict:
                 publish(request["id"], {"error": _error_message(error)})
                 continue
             ready.append(request)
-            for spec, (row, tokenizer) in zip(request["rows"], built):
+            for spec, (row, tokenizer, shown) in zip(request["rows"], built):
+                publish(request["id"], {"side": spec["side"], "prompt": shown})  # what this row's model is given
                 rows.append(row)
                 owners.append((request["id"], spec["side"]))
                 streams.append(TextStream(tokenizer, spec.get("stop")))

@@ -19,6 +19,23 @@ CLASSIFIER_TRAINING = {"epochs": "1", "max_steps": "", "batch_size": "16", "max_
                        "eval_fraction": "0.1", "lr": "0.003", "rank": "8", "alpha": "16"}
 LM_TRAINING = {"max_steps": "12", "batch_size": "8", "max_length": "128", "eval_fraction": "0.1", "lr": "0.002",
                "rank": "4", "alpha": "8"}
+# Sampled answers in the playground: the seed is picked by the test (see `a_seed_that_streams`), so what streams is
+# known before the request is sent.
+LM_SAMPLING = {"temperature": 1.0, "top_p": 0.95, "max_new_tokens": 24}
+# The browser records every answer piece that arrives as a server-sent event, before the page draws it.
+COUNT_STREAMED_PIECES = """
+window.streamedPieces = {base: [], tuned: []};
+const PageEventSource = window.EventSource;
+window.EventSource = class extends PageEventSource {
+  constructor(...args) {
+    super(...args);
+    this.addEventListener("message", (event) => {
+      const data = JSON.parse(event.data);
+      if (data.side && data.text !== undefined) window.streamedPieces[data.side].push(data.text);
+    });
+  }
+};
+"""
 
 
 def upload_sample(page, shoot, sample: str, folder) -> None:
@@ -34,12 +51,14 @@ def upload_sample(page, shoot, sample: str, folder) -> None:
     shoot(page, "dataset-report")
 
 
-def create_job(page, shoot, model_label: str, name: str, training: dict) -> Job:
+def create_job(page, shoot, model_label: str, name: str, training: dict, tick: tuple[str, ...] = ()) -> Job:
     page.goto("/jobs/new/")
     page.fill("#id_name", name)
     page.select_option("#id_base_model", label=model_label)
     for field, value in training.items():
         page.fill(f"#id_{field}", value)
+    for box in tick:
+        page.check(f"#id_{box}")
     page.wait_for_function("document.querySelector('#estimate').innerText.includes('%')")
     shoot(page, "new-job")
     with page.expect_navigation(url="**/jobs/*/"):
@@ -92,21 +111,23 @@ def eval_row(page, label: str) -> tuple[str, str]:
     return cells.nth(0).inner_text(), cells.nth(1).inner_text()
 
 
-def download_adapter(page, tmp_path):
+def download_adapter(page, tmp_path, kind: str = "adapter"):
     with page.expect_download() as download:
-        page.click("#downloads a[href$='/download/adapter/']")
-    archive = tmp_path / "adapter.zip"
+        page.click(f"#downloads a[href$='/download/{kind}/']")
+    archive = tmp_path / f"{kind}.zip"
     download.value.save_as(archive)
-    zipfile.ZipFile(archive).extractall(tmp_path / "adapter")
-    return next((tmp_path / "adapter").iterdir())
+    zipfile.ZipFile(archive).extractall(tmp_path / kind)
+    return next((tmp_path / kind).iterdir())
 
 
-def ask_playground(page, job: Job, prompt: str, max_new_tokens: int = 16) -> None:
+def ask_playground(page, job: Job, prompt: str, sampling: dict | None = None) -> None:
+    """Ask the playground about `prompt` with `sampling` (field: value; none for a classifier) and wait for
+    Done."""
     page.goto("/playground/")
     page.select_option("#id_job", str(job.pk))
     page.fill("#id_prompt", prompt)
-    if page.is_visible("#id_max_new_tokens"):
-        page.fill("#id_max_new_tokens", str(max_new_tokens))
+    for field, value in (sampling or {}).items():
+        page.fill(f"#id_{field}", str(value))
     page.click("#playground button[type=submit]")
     page.wait_for_function("document.querySelector('[data-status]').textContent.startsWith('Done')"
                            " || document.querySelector('[data-status]').textContent.startsWith('Error')",
@@ -160,13 +181,62 @@ def test_a_new_user_trains_a_classifier_from_the_sample_and_uses_it(signed_in, s
         assert len(labels) == 5 and all(re.search(r"\d+\.\d %", text) for text in labels), labels
 
 
+def check_the_adapter_against_the_merged_download(base_source: str, adapter, merged) -> None:
+    """PEFT loads the downloaded adapter onto the base; its logits equal the merged download's, and differ from
+    the base's (the adapter is not a no-op)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trainer.models import resolve_model_path
+
+    base_path = resolve_model_path(base_source)
+    tokenizer = AutoTokenizer.from_pretrained(merged)
+    batch = tokenizer(["Add 2 and 3.", "Reverse the order of these words."], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        base_logits = AutoModelForCausalLM.from_pretrained(base_path).eval()(**batch).logits
+        peft_logits = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_path), adapter).eval()(
+            **batch).logits
+        merged_logits = AutoModelForCausalLM.from_pretrained(merged).eval()(**batch).logits
+    torch.testing.assert_close(peft_logits, merged_logits, rtol=1e-4, atol=1e-4)
+    assert (peft_logits - base_logits).abs().max() > 1e-2
+
+
+def a_seed_that_streams(job: Job, base_source: str, adapter, prompt: str) -> tuple[int, dict[str, list[str]]]:
+    """The first seed for which both answers, computed here with the same models, settings and prompt layout as
+    the inference worker, are at least 3 tokens long with one text piece per token: (seed, {side: pieces})."""
+    from trainer.config import GENERATION_DEFAULTS
+    from trainer.inference import _eos_ids, load_for_inference, prompt_ids, sample_token_ids, stream_generate
+    from webapp.results.playground import job_spec
+    from workers.serving_tasks import prompt_for
+
+    layout = job_spec(job)["format"]
+    # The serving worker answers with the base plus the adapter (unmerged), as here.
+    models = {"base": load_for_inference(base_source, task="causal-lm"),
+              "tuned": load_for_inference(base_source, task="causal-lm", adapter_dir=adapter)}
+    # The playground sets no top-k or repetition penalty: the worker's generation uses the defaults.
+    settings = {"top_k": GENERATION_DEFAULTS["top_k"], "repetition_penalty": GENERATION_DEFAULTS["repetition_penalty"],
+                **LM_SAMPLING}
+    for seed in range(100):
+        pieces = {}
+        for side, (model, tokenizer) in models.items():
+            laid_out = prompt_for(layout, prompt, tokenizer)
+            tokens = list(sample_token_ids(model, prompt_ids(tokenizer, laid_out, 1024), seed=seed,
+                                           eos_ids=_eos_ids(model, tokenizer), **settings))
+            pieces[side] = list(stream_generate(model, tokenizer, laid_out, seed=seed, **settings))
+            if len(tokens) < 3 or len(pieces[side]) != len(tokens):
+                break
+        else:
+            return seed, pieces
+    raise AssertionError("no seed in 0-99 gives two answers of 3 tokens or more, one piece each")
+
+
 def test_a_new_user_trains_a_causal_lm_and_watches_its_answer_stream(signed_in, shoot, demo_models, tmp_path):
     base = demo_models["demo/tiny-lm"]
     page = signed_in("omar", "Team Omar")
     upload_sample(page, shoot, "instructions", tmp_path / "sample")
     assert "alpaca" in page.inner_text("main")
 
-    job = create_job(page, shoot, f"{base.name} (demo)", "Instruction follower", LM_TRAINING)
+    job = create_job(page, shoot, f"{base.name} (demo)", "Instruction follower", LM_TRAINING, tick=("merge",))
     widths = watch_to_the_end(page, shoot)
     job.refresh_from_db()
     assert job.state == "succeeded", job.error
@@ -176,25 +246,27 @@ def test_a_new_user_trains_a_causal_lm_and_watches_its_answer_stream(signed_in, 
     before, after = eval_row(page, "Perplexity")
     assert float(before.replace(",", "")) == pytest.approx(metrics["base_eval"]["perplexity"], rel=0.01)
     assert float(after.replace(",", "")) == pytest.approx(metrics["final_eval"]["perplexity"], rel=0.01)
-    config = json.loads((download_adapter(page, tmp_path) / "adapter_config.json").read_text())
+    assert metrics["final_eval"]["perplexity"] < 0.9 * metrics["base_eval"]["perplexity"], metrics  # it learned
+    adapter = download_adapter(page, tmp_path)
+    merged = download_adapter(page, tmp_path, "merged")
+    config = json.loads((adapter / "adapter_config.json").read_text())
     assert config["peft_type"] == "LORA" and config["r"] == 4
+    check_the_adapter_against_the_merged_download(base.source, adapter, merged)
 
-    pieces = {"base": 0, "tuned": 0}  # how many times each answer grew while streaming
-    page.goto("/playground/")
-    page.expose_function("grew", lambda side: pieces.__setitem__(side, pieces[side] + 1))
-    page.evaluate("""() => document.querySelectorAll('[data-side]').forEach((el) =>
-        new MutationObserver(() => el.textContent && window.grew(el.dataset.side))
-            .observe(el, {childList: true, characterData: true, subtree: true}))""")
-    page.select_option("#id_job", str(job.pk))
-    page.fill("#id_prompt", "Add 2 and 3.")
-    page.fill("#id_max_new_tokens", "24")
-    page.fill("#id_temperature", "1")
-    page.click("#playground button[type=submit]")
-    page.wait_for_function("document.querySelector('[data-status]').textContent.startsWith('Done')"
-                           " || document.querySelector('[data-status]').textContent.startsWith('Error')",
-                           timeout=120_000)
+    # Sampling at temperature 1 with a seed the test chose: each side streams exactly the pieces computed here,
+    # one per generated token (at least 3), each arriving as its own event.
+    prompt = "Add 2 and 3."
+    seed, expected = a_seed_that_streams(job, base.source, adapter, prompt)
+    page.add_init_script(COUNT_STREAMED_PIECES)
+    ask_playground(page, job, prompt, {**LM_SAMPLING, "seed": seed})
+    streamed = page.evaluate("window.streamedPieces")
     shoot(page, "playground")
-    assert page.inner_text("[data-status]").startswith("Done"), page.inner_text("[data-status]")
-    assert page.inner_text('[data-side="base"]') and page.inner_text('[data-side="tuned"]')
-    assert pieces["tuned"] >= 3 and pieces["base"] >= 3, pieces  # tokens arrived one by one, not all at once
+    assert streamed == expected, (seed, streamed, expected)
+    for side in ("base", "tuned"):
+        assert page.text_content(f'[data-side="{side}"]') == "".join(expected[side])
 
+    # Greedy, the tuned model answers in the training data's style ("a + b = c."), the base model does not.
+    ask_playground(page, job, "Add 12 and 30.", {"temperature": 0, "max_new_tokens": 16})
+    answers = {side: page.text_content(f'[data-side="{side}"]') for side in ("base", "tuned")}
+    print("STYLE", answers, metrics["base_eval"], metrics["final_eval"])
+    assert re.search(r"\d+ \+ \d+ =", answers["tuned"]) and not re.search(r"\+ \d+ =", answers["base"]), answers

@@ -12,6 +12,18 @@ import pytest
 import tiny_models
 
 
+@pytest.fixture(autouse=True)
+def seeded_rng():
+    """Every test starts from the same torch and Python RNG state, so a test's random inputs (torch.randn, dropout,
+    sampling) do not depend on which tests ran before it."""
+    import random
+
+    import torch
+
+    random.seed(0)
+    torch.manual_seed(0)
+
+
 def _saved(kind: str, tmp_path_factory) -> Path:
     return tiny_models.save_tiny(kind, tmp_path_factory.mktemp(f"tiny-{kind}"))
 

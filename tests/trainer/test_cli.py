@@ -31,10 +31,13 @@ def _write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 def test_train_flags_become_a_config_and_unset_flags_keep_the_config_defaults():
     args = build_parser().parse_args(["train", "--model", "m", "--data", "d.jsonl", "--out", "o", "--rank", "4",
-                                      "--rslora", "--max-steps", "7", "--lr", "1e-3", "--packing"])
+                                      "--rslora", "--max-steps", "7", "--lr", "1e-3", "--packing",
+                                      "--quantize", "nf4", "--dtype", "bf16"])
     config = config_from_args(args)
     assert config == TrainConfig(model="m", data="d.jsonl", out="o", max_steps=7, lr=1e-3, packing=True,
-                                 lora=LoraSettings(rank=4, rslora=True))
+                                 quantize="nf4", dtype="bf16", lora=LoraSettings(rank=4, rslora=True))
+    unset = config_from_args(build_parser().parse_args(["train", "--model", "m", "--data", "d", "--out", "o"]))
+    assert (unset.quantize, unset.dtype) == ("none", "auto")
 
 
 def test_a_setting_out_of_range_exits_2_with_the_reason_on_stderr(tmp_path):
@@ -116,7 +119,9 @@ def test_train_help_shows_every_flag_with_the_config_default():
                           ("--lr LR", "default: 0.0002"), ("--batch-size BATCH_SIZE", "default: 8"),
                           ("--eval-every EVAL_EVERY", "default: 0"), ("--checkpoint-every CHECKPOINT_EVERY",
                                                                       "default: 50"),
-                          ("--max-length MAX_LENGTH", "default: 512"), ("--packing", "default: off")):
+                          ("--max-length MAX_LENGTH", "default: 512"), ("--packing", "default: off"),
+                          ("--quantize {none,nf4,int8}", "default: none"),
+                          ("--dtype {auto,fp32,bf16,fp16}", "default: auto")):
         assert f"{flag} " in lines and lines.split(f"{flag} ", 1)[1].split(" --")[0].endswith(default), flag
     for name in ("--model", "--data", "--out", "--task", "--format", "--eval-data", "--eval-fraction", "--dropout",
                  "--targets", "--rslora", "--epochs", "--max-steps", "--grad-accum", "--warmup", "--seed",

@@ -1,4 +1,7 @@
-"""The causal-LM loss from hidden states equals transformers' full-logits loss, value and gradients."""
+"""The causal-LM loss from hidden states: chunking, no-grad use, and which models fall back to full logits.
+
+Its equality with transformers' own loss, value and gradients, is checked per architecture in
+test_architectures.py."""
 import pytest
 import torch
 
@@ -16,46 +19,13 @@ def _lora_model(kind: str):
     return model, tokenizer
 
 
-def _batch(tokenizer):
-    """Two rows of different lengths (right padding), the first with its prompt masked out."""
-    encoded = tokenizer(["the quick brown fox jumps over", "hello there"], padding=True, return_tensors="pt")
-    labels = encoded["input_ids"].masked_fill(encoded["attention_mask"] == 0, -100)
-    labels[0, :3] = -100
-    return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"], "labels": labels}
-
-
-def _loss_and_grads(model, loss: torch.Tensor):
-    loss.backward()
-    grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
-    model.zero_grad(set_to_none=True)
-    return loss.item(), grads
-
-
-@pytest.mark.parametrize("kind", ["llama", "gpt2", "gpt_neox"])
-def test_hidden_state_loss_matches_transformers_loss_and_gradients(kind):
-    model, tokenizer = _lora_model(kind)
-    model.eval()  # no dropout: both passes see the same function
-    batch = _batch(tokenizer)
-    predicted = int((batch["labels"][:, 1:] != -100).sum())
-    assert lm_loss.supports_hidden_state_loss(model)
-
-    ours, our_grads = _loss_and_grads(model, batch_loss_sum(model, batch, "causal-lm", "cpu"))
-    # transformers' own loss is the mean over predicted tokens: scale it back to a sum.
-    theirs, their_grads = _loss_and_grads(model, model(**batch).loss * predicted)
-
-    assert ours == pytest.approx(theirs, rel=1e-5)
-    assert our_grads.keys() == their_grads.keys() and our_grads
-    for name, grad in our_grads.items():
-        torch.testing.assert_close(grad, their_grads[name], rtol=1e-4, atol=1e-6, msg=name)
-
-
 def test_logits_are_formed_in_chunks_with_the_same_result(monkeypatch):
     model, tokenizer = _lora_model("llama")
     model.eval()
-    batch = _batch(tokenizer)
-    whole, whole_grads = _loss_and_grads(model, batch_loss_sum(model, batch, "causal-lm", "cpu"))
+    batch = tiny_models.lm_batch(tokenizer)
+    whole, whole_grads = tiny_models.loss_and_grads(model, batch_loss_sum(model, batch, "causal-lm", "cpu"))
     monkeypatch.setattr(lm_loss, "CHUNK_VALUES", model.config.vocab_size * 3)  # three rows a chunk
-    chunked, chunked_grads = _loss_and_grads(model, batch_loss_sum(model, batch, "causal-lm", "cpu"))
+    chunked, chunked_grads = tiny_models.loss_and_grads(model, batch_loss_sum(model, batch, "causal-lm", "cpu"))
     assert chunked == pytest.approx(whole, rel=1e-6)
     for name, grad in whole_grads.items():
         torch.testing.assert_close(chunked_grads[name], grad, msg=name)
@@ -64,7 +34,7 @@ def test_logits_are_formed_in_chunks_with_the_same_result(monkeypatch):
 def test_no_gradient_work_is_done_without_grad():
     model, tokenizer = _lora_model("gpt2")
     with torch.no_grad():
-        loss = batch_loss_sum(model, _batch(tokenizer), "causal-lm", "cpu")
+        loss = batch_loss_sum(model, tiny_models.lm_batch(tokenizer), "causal-lm", "cpu")
     assert not loss.requires_grad and torch.isfinite(loss)
 
 
@@ -73,7 +43,7 @@ def test_models_whose_head_trains_or_is_not_plain_use_full_logits():
     model.get_output_embeddings().weight.requires_grad_(True)
     assert not lm_loss.supports_hidden_state_loss(model)
     model.get_output_embeddings().weight.requires_grad_(False)
-    model.config.model_type = "gemma2"  # soft-caps its logits after the head
+    model.config.model_type = "cohere"  # scales its logits after the head
     assert not lm_loss.supports_hidden_state_loss(model)
     classifier, _ = tiny_models.tiny_bert()
     assert not lm_loss.supports_hidden_state_loss(classifier)

@@ -1,5 +1,6 @@
 """The LoRA layer against PEFT (the reference) and against its own formula."""
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -168,6 +169,8 @@ def test_dropout_mask_drops_the_asked_fraction_and_is_unbiased_and_seeded():
 
 
 @pytest.mark.parametrize("builder,task", [pytest.param(tiny_llama, "causal-lm", id="llama"),
+                                          pytest.param(partial(tiny_llama, tie_embeddings=True), "causal-lm",
+                                                       id="llama-tied-embeddings"),
                                           pytest.param(tiny_bert, "classification", id="bert-classifier")])
 def test_a_training_step_gives_peft_gradients_for_a_b_head_and_input_and_the_same_update(builder, task):
     settings = LoraSettings(rank=4, alpha=8, dropout=0.0, targets="attention")

@@ -1,5 +1,6 @@
 import json
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -257,20 +258,61 @@ MINILM_SAMPLE_SETTINGS = dict(lr=3e-3, epochs=1.0, batch_size=16, max_length=64,
                               lora=LoraSettings(rank=8, alpha=16, dropout=0.05, targets="attention"))
 
 
-@pytest.mark.slow
-def test_lora_on_minilm_reaches_85_percent_on_the_support_ticket_sample_within_3_minutes_on_2_cores(
-        tmp_path, monkeypatch):
-    from trainer.samples import sample_path
+def train_minilm(train_rows: list[dict], eval_rows: list[dict], folder, *, head_only: bool = False,
+                 **settings) -> dict:
+    """Train MiniLM on `train_rows` and evaluate on `eval_rows` (a file of their own, so the held-out rows are
+    exactly these); `head_only` trains the same way with no LoRA layer at all, only the new head."""
+    from data_helpers import write_jsonl
 
-    monkeypatch.setenv("LORAWORKS_SAMPLES_DIR", str(tmp_path / "samples"))
+    folder.mkdir(parents=True)
+    config = TrainConfig(model="demo/minilm-l6", data=str(write_jsonl(folder / "train.jsonl", train_rows)),
+                         eval_data=str(write_jsonl(folder / "eval.jsonl", eval_rows)), out=str(folder / "run"),
+                         task="classification", checkpoint_every=0, **{**MINILM_SAMPLE_SETTINGS, **settings})
+    import trainer.inject
+
+    with pytest.MonkeyPatch.context() as patch:
+        if head_only:  # LoRA wraps no layer: only the classifier head, trainable in any case, learns
+            patch.setattr(trainer.inject, "resolve_targets", lambda model, spec: [])
+        return train(config)
+
+
+@pytest.mark.slow
+def test_lora_on_minilm_routes_tickets_of_unseen_templates_and_beats_training_the_head_alone(tmp_path):
+    """No problem or detail template of the held-out tickets is in training (the sample's own random split would
+    bring them back: see test_data_samples). Within 3 CPU minutes on 2 cores for both runs."""
+    from data_helpers import split_tickets_by_template
+    from trainer.samples import support_tickets
+
+    train_rows, held_out = split_tickets_by_template(support_tickets.rows())
     started = _cpu_seconds()
-    metrics = train(TrainConfig(model="demo/minilm-l6", data=str(sample_path("support-tickets")),
-                                out=str(tmp_path / "run"), task="classification", checkpoint_every=0,
-                                **MINILM_SAMPLE_SETTINGS))
-    assert metrics["final_eval"]["accuracy"] >= 0.85
-    assert metrics["final_eval"]["eval_examples"] >= 50  # a real held-out split, not a handful
+    lora = train_minilm(train_rows, held_out, tmp_path / "lora")
+    head = train_minilm(train_rows, held_out, tmp_path / "head", head_only=True)
+    print(f"unseen ticket templates: LoRA {lora['final_eval']['accuracy']:.3f}, "
+          f"head only {head['final_eval']['accuracy']:.3f}, base {lora['base_eval']['accuracy']:.3f}")
+    assert lora["final_eval"]["eval_examples"] == head["final_eval"]["eval_examples"] == len(held_out)
+    assert head["trainable_params"] < lora["trainable_params"]  # the baseline really trained the head alone
+    assert lora["final_eval"]["accuracy"] >= 0.85
+    assert lora["final_eval"]["accuracy"] >= head["final_eval"]["accuracy"] + 0.1
     # CPU seconds, not wall time, so a busy test machine does not fail it: 2 cores x 180 s.
     assert _cpu_seconds() - started < 2 * 180
+
+
+# 80 requests to a home-services firm (plumbing, electrical, garden, cleaning), each written by hand: no two share
+# a template, so the last 5 of each label are held out as they are.
+HANDWRITTEN = Path(__file__).parent / "handwritten" / "home_service_requests.jsonl"
+
+
+@pytest.mark.slow
+def test_lora_on_minilm_learns_handwritten_requests_and_beats_training_the_head_alone(tmp_path):
+    rows = [json.loads(line) for line in HANDWRITTEN.read_text().splitlines()]
+    train_rows, held_out = rows[:60], rows[60:]  # rows alternate labels: 15 and 5 of each
+    lora = train_minilm(train_rows, held_out, tmp_path / "lora", epochs=5.0)
+    head = train_minilm(train_rows, held_out, tmp_path / "head", head_only=True, epochs=5.0)
+    print(f"handwritten requests: LoRA {lora['final_eval']['accuracy']:.3f}, "
+          f"head only {head['final_eval']['accuracy']:.3f}, base {lora['base_eval']['accuracy']:.3f}")
+    assert lora["final_eval"]["eval_examples"] == 20
+    assert lora["final_eval"]["accuracy"] >= 0.8
+    assert lora["final_eval"]["accuracy"] > head["final_eval"]["accuracy"]
 
 
 def _cpu_seconds() -> float:

@@ -72,6 +72,16 @@ def test_a_job_is_created_with_the_page_forms_rules_and_shows_up_everywhere(api,
     assert all(e["id"] > first["id"] for e in newer["items"])
 
 
+def test_a_job_takes_quantize_and_dtype_and_defaults_them(api, llama, dataset):
+    quantized = api("POST", "/api/jobs", json_body=body(llama, dataset, training={"max_steps": 2, "quantize": "nf4",
+                                                                                    "dtype": "bf16"}))
+    assert quantized.status_code == 201, quantized.content
+    plain = api("POST", "/api/jobs", json_body=body(llama, dataset))
+    settings = {job.pk: job.settings for job in Job.objects.all()}
+    assert (settings[quantized.json()["id"]]["quantize"], settings[quantized.json()["id"]]["dtype"]) == ("nf4", "bf16")
+    assert (settings[plain.json()["id"]]["quantize"], settings[plain.json()["id"]]["dtype"]) == ("none", "auto")
+
+
 def test_a_model_can_be_named_by_its_source(api, llama, dataset):
     created = api("POST", "/api/jobs", json_body=body(llama, dataset, base_model=llama.source))
     assert created.status_code == 201 and Job.objects.get(pk=created.json()["id"]).base_model == llama
@@ -82,6 +92,8 @@ def test_a_model_can_be_named_by_its_source(api, llama, dataset):
     ({"training": {"lr": 5}}, "training.lr"),
     ({"training": {"batch_size": "many"}}, "training.batch_size"),
     ({"training": {"scheduler": "cosine"}}, "training.scheduler"),
+    ({"training": {"quantize": "nf2"}}, "training.quantize"),
+    ({"training": {"dtype": "float64"}}, "training.dtype"),
     ({"lora": {"targets": "re:("}}, "lora.targets"),
     ({"colour": "blue"}, "colour"),
     ({"lora": [1, 2]}, "lora"),

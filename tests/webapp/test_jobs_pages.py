@@ -63,9 +63,13 @@ def test_the_form_shows_every_setting_with_its_default_and_an_explanation(member
                           ("batch_size", "8"), ("grad_accum", "1"), ("max_length", "512"), ("warmup", "0.03"),
                           ("eval_fraction", "0.1"), ("seed", "0")]:
         assert f'name="{name}" value="{default}"' in page, name
-    for name in ("eval_dataset", "task", "targets", "custom_targets", "rslora", "max_steps", "merge"):
+    for name in ("eval_dataset", "task", "targets", "custom_targets", "rslora", "max_steps", "merge", "quantize",
+                 "dtype"):
         assert f'name="{name}"' in page
-    assert page.count('class="help"') == 22  # one per field
+    for value in ("none", "nf4", "int8"):
+        assert f'<option value="{value}"' in page.split('name="quantize"', 1)[1].split("</select>", 1)[0]
+    assert '<option value="auto" selected>' in page.split('name="dtype"', 1)[1].split("</select>", 1)[0]
+    assert page.count('class="help"') == 24  # one per field
     assert llama.name in page and dataset.name in page
 
 
@@ -78,6 +82,11 @@ def test_a_valid_form_creates_a_queued_job_with_the_task_from_the_dataset(member
     assert job.settings["lora"] == {"rank": 4, "alpha": 16.0, "dropout": 0.05, "rslora": False,
                                     "targets": "all-linear"}
     assert job.settings["max_steps"] is None and job.settings["max_length"] == 128
+    assert (job.settings["quantize"], job.settings["dtype"]) == ("none", "auto")  # not posted: the defaults
+    quantized = member_client.post(reverse("jobs:create"), form_data(llama, dataset, quantize="nf4", dtype="bf16"))
+    assert quantized.status_code == 302
+    stored = Job.objects.latest("pk").settings
+    assert (stored["quantize"], stored["dtype"]) == ("nf4", "bf16")
     assert job.celery_task_id and job.events.get().to_state == states.QUEUED
 
 
@@ -335,13 +344,19 @@ def test_the_event_stream_sends_a_snapshot_then_relays_redis_until_the_job_ends(
                                                                                 dataset):
     job = make_job(team, llama, dataset, state="running")
 
-    def publish_later():
-        time.sleep(0.5)
+    def publish_once_subscribed():
+        # The view subscribes when the stream is first read: an event published before that is lost, so wait
+        # until Redis counts its subscriber, however slow the machine (after 30 s publish anyway: the test then
+        # fails on the missing events instead of hanging).
+        name = live.channel(job.pk)
+        deadline = time.monotonic() + 30
+        while live.client().pubsub_numsub(name)[0][1] < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
         live.publish(job.pk, {"type": "step", "step": 1, "total_steps": 2, "loss": 1.5})
         live.publish(job.pk, {"type": "log", "line": "hello"})
         live.publish_state(job.pk, "running", "succeeded", "training finished")
 
-    threading.Thread(target=publish_later).start()
+    threading.Thread(target=publish_once_subscribed).start()
     response = member_client.get(reverse("jobs:events", args=[job.pk]))
     assert response["Content-Type"] == "text/event-stream"
     chunks = [c.decode() for c in response.streaming_content]

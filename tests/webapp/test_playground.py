@@ -9,7 +9,7 @@ from django.urls import reverse
 
 import finished_jobs
 
-SAMPLING = {"temperature": "0.8", "top_p": "0.9", "max_new_tokens": "12"}
+SAMPLING = {"temperature": "0.8", "top_p": "0.9", "max_new_tokens": "12", "seed": "5"}  # seeded: known answers
 
 
 def run(client, job, prompt="Name a color", **overrides):
@@ -41,6 +41,7 @@ def test_the_page_offers_only_the_teams_finished_jobs(member_client, team_a, tea
     assert f'<option value="{done.pk}" selected>#{done.pk} finished one' in page
     assert "still running" not in page and "other team" not in page
     assert 'name="temperature"' in page and 'name="top_p"' in page and 'name="max_new_tokens"' in page
+    assert 'name="seed"' in page
 
 
 @pytest.mark.parametrize("overrides, field, message", [
@@ -49,12 +50,29 @@ def test_the_page_offers_only_the_teams_finished_jobs(member_client, team_a, tea
     ({"max_new_tokens": "257"}, "max_new_tokens", "Max new tokens is at most 256 in the playground."),
     ({"temperature": "-1"}, "temperature", "Ensure this value is greater than or equal to 0."),
     ({"top_p": "0"}, "top_p", "Ensure this value is greater than or equal to 0.01."),
+    ({"seed": "-1"}, "seed", "Ensure this value is greater than or equal to 0."),
 ])
 def test_bad_input_is_refused_with_a_message_naming_the_field(member_client, team_a, llama_run, overrides, field,
                                                               message):
     job = finished_jobs.make_job(team_a, llama_run)
     response = run(member_client, job, **{"prompt": "hi", **overrides})
     assert response.status_code == 400 and response.json()["errors"] == {field: [message]}
+
+
+def test_a_seed_given_is_used_by_both_sides_and_a_blank_one_is_drawn_fresh_each_run(team_a, llama_run):
+    from webapp.jobs.models import Job
+    from webapp.results.forms import PlaygroundForm
+
+    job = finished_jobs.make_job(team_a, llama_run)
+
+    def sampling(seed: str) -> dict:
+        form = PlaygroundForm(Job.objects.all(), {"job": job.pk, "prompt": "hi", **SAMPLING, "seed": seed})
+        assert form.is_valid(), form.errors
+        return form.sampling()
+
+    assert sampling("42") == {"temperature": 0.8, "top_p": 0.9, "max_new_tokens": 12, "seed": 42}
+    drawn = {sampling("")["seed"] for _ in range(3)}
+    assert len(drawn) > 1 and all(0 <= seed < 2**31 for seed in drawn), drawn
 
 
 def test_another_teams_job_cannot_be_run_and_its_answers_cannot_be_read(member_client, team_a, team_b, llama_run,
@@ -105,11 +123,29 @@ def test_collect_joins_a_whole_answer_and_raises_the_workers_error(db):
         collect(client, request_id, 5)
 
 
+def pieces_computed_here(run, job, prompt: str) -> dict[str, list[str]]:
+    """The pieces each side's answer streams in, computed in the test with the job's base and adapter, the
+    worker's prompt layout and the form's sampling settings."""
+    from trainer.inference import load_for_inference, stream_generate
+    from webapp.results.playground import job_spec
+    from workers.serving_tasks import prompt_for
+
+    sampling = {"temperature": float(SAMPLING["temperature"]), "top_p": float(SAMPLING["top_p"]),
+                "max_new_tokens": int(SAMPLING["max_new_tokens"]), "seed": int(SAMPLING["seed"])}
+    models = {"base": load_for_inference(str(run / "base"), task="causal-lm"),
+              "tuned": load_for_inference(str(run / "base"), task="causal-lm", adapter_dir=run / "out" / "adapter")}
+    return {side: list(stream_generate(model, tokenizer, prompt_for(job_spec(job)["format"], prompt, tokenizer), **sampling))
+            for side, (model, tokenizer) in models.items()}
+
+
 @pytest.mark.django_db(transaction=True)
 def test_base_and_fine_tuned_answers_stream_from_a_real_worker_and_repeats_load_nothing(
         celery_worker, member_client, team_a, llama_run):
     job = finished_jobs.make_job(team_a, llama_run)
     first = answer(member_client, job)
+    # The seed is pinned: each side streams, piece by piece, what the same models give here.
+    streamed = {side: [e["text"] for e in first if e.get("side") == side and "text" in e] for side in ("base", "tuned")}
+    assert streamed == pieces_computed_here(llama_run, job, "Name a color")
     statuses = [e["status"] for e in first if "status" in e]
     assert set(statuses[:-1]) == {"loading"} and statuses[-1] == "generating" and first[0] == {"status": "loading"}
     assert text_of(first, "base") and text_of(first, "tuned") and text_of(first, "base") != text_of(first, "tuned")
@@ -129,6 +165,9 @@ def test_base_and_fine_tuned_answers_stream_from_a_real_worker_and_repeats_load_
         if served[stats["pid"]]:
             assert not stats["base_loaded_now"] and stats["adapter_loads"] == loads[stats["pid"]]
         loads[stats["pid"]] = stats["adapter_loads"]
+        # Same seed and settings: the same answers, from whichever process serves them.
+        assert [text_of(events, side) for side in ("base", "tuned")] == [text_of(first, side)
+                                                                         for side in ("base", "tuned")]
         served[stats["pid"]] += 1
     assert max(served.values()) >= 2
 

@@ -123,3 +123,15 @@ def test_anonymous_visitors_are_sent_to_sign_in(client, db, url):
     target = reverse(url, args=[1]) if url == "results:job" else reverse(url)
     response = client.get(target)
     assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
+
+
+def test_a_merged_4bit_job_says_its_base_was_dequantized_to_the_bases_own_dtype(member_client, team_a,
+                                                                                merged_llama_run):
+    job = finished_jobs.make_job(team_a, merged_llama_run, merged=True)
+    plain = text_of(member_client.get(reverse("results:job", args=[job.pk])))
+    assert "Merged model (.zip)" in plain and "dequantized" not in plain
+    job.metrics = {**job.metrics, "quantize": "nf4", "dtype": "fp32", "merged_dtype": "bfloat16"}
+    job.save(update_fields=["metrics"])
+    downloads = text_of(member_client.get(reverse("results:job", args=[job.pk]))).split('id="downloads"')[1]
+    assert ("trained on a nf4 base, so the base was dequantized back to bfloat16 (the base's own dtype) and the "
+            "adapter merged into it") in downloads.split("</section>")[0]

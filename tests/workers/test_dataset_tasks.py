@@ -72,6 +72,31 @@ def test_a_base_model_whose_tokenizer_cannot_load_falls_back_to_the_estimate_wit
 
 
 @pytest.mark.django_db
+def test_the_preview_shows_rows_in_the_chosen_base_models_own_chat_template(tmp_path):
+    import json
+
+    import tiny_models
+    from webapp.catalog.models import BaseModel
+
+    tiny_models.save_chat_model("gemma", tmp_path / "gemma")
+    gemma = BaseModel.objects.create(name="Gemma-style", source=str(tmp_path / "gemma"), status="ready")
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello."}]
+    rows = [chat, [chat[1], chat[1], chat[2]]]  # the second repeats the user turn: roles do not alternate
+    dataset = make_dataset("".join(json.dumps({"messages": m}) + "\n" for m in rows).encode(),
+                           analysis_model=gemma)
+    assert validate_dataset.run(dataset.pk, 1) == "ready"
+    report = Dataset.objects.get(pk=dataset.pk).report
+    assert report["tokenizer"] == str(tmp_path / "gemma")
+    segments = report["preview"][0]["segments"]
+    assert [(s["text"], s["loss"]) for s in segments] == [
+        ("<s><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n", False),
+        ("Hello.<end_of_turn>\n", True)]
+    assert report["problems"][0]["row"] == 2 and report["problems"][0]["field"] == "messages"
+    assert "roles must alternate" in report["problems"][0]["message"]
+
+
+@pytest.mark.django_db
 def test_progress_is_recorded_while_the_file_is_read(monkeypatch):
     monkeypatch.setattr("trainer.data.validate.PROGRESS_EVERY_ROWS", 100)
     dataset = make_dataset(b'{"text": "row"}\n' * 1000)

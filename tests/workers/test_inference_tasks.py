@@ -55,10 +55,6 @@ def test_the_cache_size_comes_from_the_playground_cache_size_setting(settings):
     assert list(cache.entries) == [("b",)] and cache.stats()["capacity"] == 1
 
 
-
-
-
-
 def test_a_long_load_keeps_telling_the_stream_it_is_loading(bert_run, stored, fresh_cache, monkeypatch):
     import time
 

@@ -94,6 +94,24 @@ def test_base_and_adapter_rows_answer_what_each_model_alone_generates_and_a_repe
     assert joined(next(iter(again.values())), "tuned") == joined(answer, "tuned")
 
 
+def test_each_row_is_shown_the_prompt_its_model_is_given_in_its_own_chat_template(llama_run, stored, fresh_engines):
+    from trainer.inference import adapter_tokenizer
+    from trainer.models import load_tokenizer
+
+    asked = request({"base": None, "tuned": stored(llama_run)["adapter"]}, layout="chat")
+    events = serve(llama_run / "base", asked)[0][asked["id"]]
+    shown = {e["side"]: e["prompt"] for e in events if "prompt" in e}
+    message = [{"role": "user", "content": "Name a color"}]
+    base_tokenizer = load_tokenizer(llama_run / "base")
+    tuned_tokenizer = adapter_tokenizer(llama_run / "out" / "adapter") or base_tokenizer
+    assert shown == {"base": base_tokenizer.apply_chat_template(message, tokenize=False, add_generation_prompt=True),
+                     "tuned": tuned_tokenizer.apply_chat_template(message, tokenize=False,
+                                                                  add_generation_prompt=True)}
+    assert shown["base"] == "<|user|>\nName a color\n<|assistant|>\n"  # the base folder's own template
+    first_text = next(i for i, e in enumerate(events) if "text" in e)
+    assert max(i for i, e in enumerate(events) if "prompt" in e) < first_text
+
+
 def test_adapters_beyond_the_cache_size_evict_the_least_recently_used_but_never_one_in_the_batch(
         llama_run, stored, fresh_engines, settings):
     settings.SERVE_ADAPTER_CACHE = 1

@@ -48,7 +48,9 @@ def reload(job):
     return Job.objects.get(pk=job.pk)
 
 
-def wait_state(job, *wanted, timeout_s=180, worker=None):
+def wait_state(job, *wanted, timeout_s=600, worker=None):
+    """The job once in one of `wanted`. The limit only bounds a hang (a loaded 2-core machine runs these jobs
+    several times slower than a quiet one)."""
     def done():
         current = reload(job)
         return current if current.state in wanted else None
@@ -223,8 +225,21 @@ def adapter_tensors(job) -> dict:
         return load(handle.read())
 
 
+# The two ways a job whose worker was SIGKILLed is resumed, each tried with the other disabled:
+RESUME_BY = {
+    # Celery hands the unacknowledged task out again once it is older than the visibility timeout (10 s); the
+    # sweep is off (with a 1 h heartbeat timeout its first look would be 15 min away).
+    "redelivery": {"CELERY_VISIBILITY_TIMEOUT": "10", "JOB_HEARTBEAT_TIMEOUT_S": "3600"},
+    # The workers' sweep, on the real clock, sends a job silent for 15 s again as a new task; redelivery is off
+    # (a 1 h visibility timeout).
+    "sweep": {"CELERY_VISIBILITY_TIMEOUT": "3600", "JOB_HEARTBEAT_TIMEOUT_S": "15"},
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mechanism", list(RESUME_BY))
 def test_a_job_on_a_sigkilled_worker_resumes_from_its_last_checkpoint_and_ends_as_an_uninterrupted_run(
-        celery_worker, team, llama):
+        celery_worker, team, llama, mechanism):
     import torch
 
     dataset = stored_dataset(team, completion_rows(96), task="causal-lm")
@@ -238,12 +253,14 @@ def test_a_job_on_a_sigkilled_worker_resumes_from_its_last_checkpoint_and_ends_a
         killed = reload(job)
         saved_step = int(checkpoint_pointer(job)["checkpoint"].split("-")[1])
         assert killed.state == "running" and 10 <= saved_step < 300
-        # Celery hands an unacknowledged task out again once it is older than the visibility timeout, and the
-        # workers' sweep resumes a job silent for the heartbeat timeout: both short here, whichever comes first.
-        celery_worker.env.update(CELERY_VISIBILITY_TIMEOUT="10", JOB_HEARTBEAT_TIMEOUT_S="15")
-        time.sleep(11)
+        first_task_id = killed.celery_task_id
+        log_before = len(celery_worker.log())
+        celery_worker.env.update(RESUME_BY[mechanism])
+        if mechanism == "redelivery":
+            time.sleep(11)  # the killed delivery is now older than the 10 s visibility timeout
         celery_worker.start()
         job = wait_state(job, "succeeded", "failed", worker=celery_worker)
+        log = celery_worker.log()[log_before:]
     finally:
         celery_worker.stop()
         celery_worker.env = original_env
@@ -251,10 +268,19 @@ def test_a_job_on_a_sigkilled_worker_resumes_from_its_last_checkpoint_and_ends_a
     assert job.state == "succeeded", job.error
     resumed = job.events.filter(from_state="running", to_state="running")
     assert resumed.count() == 1 and "after its worker was lost" in resumed.first().reason
+    # Which mechanism resumed it: a redelivery runs the killed task's own message again; the sweep sends a new one
+    # and logs it.
+    swept = f"'resumed': [{job.pk}]" in log
+    if mechanism == "redelivery":
+        assert job.celery_task_id == first_task_id and not swept
+    else:
+        assert job.celery_task_id != first_task_id and swept
     assert f"resuming from the checkpoint at step {saved_step}" in job.log_tail
     assert f"resumed from step-{saved_step:06d}" in job.log_tail
     steps = [p["step"] for p in job.history if "loss" in p]
     assert steps == list(range(1, 301))  # every step once: none lost, none repeated
+    if mechanism == "sweep":
+        return  # the resumed run's weights are compared once, below
 
     straight = submit(make_job(team, llama, dataset, name="uninterrupted", settings=settings))
     straight = wait_state(straight, "succeeded", "failed", worker=celery_worker)

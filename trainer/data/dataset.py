@@ -85,8 +85,9 @@ def prepare(config, tokenizer) -> Prepared:
         kept = [example for example in eval_examples if example["label"] in label2id]
         stats["eval_rows_unseen_label"] = len(eval_examples) - len(kept)
         eval_examples = kept
-    train, train_counts = _features(train_examples, fmt, tokenizer, config, label2id)
-    evaluation, eval_counts = _features(eval_examples, fmt, tokenizer, config, label2id)
+    train, train_counts = _features(train_examples, fmt, tokenizer, config, label2id, problems)
+    evaluation, eval_counts = _features(eval_examples, fmt, tokenizer, config, label2id, problems)
+    stats["skipped_rows"] += train_counts["refused"] + eval_counts["refused"]
     if not train:
         raise DataError("no usable training examples are left after validation; run validate to see why")
     stats.update(train_examples=len(train), eval_examples=len(evaluation),
@@ -98,13 +99,20 @@ def prepare(config, tokenizer) -> Prepared:
     return Prepared(train, evaluation, label_names, stats)
 
 
-def _features(examples: list[dict], fmt: str, tokenizer, config, label2id) -> tuple[list[dict], dict]:
-    """Encoded features in example order, without rows where nothing counts toward the loss."""
-    features, counts = [], {"truncated": 0, "no_loss": 0}
+def _features(examples: list[dict], fmt: str, tokenizer, config, label2id, problems: list[dict]
+              ) -> tuple[list[dict], dict]:
+    """Encoded features in example order, without rows where nothing counts toward the loss or that the model's
+    chat template refuses (those are counted and, while there is room, added to `problems`)."""
+    features, counts = [], {"truncated": 0, "no_loss": 0, "refused": 0}
     for start in range(0, len(examples), ENCODE_CHUNK):
         for encoded in encode_batch(examples[start:start + ENCODE_CHUNK], fmt, tokenizer,
                                     max_length=config.max_length, train_on_prompt=config.train_on_prompt,
                                     label2id=label2id):
+            if encoded.problem is not None:
+                counts["refused"] += 1
+                if len(problems) < KEPT_PROBLEMS:
+                    problems.append({"row": None, "field": "messages", "message": encoded.problem})
+                continue
             counts["truncated"] += encoded.full_length > config.max_length
             if encoded.loss_tokens == 0:
                 counts["no_loss"] += 1

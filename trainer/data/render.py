@@ -10,14 +10,22 @@ Templates (the counting part is in [brackets]):
                      between them ("2+2=" + "4" -> "2+2= 4").
 - alpaca:            "### Instruction:\\n{instruction}\\n\\n" + ("### Input:\\n{input}\\n\\n" when input is not blank)
                      + "### Response:\\n" + [output] EOS
-- chat:              the tokenizer's chat template, or DEFAULT_CHAT_TEMPLATE when it has none: for each message
-                     "<|{role}|>\\n" + content + "\\n", where an assistant message is
-                     "<|assistant|>\\n" + [content EOS "\\n"]; the generation prompt is "<|assistant|>\\n".
-                     Each assistant turn counts, from the end of the generation prompt that precedes it to the end
-                     of the turn as the template writes it (its end-of-turn token included), found by rendering the
-                     conversation up to each turn. If the template is not prefix-stable, each assistant `content`
-                     (and an EOS right after it) counts. A run on chat data saves its tokenizer with the template it
-                     used (`ensure_chat_template`), so inference and other tools render prompts the same way.
+- chat:              the tokenizer's own chat template (the base model's), never ours when it has one; else
+                     DEFAULT_CHAT_TEMPLATE: for each message "<|{role}|>\\n" + content + "\\n", where an assistant
+                     message is "<|assistant|>\\n" + [content EOS "\\n"]; the generation prompt is "<|assistant|>\\n".
+                     What counts is each assistant turn, found in one of three ways:
+                     1. a template that marks them (`{% generation %}...{% endgeneration %}`, the marks behind
+                        transformers' assistant masks): exactly the marked text;
+                     2. otherwise, by offsets: from the end of the generation prompt that precedes the turn to the
+                        end of the turn as the template writes it (its end-of-turn token included), found by
+                        rendering the conversation up to each turn;
+                     3. a template that is not prefix-stable (e.g. one that drops earlier reasoning): each
+                        assistant `content` (and an EOS right after it).
+                     A template that refuses a system message (Gemma's) gets it folded into the first user turn,
+                     "{system}\\n\\n{user}", as Gemma 3's own template does; a conversation the template refuses
+                     otherwise is a row problem (`TemplateRefused`) with the template's own message.
+                     A run on chat data saves its tokenizer with the template it used (`ensure_chat_template`), so
+                     inference and other tools render prompts the same way (`render_chat`).
 - classification:    the text alone; the label id is the target.
 
 "EOS" is the tokenizer's eos token, appended as an id for non-chat formats (counted), written as text in the
@@ -27,7 +35,10 @@ templates write theirs into the text. Sequences longer than `max_length` keep th
 from __future__ import annotations
 
 import functools
+import re
 from typing import NamedTuple
+
+from trainer.errors import DataError
 
 IGNORE_INDEX = -100
 # Rough tokens per byte for a length estimate without a tokenizer (English BPE averages about 4 bytes a token).
@@ -42,21 +53,28 @@ DEFAULT_CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
+GENERATION_MARK = re.compile(r"\{%-?\s*generation\s*-?%\}")
+
+
+class TemplateRefused(DataError):
+    """The model's chat template raised on a conversation (e.g. roles that do not alternate)."""
 
 
 class Encoded(NamedTuple):
     """One example's training feature (`input_ids` + `labels`, or `label` for classification), its token count
-    before truncation, and how many of the kept tokens count toward the loss."""
+    before truncation, how many of the kept tokens count toward the loss, and why it could not be rendered (the
+    feature is then empty)."""
 
     feature: dict
     full_length: int
     loss_tokens: int
+    problem: str | None = None
 
 
 def segments(example: dict, fmt: str, tokenizer=None) -> Segments:
     """The example as text segments `(text, counts_toward_loss)`, joined exactly as it is tokenized."""
     if fmt == "chat":
-        return _chat_template_segments(example["messages"], _chat_renderer(tokenizer), _eos_text(tokenizer))
+        return chat_segments(example["messages"], tokenizer)
     if fmt == "text":
         return [(example["text"], True)]
     if fmt == "classification":
@@ -111,12 +129,22 @@ def render_preview(example: dict, fmt: str, tokenizer=None, *, max_length: int |
 
 def _encode(examples, fmt, tokenizer, max_length, train_on_prompt, label2id):
     """[(Encoded, token character offsets, rendered text)] per example."""
-    laid_out = [segments(example, fmt, tokenizer) for example in examples]
+    laid_out, problems = [], []
+    for example in examples:
+        try:
+            laid_out.append(segments(example, fmt, tokenizer))
+            problems.append(None)
+        except TemplateRefused as error:
+            laid_out.append([])
+            problems.append(str(error))
     texts = ["".join(text for text, _ in parts) for parts in laid_out]
     tokenized = _tokenize(tokenizer, texts, laid_out, add_special_tokens=fmt != "chat")
     eos = tokenizer.eos_token_id if fmt not in ("chat", "classification") else None
     results = []
-    for example, parts, text, (ids, offsets) in zip(examples, laid_out, texts, tokenized):
+    for example, parts, text, (ids, offsets), problem in zip(examples, laid_out, texts, tokenized, problems):
+        if problem is not None:
+            results.append((Encoded({"input_ids": [], "labels": []}, 0, 0, problem), [], ""))
+            continue
         if fmt == "classification":
             feature = {"input_ids": ids[:max_length], "label": label2id[example["label"]] if label2id else -1}
             results.append((Encoded(feature, len(ids), 1), offsets, text))
@@ -141,13 +169,79 @@ def ensure_chat_template(tokenizer):
     return tokenizer
 
 
+def chat_template_of(tokenizer) -> str:
+    """The template chat rows are rendered with: the tokenizer's own (its "default" one when it has several by
+    name), else DEFAULT_CHAT_TEMPLATE."""
+    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+        return DEFAULT_CHAT_TEMPLATE
+    return tokenizer.get_chat_template()
+
+
+def render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> str:
+    """The conversation as the model sees it: its chat template's text, a refused system message folded into the
+    first user turn (see the module docstring). Raises TemplateRefused when the template refuses it otherwise."""
+    render = _chat_renderer(tokenizer)
+    messages, full = accepted_conversation(messages, render)
+    return render(messages, True) if add_generation_prompt else full
+
+
+def accepted_conversation(messages: list[dict], render) -> tuple[list[dict], str]:
+    """(`messages`, or with the system message folded into the first user turn when only that makes the template
+    accept them; their rendering) for `render(turns, add_generation_prompt)`."""
+    try:
+        return messages, render(messages, False)
+    except Exception as error:  # noqa: BLE001 - Jinja templates raise whatever they like (raise_exception)
+        refusal = error
+    folded = fold_system_message(messages)
+    if folded is not messages:
+        try:
+            return folded, render(folded, False)
+        except Exception as error:  # noqa: BLE001 - with the system message folded, what is still wrong
+            refusal = error
+    raise TemplateRefused(f"the model's chat template refuses this conversation: {refusal}") from None
+
+
+def fold_system_message(messages: list[dict]) -> list[dict]:
+    """A leading system message merged into the user message after it ("{system}\\n\\n{user}"), or `messages`
+    itself when it does not start with system followed by user."""
+    if len(messages) < 2 or messages[0]["role"] != "system" or messages[1]["role"] != "user":
+        return messages
+    first_user = {**messages[1], "content": f"{messages[0]['content']}\n\n{messages[1]['content']}"}
+    return [first_user, *messages[2:]]
+
+
+def chat_segments(messages: list[dict], tokenizer=None) -> Segments:
+    """A chat example's segments: the assistant turns count (marked, aligned by offsets, or searched)."""
+    render = _chat_renderer(tokenizer)
+    messages, full = accepted_conversation(messages, render)
+    if tokenizer is not None and GENERATION_MARK.search(chat_template_of(tokenizer)):
+        return _marked_chat_segments(messages, tokenizer)
+    return _chat_template_segments(full, messages, render, _eos_text(tokenizer))
+
+
+def _marked_chat_segments(messages: list[dict], tokenizer) -> Segments:
+    """Segments from the template's own {% generation %} marks: the character spans transformers turns into
+    assistant masks, read before tokenization."""
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    (full,), (spans,) = render_jinja_template(conversations=[messages], chat_template=chat_template_of(tokenizer),
+                                              return_assistant_tokens_mask=True, **tokenizer.special_tokens_map)
+    parts: Segments = []
+    cursor = 0
+    for start, end in spans:
+        parts += [(full[cursor:start], False), (full[start:end], True)]
+        cursor = end
+    parts.append((full[cursor:], False))
+    return _merge([part for part in parts if part[0]])
+
+
 def _chat_renderer(tokenizer):
     """render(turns, add_generation_prompt) -> text, with the tokenizer's template or DEFAULT_CHAT_TEMPLATE
     (rendered by Jinja alone, with no EOS text, when there is no tokenizer)."""
     if tokenizer is None:
         template = _compiled_default_template()
         return lambda turns, prompt: template.render(messages=turns, add_generation_prompt=prompt, eos_token="")
-    template = getattr(tokenizer, "chat_template", None) or DEFAULT_CHAT_TEMPLATE
+    template = chat_template_of(tokenizer)
     return lambda turns, prompt: tokenizer.apply_chat_template(turns, chat_template=template, tokenize=False,
                                                                add_generation_prompt=prompt)
 
@@ -159,8 +253,8 @@ def _compiled_default_template():
     return ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(DEFAULT_CHAT_TEMPLATE)
 
 
-def _chat_template_segments(messages: list[dict], render, eos: str) -> Segments:
-    full = render(messages, False)
+def _chat_template_segments(full: str, messages: list[dict], render, eos: str) -> Segments:
+    """Segments by offsets: each assistant turn found by rendering the conversation up to it."""
     parts: Segments = []
     cursor = 0
     try:

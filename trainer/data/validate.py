@@ -191,12 +191,17 @@ def _measure(batch: list[Checked], fmt, tally: _Tally, report, tokenizer, train_
     if tokenizer is None:
         lengths = [render.estimate_tokens(example, fmt) for _, example in batch]
         loss_tokens = [1] * len(batch)
+        refusals = [None] * len(batch)
     else:
         encoded = render.encode_batch([example for _, example in batch], fmt, tokenizer, max_length=max_length,
                                       train_on_prompt=train_on_prompt)
         lengths = [item.full_length for item in encoded]
         loss_tokens = [item.loss_tokens for item in encoded]
-    for (row, example), length, loss in zip(batch, lengths, loss_tokens):
+        refusals = [item.problem for item in encoded]
+    for (row, example), length, loss, refusal in zip(batch, lengths, loss_tokens, refusals):
+        if refusal is not None:
+            tally.problem(RowProblem(row, "messages", refusal))
+            continue
         if loss == 0:
             tally.problem(RowProblem(row, None, f"the prompt alone is longer than max_length={max_length} "
                                                 "tokens: nothing is left to learn from this row"))

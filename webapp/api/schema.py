@@ -5,6 +5,7 @@ route and method is here and that live responses validate against it.
 """
 from copy import deepcopy
 
+from trainer.config import DTYPE_CHOICES, QUANTIZE_CHOICES
 from webapp.results.playground import limits
 
 VERSION = "1.0.0"
@@ -82,7 +83,12 @@ SCHEMAS = {
         "warmup": {"type": "number", "minimum": 0, "exclusiveMaximum": 1, "description": "fraction of steps"},
         "eval_fraction": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
         "seed": {"type": "integer", "minimum": 0, "maximum": 4294967295},
-        "merge": {"type": "boolean", "description": "also export the merged model"}}, extra=False),
+        "merge": {"type": "boolean", "description": "also export the merged model"},
+        "quantize": {"type": "string", "enum": list(QUANTIZE_CHOICES),
+                     "description": "store the frozen base in 4-bit NF4 (QLoRA) or int8 through bitsandbytes"},
+        "dtype": {"type": "string", "enum": list(DTYPE_CHOICES),
+                  "description": "the base's weight dtype; auto: bf16 on GPUs that have it, else fp16, fp32 on "
+                                 "CPU"}}, extra=False),
     "JobCreate": obj({
         "name": {"type": "string", "minLength": 1, "maxLength": 200},
         "base_model": {"oneOf": [INT, STR], "description": "catalog id, or its source name such as demo/tiny-lm"},

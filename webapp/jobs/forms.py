@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from django import forms
 
-from trainer.config import TARGET_PRESETS, LoraSettings, TrainConfig
+from trainer.config import DTYPE_CHOICES, QUANTIZE_CHOICES, TARGET_PRESETS, LoraSettings, TrainConfig
 from trainer.errors import ConfigError, TrainerError
 from webapp.catalog.models import BaseModel
 from webapp.jobs import states
@@ -20,7 +20,11 @@ ANY_WORKER = ("", "Any training worker")
 DEFAULTS = TrainConfig(model="", data="", out="")
 LORA_FIELDS = ("rank", "alpha", "dropout", "rslora")
 TRAINING_FIELDS = ("epochs", "max_steps", "lr", "batch_size", "grad_accum", "max_length", "warmup",
-                   "eval_fraction", "seed", "merge")
+                   "eval_fraction", "seed", "merge", "quantize", "dtype")
+QUANTIZE_LABELS = {"none": "none: the base as it is stored", "nf4": "nf4: 4-bit base (QLoRA), about 1/4 of bf16",
+                   "int8": "int8: 8-bit base, about 1/2 of bf16"}
+DTYPE_LABELS = {"auto": "auto: bf16 on GPUs that have it (else fp16), fp32 on CPU", "fp32": "fp32", "bf16": "bf16",
+                "fp16": "fp16"}
 
 
 class JobForm(forms.Form):
@@ -78,6 +82,14 @@ class JobForm(forms.Form):
                               help_text="Makes the split, the shuffling and the initialisation repeatable.")
     merge = forms.BooleanField(required=False, initial=DEFAULTS.merge, label="Merge at the end",
                                help_text="Also export a full model with the adapter merged in (bigger download).")
+    quantize = forms.ChoiceField(choices=[(q, QUANTIZE_LABELS[q]) for q in QUANTIZE_CHOICES],
+                                 initial=DEFAULTS.quantize, required=False, label="Quantize the base",
+                                 help_text="Store the frozen base in 4 or 8 bits (bitsandbytes) to fit a bigger "
+                                           "model on the GPU; the adapter still trains in full precision.")
+    dtype = forms.ChoiceField(choices=[(d, DTYPE_LABELS[d]) for d in DTYPE_CHOICES], initial=DEFAULTS.dtype,
+                              required=False, label="Precision",
+                              help_text="The base's weights and compute dtype. The adapter and its optimizer "
+                                        "state stay fp32.")
 
     def __init__(self, *args, datasets=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -86,6 +98,13 @@ class JobForm(forms.Form):
         self._live_classes = None
         # A callable: evaluated only to render the choices or check a chosen class, never for "any worker".
         self.fields["worker_class"].choices = self._worker_class_choices
+
+    # Left out of a POST (a script written before these settings existed): the engine's defaults.
+    def clean_quantize(self):
+        return self.cleaned_data["quantize"] or DEFAULTS.quantize
+
+    def clean_dtype(self):
+        return self.cleaned_data["dtype"] or DEFAULTS.dtype
 
     def _worker_class_choices(self) -> list[tuple[str, str]]:
         if self._live_classes is None:

@@ -46,8 +46,9 @@ class PlaygroundForm(forms.Form):
                              help_text="Sample only from the likeliest tokens that together hold this probability.")
     max_new_tokens = forms.IntegerField(min_value=1, initial=64, label="Max new tokens",
                                         help_text="The longest answer, in tokens.")
-    seed = forms.IntegerField(min_value=0, max_value=2**31 - 1, required=False, label="Seed",
-                              help_text="Blank for a fresh one each run; the same seed in /v1 gives the same answer.")
+    seed = forms.IntegerField(required=False, min_value=0, max_value=2**31 - 1, label="Seed",
+                              help_text="Blank draws a new one each run; the same seed and settings give the same "
+                                        "answers.")
 
     def __init__(self, jobs, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -68,8 +69,8 @@ class PlaygroundForm(forms.Form):
         return prompt
 
     def sampling(self) -> dict:
-        """The sampling settings both models use; one seed for both (the given one, else a fresh one, so a rerun
-        can differ) so that the two answers differ only by their weights."""
+        """The sampling settings both models use, with one seed for both (the one given, else a fresh one, so a
+        rerun can differ) so that the two answers differ only by their weights."""
         data = self.cleaned_data
         seed = data.get("seed")
         return {"temperature": data["temperature"], "top_p": data["top_p"], "max_new_tokens": data["max_new_tokens"],

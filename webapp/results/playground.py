@@ -7,6 +7,7 @@ job's request runs as the task `workers.playground` (workers/inference_tasks.py)
 Either way the worker pushes JSON events onto the Redis list `events_key(request_id)` and the SSE view pops them:
 
     {"status": "loading" | "generating"}
+    {"side": "base" | "tuned", "prompt": "..."}      the text that side's model is given (its chat template's)
     {"side": "base" | "tuned", "text": "..."}        a piece of generated text, in order
     {"side": "base" | "tuned", "probs": {label: p}}  classification
     {"side": "base" | "tuned", "done": true}         that side has finished

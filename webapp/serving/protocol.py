@@ -12,6 +12,7 @@ adapter. The worker pushes each request's events onto the list `events_key(id)`,
 so nothing is lost if the reader starts late):
 
     {"status": "loading" | "generating"}
+    {"side": ..., "prompt": "..."}                  the text the row's model is given (its chat template applied)
     {"side": ..., "text": "..."}                    a piece of generated text
     {"side": ..., "done": true, "finish_reason": "stop" | "length", "usage": {"prompt_tokens", "completion_tokens"}}
     {"error": "..."}                                a message a person can act on; the last event

@@ -57,6 +57,11 @@ document.addEventListener("DOMContentLoaded", () => {
     const data = JSON.parse(event.data);
     if (data.status === "loading") status.textContent = "Loading the models…";
     else if (data.status === "generating") status.textContent = "Answering…";
+    if (data.side && data.prompt !== undefined) {
+      const shown = form.ownerDocument.querySelector('[data-prompt-for="' + data.side + '"]');
+      shown.querySelector("pre").textContent = data.prompt;
+      shown.hidden = false;
+    }
     if (data.side && data.text !== undefined) answers[data.side].textContent += data.text;
     if (data.side && data.probs) showProbs(answers[data.side], data.probs);
     if (data.side && data.done) answers[data.side].classList.remove("streaming");
@@ -71,6 +76,7 @@ document.addEventListener("DOMContentLoaded", () => {
     button.disabled = true;
     status.textContent = "Queued…";
     Object.values(answers).forEach((el) => { el.textContent = ""; el.classList.add("streaming"); });
+    form.ownerDocument.querySelectorAll("[data-prompt-for]").forEach((el) => { el.hidden = true; });
     let reply;
     try {
       reply = await fetch(form.action, { method: "POST", body: new FormData(form),
