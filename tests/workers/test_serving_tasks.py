@@ -81,7 +81,9 @@ def test_base_and_adapter_rows_answer_what_each_model_alone_generates_and_a_repe
     assert joined(answer, "base") == generate(*base, prompt, **SAMPLING)
     assert joined(answer, "tuned") == generate(*tuned, prompt, **SAMPLING)
     assert joined(answer, "base") != joined(answer, "tuned")
-    assert answer[0] == {"status": "loading"} and answer[1] == {"status": "generating"} and answer[-1]["end"]
+    assert answer[0] == {"status": "loading"} and answer[-1]["end"]
+    assert [e for e in answer if "status" in e or "prompt" in e][1:] == [  # what each row's model is given first
+        {"side": "base", "prompt": prompt}, {"side": "tuned", "prompt": prompt}, {"status": "generating"}]
     done = {e["side"]: e for e in answer if e.get("done")}
     assert set(done) == {"base", "tuned"} and done["tuned"]["usage"]["prompt_tokens"] == len(
         prompt_ids(tuned[1], prompt, 1024))
