@@ -76,6 +76,23 @@ def linear_layers(model) -> list[dict]:
     return layers
 
 
+def memory_shape(model, text_config) -> dict:
+    """What trainer.estimate needs beyond the layer list to size activations: heads, the MLP's width, whether
+    training keeps attention probabilities (attention dropout, or an architecture without fused attention) and
+    whether the causal-LM loss is computed from the hidden states (trainer.lm_loss)."""
+    from trainer.lm_loss import HIDDEN_STATE_LOSS_TYPES
+
+    dropout = max((float(getattr(text_config, name, 0) or 0)
+                   for name in ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop")), default=0.0)
+    return {
+        "num_heads": getattr(text_config, "num_attention_heads", None),
+        "intermediate_size": getattr(text_config, "intermediate_size", None) or getattr(text_config, "n_inner", None),
+        "attention_dropout": dropout,
+        "attention": "sdpa" if getattr(model, "_supports_sdpa", False) else "eager",
+        "hidden_state_loss": model.config.model_type in HIDDEN_STATE_LOSS_TYPES,
+    }
+
+
 def safetensors_header(path: Path) -> dict:
     """The tensor table at the start of a .safetensors file: {name: {dtype, shape, data_offsets}}."""
     with open(path, "rb") as handle:
@@ -144,5 +161,6 @@ def inspect(name: str, task: str | None = None, num_labels: int | None = None) -
         "num_layers": getattr(text_config, "num_hidden_layers", None),
         "vocab_size": getattr(text_config, "vocab_size", None),
         "max_positions": getattr(text_config, "max_position_embeddings", None),
+        **memory_shape(model, text_config),
         "linear_layers": linear_layers(model),
     }

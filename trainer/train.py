@@ -29,8 +29,10 @@ from trainer.data.batching import batch_order, collate
 from trainer.data.dataset import prepare
 from trainer.data.render import ensure_chat_template
 from trainer.errors import ConfigError, OutOfMemoryError
+from trainer.estimate import out_of_memory_advice
 from trainer.evaluate import batch_loss_sum, evaluate, target_count
 from trainer.inject import apply_lora
+from trainer.memory import MemoryMeter
 from trainer.models import load_model, load_tokenizer, pick_device, resolve_model_path
 from trainer.params import parameter_report
 from trainer.quantized import DTYPE_NAMES, keep_trainable_in_float32, resolve_dtype
@@ -48,7 +50,7 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> dict:
     config.check()
     try:
         return _Run(config, reporter).run()
-    except torch.OutOfMemoryError:
+    except (torch.OutOfMemoryError, MemoryError):
         raise OutOfMemoryError(_oom_message(config)) from None
     except RuntimeError as error:
         if "out of memory" in str(error) or "can't allocate memory" in str(error):
@@ -88,6 +90,7 @@ class _Run:
         self.out.mkdir(parents=True, exist_ok=True)
         seed_everything(config.seed)
         self.device = pick_device(config.device)
+        self.memory = MemoryMeter(self.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
         self.autocast, self.scaler = precision(self.device, self.dtype)
         reporter.on_log(f"preparing data from {config.data}")
@@ -95,6 +98,7 @@ class _Run:
         # prepare raises DataError when no usable training example is left.
         self.train_features, self.eval_features, self.label_mapping, self.data_stats = prepare(config, tokenizer)
         reporter.on_log(data_summary(self.data_stats, config.max_length))
+        self.memory.mark_before_model()
         self._load_model()
         self._plan()
         state = self._start()
@@ -271,8 +275,10 @@ class _Run:
                          modules_to_save=self.lora.modules_to_save, label_mapping=id2label)
             # With its chat template, if it was trained on chat: merge and inference read it from here.
             self.tokenizer.save_pretrained(out / "adapter")
-            if config.merge:
-                self._merge()
+        # Measured before the merge, which loads a second copy of the base: the figures describe training.
+        self.memory_figures = self.memory.figures()
+        if not stopped and config.merge:
+            self._merge()
         metrics = self._metrics(state, final_eval, stopped)
         (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=str) + "\n")
         return metrics
@@ -304,6 +310,7 @@ class _Run:
             "adapter_bytes": params["adapter_bytes"],
             "base_model_bytes": params["base_model_bytes"],
             "size_ratio": params["ratio"],
+            **self.memory_figures,
             "target_modules": self.lora.target_modules,
             "modules_to_save": self.lora.modules_to_save,
             "base_eval": state["base_eval"],
@@ -341,6 +348,8 @@ def data_summary(stats: dict, max_length: int) -> str:
 
 
 def _oom_message(config: TrainConfig) -> str:
-    hint = "" if config.gradient_checkpointing else ", or turn on gradient checkpointing"
-    return (f"training ran out of memory: lower batch_size (now {config.batch_size}, raise grad_accum to keep the "
-            f"effective batch), max_length (now {config.max_length}) or rank (now {config.lora.rank}){hint}")
+    """The same fixes the job form offers for a job that will not fit (trainer.estimate.memory_fixes)."""
+    settings = {"batch_size": config.batch_size, "grad_accum": config.grad_accum, "max_length": config.max_length,
+                "quantize": config.quantize, "gradient_checkpointing": config.gradient_checkpointing}
+    return (f"training ran out of memory (batch {config.batch_size} x {config.max_length} tokens, quantize "
+            f"{config.quantize}, rank {config.lora.rank}): {out_of_memory_advice(settings)}")

@@ -139,6 +139,8 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # With late acks, a task whose worker died is handed out again after this many seconds.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=10)}
+# The memory a training worker advertises to the job form's fit check (workers.capacity); 0: its GPU's, else RAM.
+WORKER_MEMORY_MB = env_int("WORKER_MEMORY_MB", 0, minimum=0)
 
 # Playground (queue `infer`): models one infer worker process keeps loaded (LRU), request bounds, stream wait.
 PLAYGROUND_CACHE_SIZE = env_int("PLAYGROUND_CACHE_SIZE", 4, minimum=1, maximum=64)

@@ -1,5 +1,6 @@
 """The `health` remote-control command every worker answers for the operations page and its health check: its
-queues, the tasks it is running, and whether it reaches the database and Redis (the `workers.health` task's check).
+queues, the tasks it is running, the memory it offers a training job (workers.capacity), and whether it reaches
+the database and Redis (the `workers.health` task's check).
 
 A remote-control command reaches the worker itself over the broker's broadcast channel, so a worker busy with a
 long training job, or behind a long queue, still answers within a second.
@@ -8,6 +9,7 @@ from celery.worker import state as worker_state
 from celery.worker.control import inspect_command
 from django.db import connection
 
+from workers.capacity import capacity
 from workers.health_tasks import health as health_task
 
 
@@ -23,6 +25,7 @@ def health(state, **kwargs) -> dict:
     return {
         **reachable,
         "queues": sorted(queue.name for queue in consumer.queues) if consumer else [],
+        "capacity": capacity(),
         "active": [{"id": request.id, "task": request.task_name, "args": request.args}
                    for request in list(worker_state.active_requests)],
     }

@@ -13,6 +13,7 @@ same task (Celery hands a task out again when it thinks its worker died) from tr
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 import uuid
@@ -28,6 +29,14 @@ log = logging.getLogger(__name__)
 LOG_TAIL_LINES = 200
 HISTORY_POINTS_KEPT = 2000
 EVAL_KEYS = ("loss", "perplexity", "accuracy", "macro_f1")
+
+
+def without_paths(line: str) -> str:
+    """`line` with the worker's scratch folders cut from its paths (<JOB_WORK_DIR>/job-1-x/data.csv -> data.csv):
+    they mean nothing to the team reading the log. Other paths (a model folder, the hub cache) say where to look,
+    and stay."""
+    root = re.escape(str(conf.work_dir()).rstrip("/"))
+    return re.sub(rf"{root}/[^/\s'\"]+/", "", line)
 
 
 def retry_db(action, *, attempts: int = 5, first_wait_s: float = 0.5):
@@ -80,7 +89,9 @@ class JobReporter:
             self.flush()
 
     def on_eval(self, metrics):
-        scalars = {k: metrics[k] for k in EVAL_KEYS if isinstance(metrics.get(k), (int, float))}
+        # The trainer names its loss "eval_loss"; history points keep the short name the job page draws from.
+        found = {k: metrics.get(k, metrics.get(f"eval_{k}")) for k in EVAL_KEYS}
+        scalars = {k: v for k, v in found.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         point = {"step": metrics.get("step", self.progress.get("step", 0)), "stage": metrics.get("stage", ""),
                  "eval": scalars}
         self.history.append(point)
@@ -89,7 +100,7 @@ class JobReporter:
 
     def on_log(self, message):
         for line in str(message).splitlines() or [""]:
-            stamped = f"{timezone.now():%H:%M:%S} {line}"
+            stamped = f"{timezone.now():%H:%M:%S} {without_paths(line)}"
             self.log_tail.append(stamped)
             live.publish(self.job_id, {"type": "log", "line": stamped})
             self.unsaved_log.append(stamped)

@@ -93,3 +93,20 @@ def demo_models(celery_worker, demo_lm_build, transactional_db):
     found = wait_for(inspected, timeout_s=120, what="the demo models' inspection")
     assert all(e.status == BaseModel.Status.READY for e in found.values()), {s: e.error for s, e in found.items()}
     return found
+
+
+WIDTHS = {"desktop": 1400, "phone": 390}
+
+
+@pytest.fixture
+def at_width():
+    """at_width(page, "phone") sets the viewport to 390 px ("desktop": 1400 px), reloads, and asserts that the page
+    does not scroll sideways."""
+    def resize(page, which: str):
+        page.set_viewport_size({"width": WIDTHS[which], "height": 900})
+        page.reload()
+        scroll = page.evaluate("document.documentElement.scrollWidth")
+        assert scroll <= WIDTHS[which], f"{page.url} is {scroll} px wide at {WIDTHS[which]} px: it scrolls sideways"
+        return page
+
+    return resize

@@ -133,3 +133,15 @@ def test_preview_without_a_tokenizer_shows_the_template_text():
 def test_length_estimate_is_bytes_over_four_rounded_up():
     assert estimate_tokens({"text": "x" * 9}, "text") == 3
     assert estimate_tokens({"text": "\u00e9" * 4}, "text") == 2  # 8 UTF-8 bytes
+
+
+def test_preview_with_a_wordpiece_tokenizer_keeps_the_spaces_it_drops(minilm_dir):
+    from transformers import AutoTokenizer
+
+    wordpiece = AutoTokenizer.from_pretrained(minilm_dir)
+    text = "Astronomers report that the Milky Way is  warping."
+    parts = render_preview({"text": text, "label": "space"}, "classification", wordpiece, per_token=True)
+    assert "".join(piece for piece, _ in parts) == f"[CLS]{text}[SEP]"
+    tokens = wordpiece.convert_ids_to_tokens(wordpiece(text)["input_ids"])
+    assert len(parts) == len(tokens)  # one segment per token: the preview can draw their boundaries
+    assert [piece.strip().lower() for piece, _ in parts[1:-1]] == [t.removeprefix("##") for t in tokens[1:-1]]

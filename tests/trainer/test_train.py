@@ -143,15 +143,6 @@ def test_gradient_checkpointing_recomputes_each_layer_and_gives_the_same_first_s
                                                                          rel=1e-5)
 
 
-def test_out_of_memory_names_the_settings_to_lower(tmp_path, tiny_llama_dir, monkeypatch):
-    def explode(self, window):
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-
-    monkeypatch.setattr(train_module._Run, "_step", explode)
-    with pytest.raises(OutOfMemoryError, match=r"batch_size \(now 4.*max_length \(now 512\).*rank \(now 4\)"):
-        train(_lm_config(tmp_path, tiny_llama_dir, max_steps=2))
-
-
 def test_a_dataset_with_no_usable_rows_is_a_data_error(tmp_path, tiny_llama_dir):
     data = _jsonl(tmp_path / "bad.jsonl", [{"prompt": "p", "completion": ""}, {"prompt": "q", "completion": ""}])
     with pytest.raises(DataError, match="no usable training examples are left after validation"):

@@ -53,6 +53,7 @@ PAGES = {
     "jobs:estimate": ("GET", lambda o: f"/jobs/estimate/?base_model={o.job.base_model.pk}", False, 400),
     "jobs:detail": ("GET", lambda o: f"/jobs/{o.job.pk}/", True, 200),
     "jobs:cancel": ("POST", lambda o: f"/jobs/{o.job.pk}/cancel/", True, 302),
+    "jobs:delete": ("POST", lambda o: f"/jobs/{o.spare_job.pk}/delete/", True, 302),
     "jobs:progress": ("GET", lambda o: f"/jobs/{o.job.pk}/progress/", True, 200),
     "jobs:events": ("GET", lambda o: f"/jobs/{o.job.pk}/events/", True, 200),
     "results:job": ("GET", lambda o: f"/jobs/{o.job.pk}/results/", True, 200),
@@ -95,6 +96,7 @@ class Objects:
     def __init__(self, tmp_path, make_member):
         from webapp.accounts.tokens import issue_token
         from webapp.datasets.models import Dataset
+        from webapp.jobs.models import Job
         from webapp.results import playground
         from webapp.teams.models import Team
 
@@ -103,6 +105,8 @@ class Objects:
         self.job = make_job(self.team, build_artifacts("bert", tmp_path), merged=False)
         self.lm_job = make_job(self.team, build_artifacts("llama", tmp_path / "lm"), name="served")
         self.dataset = self.job.dataset
+        self.spare_job = Job.objects.create(team=self.team, name="spare job", base_model=self.job.base_model,
+                                            dataset=self.dataset, task=self.job.task, state="succeeded")
         self.spare_dataset = Dataset.objects.create(team=self.team, name="spare", original_filename="s.jsonl",
                                                     file="datasets/none.jsonl", status="ready")
         self.token, self.secret = issue_token(self.alice, self.team, "matrix")
@@ -145,12 +149,14 @@ def test_anonymous_visitors_are_sent_to_sign_in_and_the_api_answers_401(client, 
 
 
 def team_a_state(objects) -> dict:
-    """What a request from another team must not change: team A's datasets, job, tokens and members' teams."""
+    """What a request from another team must not change: team A's datasets, jobs, tokens and members' teams."""
     from webapp.datasets.models import Dataset
+    from webapp.jobs.models import Job
 
     objects.job.refresh_from_db()
     objects.spare_token.refresh_from_db()
     return {"datasets": sorted(Dataset.objects.filter(team=objects.team).values_list("pk", flat=True)),
+            "jobs": sorted(Job.objects.filter(team=objects.team).values_list("pk", flat=True)),
             "job": (objects.job.state, objects.job.cancel_requested_at),
             "revoked": objects.spare_token.revoked_at, "bob's teams": list(objects.bob.teams.values_list("pk"))}
 

@@ -295,3 +295,42 @@ def test_events_page_through_state_changes_and_the_workers_log_lines_in_order(ap
     assert kinds.index(("state", "running")) < first_log and last_log < kinds.index(("state", "succeeded"))
     # The job's own history (the page's list) stays the state changes alone.
     assert [e.to_state for e in Job.objects.get(pk=job_id).events.all()] == states_seen
+
+
+def test_deleting_a_job_cancels_a_waiting_one_and_removes_its_row_history_and_files(api, other_api, team,
+                                                                                   finished_run):
+    from django.core.files.storage import default_storage
+
+    from jobs_helpers import wait_for
+    from webapp.jobs.models import JobEvent
+
+    finished = finished_jobs.make_job(team, finished_run, merged=True)
+    stored = default_storage.listdir(f"jobs/{finished.pk}/")
+    assert "adapter" in stored[0] and "metrics.json" in stored[1]
+    assert other_api("DELETE", f"/api/jobs/{finished.pk}").status_code == 404  # another team's: not even seen
+    response = api("DELETE", f"/api/jobs/{finished.pk}")
+    assert response.status_code == 204
+    assert_matches_schema(response, "/api/jobs/{job_id}", "delete")
+    assert not Job.objects.filter(pk=finished.pk).exists()
+    assert not JobEvent.timeline.filter(job_id=finished.pk).exists()
+    wait_for(lambda: not default_storage.exists(f"jobs/{finished.pk}/metrics.json"), 10, what="its files to go")
+    assert default_storage.listdir(f"jobs/{finished.pk}/adapter/")[1] == []
+    assert api("GET", f"/api/jobs/{finished.pk}").status_code == 404
+
+    waiting = make_job(team, finished.base_model, finished.dataset, state="queued")
+    assert api("DELETE", f"/api/jobs/{waiting.pk}").status_code == 204
+    assert not Job.objects.filter(pk=waiting.pk).exists()
+
+
+def test_deleting_a_running_job_asks_it_to_stop_and_answers_409_until_it_has(api, team, finished_run):
+    from django.utils import timezone
+
+    finished = finished_jobs.make_job(team, finished_run)
+    now = timezone.now()
+    running = make_job(team, finished.base_model, finished.dataset, state="running", started_at=now,
+                       heartbeat_at=now, name="busy")
+    response = api("DELETE", f"/api/jobs/{running.pk}")
+    assert response.status_code == 409 and "stops at its next step" in response.json()["error"]["message"]
+    assert_matches_schema(response, "/api/jobs/{job_id}", "delete")
+    running.refresh_from_db()
+    assert running.state == "running" and running.cancel_requested_at is not None

@@ -92,7 +92,8 @@ def test_the_preview_highlights_the_part_that_counts_toward_the_loss(member_clie
     rows = [{"instruction": f"Add {i} and 2", "input": "", "output": f"{i + 2}"} for i in range(25)]
     dataset = upload_and_validate(member_client, "alpaca.jsonl", jsonl(rows))
     page = detail_page(member_client, dataset)
-    assert "### Instruction:\nAdd 0 and 2\n\n### Response:\n<span class=\"loss-part\">2</span>" in page
+    assert ('<pre class="preview"><span class="tok">### Instruction:\nAdd 0 and 2\n\n### Response:\n</span>'
+            '<span class="tok loss-part">2</span></pre>') in page  # no tokenizer: template text, no token shading
     assert page.count('class="preview-row"') == 20
 
 

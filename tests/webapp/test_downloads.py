@@ -88,7 +88,7 @@ def test_a_classification_adapter_zip_loads_with_peft_using_its_label_mapping(
 
 
 def test_the_merged_zip_is_a_plain_transformers_model_equal_to_the_adapter(member_client, team_a, merged_llama_run,
-                                                                           tmp_path):
+                                                                           tmp_path, monkeypatch, capsys):
     from transformers import AutoModelForCausalLM
 
     from trainer.inference import load_for_inference
@@ -96,6 +96,13 @@ def test_the_merged_zip_is_a_plain_transformers_model_equal_to_the_adapter(membe
     job = finished_jobs.make_job(team_a, merged_llama_run, merged=True)
     archive, folder = unzip(download(member_client, job, "merged"), tmp_path)
     assert "config.json" in {Path(n).name for n in archive.namelist()}
+    card = (folder / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: transformers\n") and "merged model" in card
+    assert "| Perplexity | 244.7 | 22.2 |" in card and "PeftModel" not in card
+    snippet = card.split("```python\n")[1].split("```")[0]
+    monkeypatch.chdir(tmp_path)  # the card's paths are relative to where the zip was unpacked
+    exec(compile(snippet, "README.md", "exec"), {})  # the card's own code loads the model and generates
+    assert capsys.readouterr().out.strip()
     merged = AutoModelForCausalLM.from_pretrained(folder).eval()
     ours, tokenizer = load_for_inference(str(merged_llama_run / "base"), adapter_dir=merged_llama_run / "out" / "adapter")
     ids = tokenizer("Say blue", return_tensors="pt")["input_ids"]

@@ -64,12 +64,12 @@ def test_the_form_shows_every_setting_with_its_default_and_an_explanation(member
                           ("eval_fraction", "0.1"), ("seed", "0")]:
         assert f'name="{name}" value="{default}"' in page, name
     for name in ("eval_dataset", "task", "targets", "custom_targets", "rslora", "max_steps", "merge", "quantize",
-                 "dtype"):
+                 "dtype", "gradient_checkpointing"):
         assert f'name="{name}"' in page
     for value in ("none", "nf4", "int8"):
         assert f'<option value="{value}"' in page.split('name="quantize"', 1)[1].split("</select>", 1)[0]
     assert '<option value="auto" selected>' in page.split('name="dtype"', 1)[1].split("</select>", 1)[0]
-    assert page.count('class="help"') == 24  # one per field
+    assert page.count('class="help"') == 25  # one per field
     assert llama.name in page and dataset.name in page
 
 
@@ -96,19 +96,28 @@ def test_a_job_on_a_dataset_still_validating_waits_in_validating(member_client, 
     assert Job.objects.get().state == states.VALIDATING
 
 
+def test_every_refused_setting_is_shown_at_once_with_its_label(member_client, llama, dataset):
+    response = member_client.post(reverse("jobs:create"), form_data(llama, dataset, rank=0, lr=5, max_length=4))
+    errors = response.context["form"].errors
+    assert errors["rank"] == ["Rank must be a whole number from 1 to 1024"]
+    assert errors["lr"] == ["Learning rate must be a number above 0 and at most 1"]
+    assert errors["max_length"] == ["Max length must be from 8 to 32768"]
+    assert not Job.objects.exists()
+
+
 @pytest.mark.parametrize("changes,field,message", [
-    ({"rank": 0}, "rank", "rank must be a whole number from 1 to 1024"),
-    ({"alpha": -1}, "alpha", "alpha must be a positive number"),
-    ({"dropout": 1.5}, "dropout", "dropout must be at least 0 and below 1"),
-    ({"epochs": 0}, "epochs", "epochs must be above 0 and at most 1000"),
-    ({"max_steps": -3}, "max_steps", "max_steps must be a positive whole number"),
-    ({"lr": 0}, "lr", "lr must be a number above 0 and at most 1"),
-    ({"batch_size": 0}, "batch_size", "batch_size must be from 1 to 4096"),
-    ({"grad_accum": 5000}, "grad_accum", "grad_accum must be from 1 to 1024"),
-    ({"max_length": 4}, "max_length", "max_length must be from 8 to 32768"),
-    ({"warmup": 1}, "warmup", "warmup is a fraction of steps, from 0 to below 1"),
-    ({"eval_fraction": 1}, "eval_fraction", "eval_fraction must be from 0 to below 1"),
-    ({"seed": -1}, "seed", "seed must be a whole number from 0 to 2^32-1"),
+    ({"rank": 0}, "rank", "Rank must be a whole number from 1 to 1024"),
+    ({"alpha": -1}, "alpha", "Alpha must be a positive number"),
+    ({"dropout": 1.5}, "dropout", "Dropout must be at least 0 and below 1"),
+    ({"epochs": 0}, "epochs", "Epochs must be above 0 and at most 1000"),
+    ({"max_steps": -3}, "max_steps", "Max steps must be a positive whole number"),
+    ({"lr": 0}, "lr", "Learning rate must be a number above 0 and at most 1"),
+    ({"batch_size": 0}, "batch_size", "Batch size must be from 1 to 4096"),
+    ({"grad_accum": 5000}, "grad_accum", "Gradient accumulation must be from 1 to 1024"),
+    ({"max_length": 4}, "max_length", "Max length must be from 8 to 32768"),
+    ({"warmup": 1}, "warmup", "Warmup is a fraction of steps, from 0 to below 1"),
+    ({"eval_fraction": 1}, "eval_fraction", "Eval fraction must be from 0 to below 1"),
+    ({"seed": -1}, "seed", "Seed must be a whole number from 0 to 2^32-1"),
     ({"rank": "eight"}, "rank", "Enter a whole number."),
     ({"targets": "custom", "custom_targets": ""}, "custom_targets", "List the module names to target"),
     ({"targets": "custom", "custom_targets": "nope_proj"}, "custom_targets", "match"),
@@ -231,7 +240,7 @@ def test_the_detail_page_shows_queue_position_settings_and_history(member_client
     page = member_client.get(reverse("jobs:detail", args=[second.pk])).content.decode()
     assert 'Position <strong data-live="position">2</strong> in the training queue' in page
     page = member_client.get(reverse("jobs:detail", args=[first.pk])).content.decode()
-    assert 'Position <strong data-live="position">1</strong>' in page and "lora rank" in page and "0.001" in page
+    assert 'Position <strong data-live="position">1</strong>' in page and "LoRA rank" in page and "0.001" in page
     assert "created by a test" in page and 'id="loss-chart"' in page and "Cancel" in page
 
 

@@ -87,6 +87,11 @@ def test_compare_shows_settings_side_by_side_with_differences_highlighted(member
     assert re.search(r'<tr class="diff"><th>Dataset</th>', settings_table)
     metrics_table = page.split('id="compare-metrics"')[1].split("</section>")[0]
     assert re.search(r"Perplexity \(after\)</th><td class=\"num\">22.2</td><td class=\"num\">22.2</td>", metrics_table)
+    # One format per row: durations with a unit and one decimal, rates and counts rounded, shares in %.
+    assert re.search(r"Training time</th><td class=\"num\">3.5 s</td><td class=\"num\">3.5 s</td>", metrics_table)
+    assert re.search(r"Tokens/s</th><td class=\"num\">462</td>", metrics_table)
+    share = f"{first.metrics['trainable_percent']:.3g} %"
+    assert re.search(rf"Trainable share</th><td class=\"num\">{re.escape(share)}</td>", metrics_table)
     chart = page.split('id="compare-loss"')[1].split("</section>")[0]
     assert chart.count("<svg") == 1
     assert '<polyline class="line series-0"' in chart and '<polyline class="line series-1"' in chart

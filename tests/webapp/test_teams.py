@@ -18,7 +18,7 @@ def test_a_member_signs_in_and_sees_their_team_dashboard(client, make_member):
     response = client.post(reverse("login"), {"username": "alice", "password": "correct-horse-9"}, follow=True)
     assert response.status_code == 200
     assert b"Team A" in response.content
-    assert b"Nothing here yet" in response.content
+    assert b"Fine-tune your first model in three steps" in response.content
 
 
 def test_a_member_of_team_a_gets_404_for_team_b_pages(member_client, make_member):

@@ -18,8 +18,9 @@ def bearer(secret):
 
 def test_the_settings_page_creates_a_token_shows_it_once_and_stores_only_its_hash(member_client):
     team = Team.objects.get(name="Team A")
-    response = member_client.post(reverse("accounts:settings"), {"name": "nightly", "team": team.pk})
-    assert response.status_code == 200
+    created = member_client.post(reverse("accounts:settings"), {"name": "nightly", "team": team.pk})
+    assert created.status_code == 302 and created.url == reverse("accounts:settings")  # POST-redirect-GET
+    response = member_client.get(created.url)
     secret = response.context["new_secret"]
     assert secret.startswith("lw_") and secret.encode() in response.content
     token = ApiToken.objects.get(name="nightly")

@@ -87,7 +87,7 @@ def test_a_class_no_live_worker_serves_is_refused_on_its_field(member_client, cl
 
 
 def test_a_job_for_any_worker_is_created_without_asking_the_workers(member_client, llama, dataset, monkeypatch):
-    monkeypatch.setattr("webapp.ops.checks.live_worker_classes", lambda: pytest.fail("the workers were asked"))
+    monkeypatch.setattr("webapp.ops.checks.workers", lambda: pytest.fail("the workers were asked"))
     response = member_client.post(reverse("jobs:create"), form_data(llama, dataset, worker_class=""))
     assert response.status_code == 302 and Job.objects.get().worker_class == ""
 

@@ -32,11 +32,22 @@ def test_steps_reach_redis_at_once_and_the_database_only_at_the_interval_or_an_e
     relayed = [m for m in (pubsub.get_message(timeout=0.2) for _ in range(10)) if m]
     assert [json.loads(m["data"])["step"] for m in relayed] == [1, 2, 3, 4, 5]
     assert Job.objects.get(pk=job.pk).progress == {}
-    reporter.on_eval({"stage": "during", "step": 5, "loss": 1.2, "perplexity": 3.3, "confusion": [[1]]})
+    reporter.on_eval({"stage": "during", "step": 5, "eval_loss": 1.2, "perplexity": 3.3, "confusion": [[1]]})
     saved = Job.objects.get(pk=job.pk)
     assert saved.progress["step"] == 5 and saved.heartbeat_at is not None
     assert saved.history[-1] == {"step": 5, "stage": "during", "eval": {"loss": 1.2, "perplexity": 3.3}}
     assert [p["step"] for p in saved.history if "loss" in p] == [1, 2, 3, 4, 5]
+
+
+def test_log_lines_show_file_names_not_the_workers_paths(job):
+    reporter = progress.JobReporter(job)
+    from webapp.jobs import conf
+
+    reporter.on_log(f"data: {conf.work_dir()}/job-1-ab12/data.csv (140 rows), model /srv/models/llama, see ./x/y")
+    reporter.flush()
+    line = Job.objects.get(pk=job.pk).log_tail.splitlines()[-1]
+    assert line.endswith("data: data.csv (140 rows), model /srv/models/llama, see ./x/y")
+    assert live.log_lines(job.pk)[-1] == line
 
 
 def test_log_lines_are_kept_as_a_tail_and_published(job):

@@ -104,12 +104,14 @@ def encode_batch(examples: list[dict], fmt: str, tokenizer, *, max_length: int, 
 
 
 def render_preview(example: dict, fmt: str, tokenizer=None, *, max_length: int | None = None,
-                   train_on_prompt: bool = False) -> Segments:
+                   train_on_prompt: bool = False, per_token: bool = False) -> Segments:
     """What the model sees, as `(text, counts_toward_loss)` segments for the web preview.
 
     With a tokenizer the segments come from the tokens themselves (after truncation to `max_length`; special
     tokens without characters of their own, such as an appended EOS, shown by name); without one, from the
-    template's text.
+    template's text. Each token's segment starts where the previous one ended, so characters no token covers
+    (the spaces a WordPiece tokenizer drops) stay in the text. `per_token` keeps one segment per token (the
+    preview draws the boundaries) instead of merging neighbours that count alike.
     """
     if tokenizer is None:
         return _merge([(text, counts or train_on_prompt) for text, counts in segments(example, fmt) if text])
@@ -120,11 +122,12 @@ def render_preview(example: dict, fmt: str, tokenizer=None, *, max_length: int |
     for position, token_id in enumerate(ids):
         start, end = offsets[position] if position < len(offsets) else (0, 0)
         if end > start:  # byte-level tokens of one character share its span: show the character once
-            piece, shown_to = text[max(start, shown_to):end], max(shown_to, end)
+            piece, shown_to = text[shown_to:end], max(shown_to, end)
         else:
             piece = tokenizer.convert_ids_to_tokens(token_id)
         pieces.append((piece, labels[position] != IGNORE_INDEX))
-    return _merge([piece for piece in pieces if piece[0]])
+    pieces = [piece for piece in pieces if piece[0]]
+    return pieces if per_token else _merge(pieces)
 
 
 def _encode(examples, fmt, tokenizer, max_length, train_on_prompt, label2id):

@@ -217,7 +217,8 @@ def _measure(batch: list[Checked], fmt, tally: _Tally, report, tokenizer, train_
 
 
 def _preview(row, example, fmt, tokenizer, max_length, train_on_prompt, length) -> dict:
-    parts = render.render_preview(example, fmt, tokenizer, max_length=max_length, train_on_prompt=train_on_prompt)
+    parts = render.render_preview(example, fmt, tokenizer, max_length=max_length, train_on_prompt=train_on_prompt,
+                                  per_token=True)
     preview = {"row": row, "segments": [{"text": text, "loss": counts} for text, counts in parts],
                "tokens": length, "truncated": length > max_length}
     if fmt == "classification":

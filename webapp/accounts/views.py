@@ -1,4 +1,8 @@
-"""The settings page: a person's API tokens, creating one (its secret shown once) and revoking one."""
+"""The settings page: a person's API tokens, creating one (its secret shown once) and revoking one.
+
+Creating answers with a redirect (POST-redirect-GET), so reloading the page never creates a second token: the new
+secret waits in the session for that one GET, which takes it out.
+"""
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, redirect, render
@@ -9,14 +13,18 @@ from webapp.accounts.models import ApiToken
 from webapp.accounts.tokens import issue_token, revoke
 
 
+NEW_SECRET_KEY = "new_api_token_secret"
+
+
 @login_required
 def settings_page(request):
     form = NewTokenForm(request.POST or None, user=request.user, initial={"team": request.team})
-    new_secret = None
     if request.method == "POST" and form.is_valid():
-        token, new_secret = issue_token(request.user, form.cleaned_data["team"], form.cleaned_data["name"])
+        token, secret = issue_token(request.user, form.cleaned_data["team"], form.cleaned_data["name"])
+        request.session[NEW_SECRET_KEY] = secret
         messages.success(request, f"Created token {token.name}. Copy it now: it is not shown again.")
-        form = NewTokenForm(user=request.user, initial={"team": request.team})
+        return redirect("accounts:settings")
+    new_secret = request.session.pop(NEW_SECRET_KEY, None) if request.method == "GET" else None
     tokens = ApiToken.objects.filter(user=request.user).select_related("team")
     return render(request, "accounts/settings.html", {"form": form, "tokens": tokens, "new_secret": new_secret})
 

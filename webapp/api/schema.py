@@ -84,6 +84,8 @@ SCHEMAS = {
         "eval_fraction": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
         "seed": {"type": "integer", "minimum": 0, "maximum": 4294967295},
         "merge": {"type": "boolean", "description": "also export the merged model"},
+        "gradient_checkpointing": {"type": "boolean", "description": "recompute activations in the backward "
+                                                                     "pass: less memory, more compute"},
         "quantize": {"type": "string", "enum": list(QUANTIZE_CHOICES),
                      "description": "store the frozen base in 4-bit NF4 (QLoRA) or int8 through bitsandbytes"},
         "dtype": {"type": "string", "enum": list(DTYPE_CHOICES),
@@ -235,8 +237,12 @@ PATHS = {
         "post": op("Create a job", "Jobs", json_ok("Created", 201, "Created; it starts once its dataset is ready."),
                    (400, 401, 404, 409, 413, 429), body=JSON_BODY("JobCreate"),
                    description="Settings are checked with the same rules as the page (and the trainer).")},
-    "/api/jobs/{job_id}": {"get": op("One job with its progress and evaluation", "Jobs", json_ok("Job"), (401, 404),
-                                     params=[JOB])},
+    "/api/jobs/{job_id}": {
+        "get": op("One job with its progress and evaluation", "Jobs", json_ok("Job"), (401, 404), params=[JOB]),
+        "delete": op("Delete a job and its files", "Jobs", {"204": {"description": "Deleted, with its artifacts."}},
+                     (401, 404, 409), params=[JOB],
+                     description="A waiting job is cancelled first. A running job is asked to stop and the answer "
+                                 "is 409: delete it again once its status is cancelled.")},
     "/api/jobs/{job_id}/events": {"get": op(
         "The job's state changes and log lines", "Jobs", json_ok("EventPage"), (400, 401, 404),
         params=[JOB, query_int("after", "only events with a larger id", 0, 2**62),

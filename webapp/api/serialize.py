@@ -36,7 +36,7 @@ def job_json(job) -> dict:
     from webapp.jobs import queue
     from webapp.jobs.stream import progress_snapshot
 
-    progress = progress_snapshot(job)["progress"] if job.state == "running" else (job.progress or {})
+    progress = progress_snapshot(job)["progress"] if job.state == "running" else job.recorded_progress()
     metrics = job.metrics or {}
     return {
         "id": job.pk, "name": job.name, "status": job.state, "base_model": job.base_model_id,

@@ -22,6 +22,7 @@ from webapp.datasets.models import Dataset
 from webapp.datasets.uploads import (SizeLimitedUploadHandler, declared_too_large, label, max_upload_bytes,
                                      too_large_message)
 from webapp.datasets.services import DatasetInUse, create_dataset, delete_dataset
+from webapp.paging import paged
 from webapp.datasets.usage import active_jobs_using
 from webapp.teams.scoping import get_team_object_or_404, team_queryset
 
@@ -42,9 +43,10 @@ def team_required(view):
 @require_GET
 def dataset_list(request):
     datasets = team_queryset(request, Dataset).select_related("created_by")
-    offer_samples = not datasets.exists()
+    listing = paged(request, datasets)
+    offer_samples = listing["page"].paginator.count == 0
     return render(request, "datasets/list.html", {
-        "datasets": datasets, "samples": samples.available() if offer_samples else []})
+        "datasets": listing["page"].object_list, **listing, "samples": samples.available() if offer_samples else []})
 
 
 def wants_json(request) -> bool:

@@ -4,15 +4,17 @@ Field names are TrainConfig's, so `trainer.config.TrainConfig.check()` errors (C
 field they are about, with the engine's wording. `settings_dict()` is what the job row stores and the worker turns
 into a TrainConfig; `initial_from(job)` turns it back into form values (Clone). The worker class offers only the
 classes a live worker serves (webapp.jobs.routing), asked once per form and only when the choices are needed.
+A job for a class is refused when its peak-memory estimate (trainer.estimate) exceeds the memory the class's
+workers advertise, with the changes that would make it fit.
 """
 from __future__ import annotations
 
 from django import forms
 
-from trainer.config import DTYPE_CHOICES, QUANTIZE_CHOICES, TARGET_PRESETS, LoraSettings, TrainConfig
+from trainer.config import DTYPE_CHOICES, MAX_RANK, QUANTIZE_CHOICES, TARGET_PRESETS, LoraSettings, TrainConfig
 from trainer.errors import ConfigError, TrainerError
 from webapp.catalog.models import BaseModel
-from webapp.jobs import states
+from webapp.jobs import routing, states
 from webapp.ops import checks
 
 CUSTOM = "custom"
@@ -20,7 +22,7 @@ ANY_WORKER = ("", "Any training worker")
 DEFAULTS = TrainConfig(model="", data="", out="")
 LORA_FIELDS = ("rank", "alpha", "dropout", "rslora")
 TRAINING_FIELDS = ("epochs", "max_steps", "lr", "batch_size", "grad_accum", "max_length", "warmup",
-                   "eval_fraction", "seed", "merge", "quantize", "dtype")
+                   "eval_fraction", "seed", "merge", "quantize", "dtype", "gradient_checkpointing")
 QUANTIZE_LABELS = {"none": "none: the base as it is stored", "nf4": "nf4: 4-bit base (QLoRA), about 1/4 of bf16",
                    "int8": "int8: 8-bit base, about 1/2 of bf16"}
 DTYPE_LABELS = {"auto": "auto: bf16 on GPUs that have it (else fp16), fp32 on CPU", "fp32": "fp32", "bf16": "bf16",
@@ -47,7 +49,8 @@ class JobForm(forms.Form):
         error_messages={"invalid_choice": "No live worker serves the class “%(value)s” right now: pick a class "
                                           "listed here, or any training worker."})
     rank = forms.IntegerField(initial=DEFAULTS.lora.rank,
-                              help_text="r: width of the low-rank update. Higher learns more, costs more (4–64).")
+                              help_text=f"r: width of the low-rank update. Higher learns more, costs more. A whole "
+                                        f"number from 1 to {MAX_RANK:,}; 4 to 64 suits most jobs.")
     alpha = forms.FloatField(initial=DEFAULTS.lora.alpha,
                              help_text="Scales the update by alpha/r; twice the rank is a common choice.")
     dropout = forms.FloatField(initial=DEFAULTS.lora.dropout,
@@ -90,14 +93,23 @@ class JobForm(forms.Form):
                               required=False, label="Precision",
                               help_text="The base's weights and compute dtype. The adapter and its optimizer "
                                         "state stay fp32.")
+    gradient_checkpointing = forms.BooleanField(
+        required=False, initial=DEFAULTS.gradient_checkpointing, label="Gradient checkpointing",
+        help_text="Keep only each layer's input and recompute the rest in the backward pass: much less memory "
+                  "for long rows, about a third more compute.")
 
     def __init__(self, *args, datasets=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["dataset"].queryset = datasets
         self.fields["eval_dataset"].queryset = datasets
-        self._live_classes = None
+        self._workers = None
         # A callable: evaluated only to render the choices or check a chosen class, never for "any worker".
         self.fields["worker_class"].choices = self._worker_class_choices
+
+    def _live_workers(self) -> dict[str, dict]:
+        if self._workers is None:
+            self._workers = checks.workers()
+        return self._workers
 
     # Left out of a POST (a script written before these settings existed): the engine's defaults.
     def clean_quantize(self):
@@ -107,9 +119,7 @@ class JobForm(forms.Form):
         return self.cleaned_data["dtype"] or DEFAULTS.dtype
 
     def _worker_class_choices(self) -> list[tuple[str, str]]:
-        if self._live_classes is None:
-            self._live_classes = checks.live_worker_classes()
-        return [ANY_WORKER] + [(name, name) for name in self._live_classes]
+        return [ANY_WORKER] + [(name, name) for name in routing.classes_of(self._live_workers())]
 
     def clean(self):
         data = super().clean()
@@ -133,6 +143,8 @@ class JobForm(forms.Form):
         self._check_settings(task)
         if not self.errors and model.is_ready:
             self._check_targets(model, task)
+        if not self.errors and data.get("worker_class"):
+            self._check_fit(model, dataset, task)
         if not data.get("name"):
             data["name"] = f"{model.name} · {dataset.name}"[:200]
         return data
@@ -153,14 +165,33 @@ class JobForm(forms.Form):
             self.add_error(field, f"{dataset.name} is a {dataset.task} dataset, but this job's task is {task}.")
 
     def _check_settings(self, task):
+        """Every setting the engine refuses, each on its field: the engine stops at the first, so a refused value
+        is set back to its default and the check runs again, until it passes."""
         values = self.settings_dict()
-        try:
-            TrainConfig.from_dict({**values, "model": "-", "data": "-", "out": "-", "task": task}).check()
-        except ConfigError as error:
-            field = error.field if error.field in self.fields else None
-            if field == "targets" and self.cleaned_data.get("targets") == CUSTOM:
-                field = "custom_targets"
-            self.add_error(field, str(error).split(": ", 1)[-1] if field else str(error))
+        for _ in range(len(LORA_FIELDS) + len(TRAINING_FIELDS) + 2):
+            try:
+                TrainConfig.from_dict({**values, "model": "-", "data": "-", "out": "-", "task": task}).check()
+                return
+            except ConfigError as error:
+                field = error.field if error.field in self.fields else None
+                if field is None or not self._reset_to_default(values, field):
+                    self.add_error(None, str(error))
+                    return
+                message = str(error).split(": ", 1)[-1]
+                if message.startswith(f"{field} "):  # the engine's name for it ("lr") becomes the form's label
+                    message = f"{self[field].label}{message[len(field):]}"
+                self.add_error("custom_targets" if field == "targets" and self.cleaned_data.get("targets") == CUSTOM
+                               else field, message)
+
+    @staticmethod
+    def _reset_to_default(values: dict, field: str) -> bool:
+        if field in LORA_FIELDS or field == "targets":
+            values["lora"][field] = getattr(DEFAULTS.lora, field)
+        elif field in TRAINING_FIELDS:
+            values[field] = getattr(DEFAULTS, field)
+        else:
+            return False
+        return True
 
     def _check_targets(self, model, task):
         """The targets must match layers of this model: the estimate resolves them as the engine will."""
@@ -172,6 +203,23 @@ class JobForm(forms.Form):
                      batch_size=data["batch_size"], max_length=data["max_length"])
         except TrainerError as error:
             self.add_error("custom_targets" if data["targets"] == CUSTOM else "targets", str(error))
+
+    def _check_fit(self, model, dataset, task):
+        """The job's peak-memory estimate must fit the memory its worker class advertises."""
+        from trainer.estimate import fit_problem
+
+        data = self.cleaned_data
+        capacity = routing.class_capacity(self._live_workers(), data["worker_class"])
+        if capacity is None:  # workers that predate the capacity answer: nothing to check against
+            return
+        settings = {name: data.get(name) for name in ("rank", "batch_size", "grad_accum", "max_length",
+                                                      "gradient_checkpointing")}
+        settings.update(task=task, quantize=data.get("quantize") or "none", dtype=data.get("dtype") or "auto")
+        labels = (dataset.report or {}).get("labels") if task == "classification" else None
+        problem = fit_problem(model.info, settings, capacity["memory_bytes"], capacity["device"],
+                              targets=self.targets_spec(), num_labels=len(labels) if labels else None)
+        if problem:
+            self.add_error("worker_class", f"{data['worker_class']}: {problem}.")
 
     def targets_spec(self) -> str:
         data = self.cleaned_data

@@ -59,6 +59,13 @@ class Job(TeamOwned):
             return 100.0
         return round(100.0 * min(self.progress.get("step", 0) / total, 1.0), 1) if total else 0.0
 
+    def recorded_progress(self) -> dict:
+        """The stored progress, without an ETA once the job has ended (a cancelled run has nothing left to wait for)."""
+        progress = dict(self.progress or {})
+        if self.is_terminal:
+            progress.pop("eta_s", None)
+        return progress
+
     def storage_prefix(self) -> str:
         return f"jobs/{self.pk}/"
 

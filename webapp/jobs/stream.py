@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 def progress_snapshot(job, since_step: int = -1) -> dict:
     """The job's state and progress (during a run the step comes from Redis, fresher than the database), its place
     in the queue while queued, and since when its worker is silent when it is."""
-    progress = dict(job.progress)
+    progress = job.recorded_progress()
     log_lines = job.log_tail.splitlines()[-50:]
     if job.state == states.RUNNING:
         latest = live.latest(job.pk)

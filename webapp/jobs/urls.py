@@ -10,6 +10,7 @@ urlpatterns = [
     path("estimate/", views.estimate, name="estimate"),
     path("<int:pk>/", views.job_detail, name="detail"),
     path("<int:pk>/cancel/", views.job_cancel, name="cancel"),
+    path("<int:pk>/delete/", views.job_delete, name="delete"),
     path("<int:pk>/progress/", views.job_progress, name="progress"),
     path("<int:pk>/events/", views.job_stream, name="events"),
 ]

@@ -1,5 +1,6 @@
-"""Job pages: list (filter by state), create (with the live estimate and Clone), detail, cancel, and the progress
-feeds the detail page listens to (server-sent events from Redis, and a JSON snapshot for polling)."""
+"""Job pages: list (paged, filtered by state, searched by name), create (with the live estimate and Clone), detail,
+cancel, delete, and the progress feeds the detail page listens to (server-sent events from Redis, and a JSON
+snapshot for polling)."""
 from __future__ import annotations
 
 from django.contrib import messages
@@ -8,13 +9,17 @@ from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from trainer.config import DTYPE_CHOICES, QUANTIZE_CHOICES
 from webapp.catalog.models import BaseModel
 from webapp.datasets.models import Dataset
 from webapp.jobs import live, queue, services, states
+from webapp.jobs.deletion import JobStillStopping, delete_job
 from webapp.jobs.forms import JobForm, initial_from
 from webapp.jobs.models import Job
 from webapp.jobs.stream import progress_snapshot, sse_response
 from webapp.ops import checks
+from webapp.paging import paged
+from webapp.results.summary import setting_rows
 from webapp.teams.scoping import get_team_object_or_404, team_queryset
 
 STATE_FILTERS = [s for s, _ in states.CHOICES]
@@ -23,10 +28,14 @@ STATE_FILTERS = [s for s, _ in states.CHOICES]
 @login_required
 def job_list(request):
     jobs = team_queryset(request, Job).select_related("base_model", "dataset")
-    state = request.GET.get("state", "")
+    state, search = request.GET.get("state", ""), request.GET.get("q", "").strip()
     if state in STATE_FILTERS:
         jobs = jobs.filter(state=state)
-    return render(request, "jobs/list.html", {"jobs": jobs[:200], "state": state, "states": STATE_FILTERS})
+    if search:
+        jobs = jobs.filter(name__icontains=search)
+    listing = paged(request, jobs)
+    return render(request, "jobs/list.html", {"jobs": listing["page"].object_list, **listing, "state": state,
+                                              "search": search, "states": STATE_FILTERS})
 
 
 def _datasets(request):
@@ -42,7 +51,7 @@ def job_create(request):
         form = JobForm(request.POST, datasets=datasets)
         if form.is_valid():
             job = _create(request, form)
-            messages.success(request, f"Job “{job.name}” is {job.state}.")
+            messages.success(request, f"Created job “{job.name}”.")  # its state lives in the badge, kept current
             return redirect("jobs:detail", pk=job.pk)
     else:
         initial = {}
@@ -50,9 +59,19 @@ def job_create(request):
             initial = initial_from(get_team_object_or_404(request, Job, pk=request.GET["clone"]))
         elif request.GET.get("dataset"):
             initial = {"dataset": request.GET["dataset"]}
-        form = JobForm(initial=initial, datasets=datasets)
     models = BaseModel.objects.filter(status=BaseModel.Status.READY)
+    if request.method != "POST":
+        initial.setdefault("base_model", fitting_model(models, datasets, initial.get("dataset")))
+        form = JobForm(initial=initial, datasets=datasets)
     return render(request, "jobs/create.html", {"form": form, "models": models, "datasets": datasets})
+
+
+def fitting_model(models, datasets, dataset_pk=None) -> int | None:
+    """The first ready model that can learn the form's first dataset's task (None: the form's first model)."""
+    dataset = datasets.filter(pk=dataset_pk).first() if str(dataset_pk or "").isdigit() else datasets.first()
+    if dataset is None or not dataset.task:
+        return None
+    return next((m.pk for m in models if not m.task_types or dataset.task in m.task_types), None)
 
 
 def _create(request, form) -> Job:
@@ -62,7 +81,8 @@ def _create(request, form) -> Job:
 @login_required
 @require_GET
 def estimate(request):
-    """The live estimate for the form: parameter counts, sizes and peak memory, from the model's recorded shapes."""
+    """The live estimate for the form: parameter counts, sizes and peak memory (on a GPU, for the chosen quantize,
+    dtype and gradient checkpointing), from the model's recorded shapes."""
     from trainer.errors import TrainerError
     from trainer.estimate import estimate as compute
 
@@ -76,9 +96,14 @@ def estimate(request):
     if min(numbers.values()) < 1:
         return JsonResponse({"error": "rank, batch size and max length must be at least 1"}, status=400)
     task = request.GET.get("task") or model.default_task
+    quantize, dtype = request.GET.get("quantize") or "none", request.GET.get("dtype") or "auto"
+    if quantize not in QUANTIZE_CHOICES or dtype not in DTYPE_CHOICES:
+        return JsonResponse({"error": f"quantize must be one of {', '.join(QUANTIZE_CHOICES)} and dtype one of "
+                                      f"{', '.join(DTYPE_CHOICES)}"}, status=400)
     try:
         result = compute(model.info, targets=request.GET.get("targets") or "attention", task=task,
-                         num_labels=dataset_label_count(request), **numbers)
+                         num_labels=dataset_label_count(request), quantize=quantize, dtype=dtype,
+                         gradient_checkpointing=bool(request.GET.get("gradient_checkpointing")), **numbers)
     except TrainerError as error:
         return JsonResponse({"error": str(error)}, status=400)
     return JsonResponse(result)
@@ -96,7 +121,8 @@ def dataset_label_count(request) -> int | None:
 def job_detail(request, pk: int):
     job = get_team_object_or_404(request, Job.objects.select_related("base_model", "dataset", "eval_dataset"), pk=pk)
     snapshot = progress_snapshot(job)
-    context = {"job": job, "snapshot": snapshot, "log_text": "\n".join(snapshot["log"]),
+    context = {"job": job, "snapshot": snapshot, "settings_rows": setting_rows(job),
+               "log_text": "\n".join(snapshot["log"]),
                "position": snapshot["position"], "events": job.events.all(),
                "cancelling": job.state == states.RUNNING and (bool(job.cancel_requested_at) or _cancel_flag(job)),
                "silent": queue.silent_worker(job),
@@ -129,6 +155,19 @@ def job_cancel(request, pk: int):
     else:
         messages.warning(request, f"Nothing to cancel: {outcome}.")
     return redirect("jobs:detail", pk=job.pk)
+
+
+@login_required
+@require_POST
+def job_delete(request, pk: int):
+    job = get_team_object_or_404(request, Job, pk=pk)
+    try:
+        delete_job(job, request.user.username)
+    except JobStillStopping as stopping:
+        messages.info(request, str(stopping))
+        return redirect("jobs:detail", pk=pk)
+    messages.success(request, f"Deleted job “{job.name}” and its files.")
+    return redirect("jobs:list")
 
 
 @login_required

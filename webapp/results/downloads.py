@@ -43,9 +43,7 @@ def download(request, job_id: int, kind: str):
     prefix = artifacts.get(kind)
     if not has_files(prefix):
         raise Http404(f"this job has no {kind} model files")
-    entries = [(f"{folder}/{relative}", stored) for relative, stored in walk(prefix)
-               if not (kind == "adapter" and relative == "README.md")]
-    if kind == "adapter":
-        entries.append((f"{folder}/README.md", model_card(job, folder).encode()))
+    entries = [(f"{folder}/{relative}", stored) for relative, stored in walk(prefix) if relative != "README.md"]
+    entries.append((f"{folder}/README.md", model_card(job, folder, kind).encode()))
     return _zip_response(entries, f"{folder}.zip")
 

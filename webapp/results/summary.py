@@ -93,10 +93,13 @@ def loss_series(job, color: int = 0, prefix: str = "") -> list[dict]:
 
 def flat_settings(job) -> dict[str, str]:
     """The job's identity and settings as {label: text}, nested LoRA settings flattened."""
-    rows = {"Base model": str(job.base_model), "Dataset": str(job.dataset), "Task": job.task}
-    for key, value in _flatten(job.settings or {}):
-        rows[SETTING_LABELS.get(key, key.replace("_", " ").capitalize())] = _text(value)
-    return rows
+    return {"Base model": str(job.base_model), "Dataset": str(job.dataset), "Task": job.task, **setting_rows(job)}
+
+
+def setting_rows(job) -> dict[str, str]:
+    """The job's settings as {human label: text} ("Learning rate": "0.0002", "Merge at end": "no")."""
+    return {SETTING_LABELS.get(key, key.replace("_", " ").capitalize()): _text(value)
+            for key, value in _flatten(job.settings or {})}
 
 
 def _flatten(data: dict, prefix: str = ""):
@@ -119,3 +122,12 @@ def _text(value) -> str:
 
 def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def headline(job) -> dict | None:
+    """The one eval row a list shows for a finished job, before and after: accuracy for a classifier, eval loss for
+    a language model (None when the job recorded neither)."""
+    metrics = job.metrics or {}
+    key = "accuracy" if job.task == "classification" else "eval_loss"
+    rows = eval_rows(job.task, metrics.get("base_eval"), metrics.get("final_eval"))
+    return next((row for row in rows if row["key"] == key), None)

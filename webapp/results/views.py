@@ -57,11 +57,13 @@ def comparison(jobs: list) -> dict:
     setting_rows = [{"label": label, "values": [rows.get(label, "—") for rows in settings],
                      "differs": len({rows.get(label, "—") for rows in settings}) > 1} for label in labels]
     metric_rows = []
-    for key, label in [("trainable_params", "Trainable parameters"), ("trainable_percent", "Trainable %"),
-                       ("adapter_bytes", "Adapter size"), ("train_runtime_s", "Training time (s)"),
-                       ("tokens_per_s", "Tokens/s"), ("steps", "Steps")]:
-        metric_rows.append({"label": label, "kind": "bytes" if key == "adapter_bytes" else "number",
-                            "values": [(job.metrics or {}).get(key) for job in jobs]})
+    # Each row has one format for every job, so the numbers line up ("279" and "3.9 s", not "3.864").
+    for key, label, kind in [("trainable_params", "Trainable parameters", "whole"),
+                             ("trainable_percent", "Trainable share", "share"),
+                             ("adapter_bytes", "Adapter size", "bytes"),
+                             ("train_runtime_s", "Training time", "seconds"), ("tokens_per_s", "Tokens/s", "whole"),
+                             ("steps", "Steps", "whole")]:
+        metric_rows.append({"label": label, "kind": kind, "values": [(job.metrics or {}).get(key) for job in jobs]})
     for stage, stage_label in (("base_eval", "before"), ("final_eval", "after")):
         for key, label, _ in _eval_keys(jobs):
             metric_rows.append({"label": f"{label} ({stage_label})",

@@ -1,4 +1,4 @@
-"""Team pages: switch the current team, and a team's page with its members."""
+"""Team pages: switch the current team, and a team's page with its members and the storage it uses."""
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, redirect, render
@@ -7,6 +7,7 @@ from django.views.decorators.http import require_POST
 
 from webapp.teams.middleware import SESSION_KEY
 from webapp.teams.models import Membership, Team
+from webapp.teams.storage_usage import team_storage
 
 
 @login_required
@@ -27,4 +28,5 @@ def team_detail(request, team_id: int):
     # A team's page is visible to its members only; to anyone else it does not exist.
     team = get_object_or_404(Team, pk=team_id, members=request.user)
     memberships = team.memberships.select_related("user").order_by("user__username")
-    return render(request, "teams/detail.html", {"team": team, "memberships": memberships})
+    return render(request, "teams/detail.html", {"team": team, "memberships": memberships,
+                                                 "usage": team_storage(team)})

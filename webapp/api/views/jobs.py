@@ -1,10 +1,10 @@
-"""/api/jobs: create (through the job page's own form and `services.create_job`), list, detail, events, cancel
+"""/api/jobs: create (through the job page's own form and `services.create_job`), list, detail, delete, events, cancel
 (through the jobs app's queue.cancel), downloads (the results app's own download view), metrics, playground.
 
 A JSON body maps onto the page form's fields one to one, so the API accepts and refuses exactly what the page
 does, with the engine's own range checks (trainer.config) and messages.
 """
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 
 from trainer.config import TARGET_PRESETS, TrainConfig
 from webapp.api.decorators import api_view, read_json
@@ -14,6 +14,7 @@ from webapp.api.serialize import event_json, job_json
 from webapp.catalog.models import BaseModel
 from webapp.datasets.models import Dataset
 from webapp.jobs import queue, states
+from webapp.jobs.deletion import JobStillStopping, delete_job
 from webapp.jobs.forms import CUSTOM, LORA_FIELDS, TRAINING_FIELDS, JobForm
 from webapp.jobs.models import Job, JobEvent
 from webapp.jobs.services import create_job, selectable_datasets
@@ -131,9 +132,16 @@ def team_job(request, job_id: int) -> Job:
     return get_team_object_or_404(request, Job.objects.select_related("base_model", "dataset"), pk=job_id)
 
 
-@api_view("GET")
+@api_view("GET", "DELETE")
 def job(request, job_id: int):
-    return JsonResponse(job_json(team_job(request, job_id)))
+    found = team_job(request, job_id)
+    if request.method == "DELETE":
+        try:
+            delete_job(found, request.user.username)
+        except JobStillStopping as stopping:
+            raise ApiError(409, str(stopping)) from None
+        return HttpResponse(status=204)
+    return JsonResponse(job_json(found))
 
 
 @api_view("GET")

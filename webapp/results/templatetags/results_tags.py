@@ -13,11 +13,18 @@ def _number(value) -> bool:
 
 @register.filter
 def metric(value, kind: str = "number") -> str:
-    """"—" for nothing; kind "percent" shows a 0–1 fraction as %, "bytes" a size, else 4 significant digits."""
+    """"—" for nothing; kind "percent" shows a 0–1 fraction as %, "share" a number already in % (3 significant
+    digits), "bytes" a size, "seconds" a duration to 0.1 s, "whole" a rounded count, else 4 significant digits."""
     if not _number(value):
         return "—" if value is None else str(value)
     if kind == "percent":
         return f"{100 * value:.1f} %"
+    if kind == "share":
+        return f"{value:.3g} %"
+    if kind == "seconds":
+        return f"{value:,.1f} s"
+    if kind == "whole":
+        return f"{round(value):,}"
     if kind == "bytes":
         return filesizeformat(value)
     if isinstance(value, int):

@@ -33,6 +33,21 @@ function setupJobForm(form) {
   function toggleCustom() {
     document.getElementById("field-custom_targets").hidden = field("targets").value !== "custom";
   }
+  // Only models that can learn the chosen dataset's task are offered; an unfit choice moves to the first fit one.
+  function fitModels() {
+    const option = field("dataset").selectedOptions[0];
+    const task = option ? option.dataset.task : "";
+    const select = field("base_model");
+    for (const model of select.options) {
+      const tasks = (model.dataset.tasks || "").split(",").filter(Boolean);
+      model.disabled = Boolean(task) && tasks.length > 0 && !tasks.includes(task);
+      model.title = model.disabled ? `trains ${tasks.join(", ")}; this dataset is ${task}` : "";
+    }
+    if (select.selectedOptions[0] && select.selectedOptions[0].disabled) {
+      const fit = Array.from(select.options).find((model) => !model.disabled);
+      if (fit) select.value = fit.value;
+    }
+  }
   function presetTask() {
     const option = field("dataset").selectedOptions[0];
     if (option && option.dataset.task) field("task").value = option.dataset.task;
@@ -43,7 +58,9 @@ function setupJobForm(form) {
     const params = new URLSearchParams({
       base_model: field("base_model").value, dataset: field("dataset").value, task: field("task").value, targets,
       rank: field("rank").value, batch_size: field("batch_size").value, max_length: field("max_length").value,
+      gradient_checkpointing: field("gradient_checkpointing").checked ? "1" : "",
     });
+    for (const name of ["quantize", "dtype"]) if (field(name)) params.set(name, field(name).value);
     const mine = ++sequence;
     let data;
     try {
@@ -64,18 +81,28 @@ function setupJobForm(form) {
   const schedule = () => { clearTimeout(timer); timer = setTimeout(refresh, 150); };
   form.addEventListener("input", schedule);
   form.addEventListener("change", (event) => {
-    if (event.target.name === "dataset") presetTask();
+    if (event.target.name === "dataset") { presetTask(); fitModels(); }
     if (event.target.name === "targets") toggleCustom();
     schedule();
   });
   toggleCustom();
+  fitModels();
   if (!field("task").value) presetTask();
   refresh();
 }
 
 // --- the loss chart -----------------------------------------------------------------------------------------
 
+// Enough decimals that the axis's labels differ (a loss moving from 1.104 to 1.092 is not "1.10 / 1.10 / 1.09").
+function tickText(value, ticks) {
+  for (let decimals = 1; decimals < 6; decimals += 1) {
+    if (new Set(ticks.map((t) => t.toFixed(decimals))).size === ticks.length) return value.toFixed(decimals);
+  }
+  return value.toPrecision(6);
+}
+
 const SVG = "http://www.w3.org/2000/svg";
+const TERMINAL = ["succeeded", "failed", "cancelled"];
 
 function drawLossChart(svg, history, totalSteps) {
   const W = 640, H = 240, left = 48, right = 12, top = 12, bottom = 28;
@@ -103,8 +130,9 @@ function drawLossChart(svg, history, totalSteps) {
   const y = (v) => top + (H - top - bottom) * (1 - (v - minY) / (maxY - minY));
   add("line", { x1: left, y1: H - bottom, x2: W - right, y2: H - bottom, class: "axis" });
   add("line", { x1: left, y1: top, x2: left, y2: H - bottom, class: "axis" });
-  for (const v of [minY + pad, (minY + maxY) / 2, maxY - pad]) {
-    add("text", { x: left - 6, y: y(v) + 4, "text-anchor": "end", class: "axis-label" }, v.toPrecision(3));
+  const ticks = [minY + pad, (minY + maxY) / 2, maxY - pad];
+  for (const v of ticks) {
+    add("text", { x: left - 6, y: y(v) + 4, "text-anchor": "end", class: "axis-label" }, tickText(v, ticks));
     add("line", { x1: left, y1: y(v), x2: W - right, y2: y(v), class: "grid-line" });
   }
   add("text", { x: W - right, y: H - 8, "text-anchor": "end", class: "axis-label" }, `step ${maxX}`);
@@ -142,7 +170,7 @@ function setupJobPage(root) {
     live("step").textContent = p.step || 0;
     live("total").textContent = total || "?";
     live("bar").style.width = `${total ? Math.min(100, 100 * (p.step || 0) / total) : 0}%`;
-    live("eta").textContent = fmt.duration(p.eta_s);
+    live("eta").textContent = TERMINAL.includes(state) ? "—" : fmt.duration(p.eta_s);
     live("tps").textContent = p.tokens_per_s == null ? "—" : fmt.count(p.tokens_per_s);
     live("loss").textContent = fmt.number(p.loss);
     elapsedBase = { seconds: p.elapsed_s, at: Date.now() };
@@ -155,8 +183,22 @@ function setupJobPage(root) {
     if (lines.length > 300) logBox.textContent = lines.slice(-300).join("\n");
     if (atBottom) logBox.scrollTop = logBox.scrollHeight;
   }
-  function showState(newState, error) {
+  function addHistory(newState, reason) {
+    const item = document.createElement("li");
+    const when = document.createElement("time");
+    const now = new Date();
+    when.dateTime = now.toISOString();
+    when.textContent = now.toLocaleTimeString("en-GB");
+    const badge = document.createElement("span");
+    badge.className = `badge ${newState}`;
+    badge.textContent = newState;
+    item.append(when, " ", badge, ` ${reason || ""}`);
+    live("events").appendChild(item);
+  }
+  function showState(newState, error, reason) {
+    if (newState !== state) addHistory(newState, reason != null ? reason : error);
     state = newState;
+    if (TERMINAL.includes(newState)) live("eta").textContent = "—";
     const badge = live("state");
     badge.textContent = newState;
     badge.className = `badge ${newState}`;
@@ -187,14 +229,14 @@ function setupJobPage(root) {
       lastStep = event.step;
       history.push({ step: event.step, loss: event.loss, lr: event.lr });
       redraw();
-      if (state !== "running") showState("running");
+      if (state !== "running") showState("running", "", "");
     } else if (event.type === "eval") {
       history.push({ step: event.step, stage: event.stage, eval: event.eval });
       redraw();
     } else if (event.type === "log") {
       appendLog(event.line);
     } else if (event.type === "state") {
-      showState(event.state, event.state === "failed" ? event.reason : "");
+      showState(event.state, event.state === "failed" ? event.reason : "", event.reason);
       if (["succeeded", "failed", "cancelled"].includes(event.state)) finished();
     }
   }

@@ -1,0 +1,87 @@
+"""A run's memory figures in metrics.json, and running out of memory, in real `python -m trainer train` processes.
+
+The peak is checked against the kernel's own account of the child process (`os.wait4`'s ru_maxrss), and the
+model's share against the estimate it is the measured side of. Running out of memory is real: the child caps its
+address space (RLIMIT_AS) 300 MiB above what it holds once it has loaded the model a first time, so the kernel
+refuses the training step's allocations as a full machine would, and torch's allocator (or Python) raises its own
+out-of-memory error; nothing in the engine is patched.
+"""
+import json
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+
+from trainer.estimate import estimate
+from trainer.inspect_model import inspect
+
+# Tiny BERT at 16 x 256 tokens: attention dropout makes the CPU keep 16 x 4 x 256 x 256 scores a layer (~0.2 GB
+# in all), far more than the weights, so the activations dominate both figures.
+SHAPE = ["--task", "classification", "--max-steps", "1", "--batch-size", "16", "--max-length", "256",
+         "--eval-fraction", "0.1"]
+CAPPED_RUN = """
+import re, resource, sys
+from trainer.cli import main
+from trainer.models import load_model
+# Loaded once before the cap, so every module and shared library the run maps is in: only its data is limited.
+load_model(sys.argv[sys.argv.index("--model") + 1], "classification", num_labels=2)
+size = int(re.search(r"VmSize:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) * 1024
+cap = size + int(sys.argv[1]) * 2**20
+resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def write_rows(path, count: int):
+    rng = random.Random(0)
+    with path.open("w") as handle:
+        for i in range(count):  # ~360 bytes a row: every row is cut to 256 byte tokens
+            text = " ".join(rng.choice(["alpha", "beta", "gamma"]) for _ in range(60))
+            handle.write(json.dumps({"text": text, "label": "ab"[i % 2]}) + "\n")
+    return path
+
+
+@pytest.fixture
+def rows(tmp_path):
+    return write_rows(tmp_path / "tickets.jsonl", 20)
+
+
+def child_env() -> dict:
+    # One thread of each kind: a thread started under the cap could not get its stack.
+    return {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def test_metrics_give_the_runs_peak_rss_and_the_models_share_of_it(tmp_path, tiny_bert_dir, rows):
+    out = tmp_path / "run"
+    child = subprocess.Popen([sys.executable, "-m", "trainer", "train", "--model", str(tiny_bert_dir), "--data",
+                              str(rows), "--out", str(out), *SHAPE], env=child_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(child.pid, 0)
+    assert status == 0, child.stderr.read().decode()[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+
+    # The run's peak (counted from the run's start) is bounded by the process's lifetime peak and, the training
+    # step dominating, close to it (imports and start-up may peak a little higher before the run resets it).
+    lifetime_peak = usage.ru_maxrss * 1024
+    assert 0.85 * lifetime_peak <= metrics["peak_memory_bytes"] <= lifetime_peak
+    assert 0 < metrics["model_memory_bytes"] < metrics["peak_memory_bytes"]
+    info = inspect(str(tiny_bert_dir), task="classification", num_labels=2)
+    predicted = estimate(info, targets="attention", rank=8, task="classification", batch_size=16, max_length=256,
+                         num_labels=2, device="cpu")["memory"]["total"]
+    assert metrics["model_memory_bytes"] == pytest.approx(predicted, rel=0.25)
+
+
+def test_running_out_of_memory_in_a_real_run_names_the_fixes(tmp_path, tiny_bert_dir):
+    # 128 x 256 tokens: each layer's scores alone are 0.4 GB, against 300 MiB of room.
+    data = write_rows(tmp_path / "many.jsonl", 150)
+    shape = [*SHAPE[:SHAPE.index("--batch-size") + 1], "128", *SHAPE[SHAPE.index("--batch-size") + 2:]]
+    done = subprocess.run([sys.executable, "-c", CAPPED_RUN, "300", "train", "--model", str(tiny_bert_dir),
+                           "--data", str(data), "--out", str(tmp_path / "run"), *shape],
+                          env=child_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: training ran out of memory (batch 128 x 256 tokens, quantize none, rank 8): use nf4, batch 64 "
+        "with grad-accum 2 or turn on gradient checkpointing, or lower max_length (now 256)")
+    assert not (tmp_path / "run" / "metrics.json").exists()
