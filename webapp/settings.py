@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "webapp.results",
     "webapp.accounts",
     "webapp.api",
+    "webapp.serving",
     "webapp.ops",
 ]
 
@@ -147,10 +148,20 @@ PLAYGROUND_MAX_PROMPT_CHARS = env_int("PLAYGROUND_MAX_PROMPT_CHARS", 4000, minim
 PLAYGROUND_MAX_NEW_TOKENS = env_int("PLAYGROUND_MAX_NEW_TOKENS", 256, minimum=1, maximum=8192)
 PLAYGROUND_STREAM_TIMEOUT_S = env_int("PLAYGROUND_STREAM_TIMEOUT_S", 120, minimum=1)
 
+# Serving (/v1 and the playground's generation, webapp.serving): the queue its workers serve, how long a worker
+# waits for more requests to batch with the first, the most rows in one batch, adapters and base models one
+# worker process keeps loaded (LRU).
+INFER_QUEUE = env_str("INFER_QUEUE", "infer")
+SERVE_BATCH_WINDOW_MS = env_int("SERVE_BATCH_WINDOW_MS", 10, minimum=0, maximum=1000)
+SERVE_MAX_BATCH = env_int("SERVE_MAX_BATCH", 32, minimum=1, maximum=512)
+SERVE_ADAPTER_CACHE = env_int("SERVE_ADAPTER_CACHE", 16, minimum=1, maximum=1024)
+SERVE_BASE_CACHE = env_int("SERVE_BASE_CACHE", 1, minimum=1, maximum=8)
+
 # Per-token API rate limits ("N/second|minute|hour|day"; "0" turns one off), counted in Redis: Rate(count,
 # period_s) or None.
 API_RATE_LIMIT_JOBS = env_rate("API_RATE_LIMIT_JOBS", "30/hour")
 API_RATE_LIMIT_PLAYGROUND = env_rate("API_RATE_LIMIT_PLAYGROUND", "60/minute")
+API_RATE_LIMIT_SERVING = env_rate("API_RATE_LIMIT_SERVING", "600/minute")  # /v1 completions
 
 LOGGING = {
     "version": 1,

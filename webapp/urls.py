@@ -19,6 +19,7 @@ urlpatterns = [
     path("", include("webapp.results.urls")),
     path("account/", include("webapp.accounts.urls")),
     path("api/", include("webapp.api.urls")),
+    path("v1/", include("webapp.serving.urls")),
     path("", include("webapp.ops.urls")),
     path("admin/", admin.site.urls),
 ]

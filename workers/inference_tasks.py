@@ -1,4 +1,6 @@
-"""Playground inference on queue `infer`: a job's base model and fine-tuned model answer the same input.
+"""Classification playground on queue `infer`: a job's base model and fine-tuned classifier label the same text;
+and the model cache and loading pulses the serving worker (workers/serving_tasks.py, which answers causal-LM
+playground requests and /v1) shares.
 
 The protocol (request spec, Redis events, limits) is in webapp.results.playground. Models stay loaded in an
 in-process LRU of PLAYGROUND_CACHE_SIZE models, so a repeat request for the same job loads nothing; the infer
@@ -16,7 +18,7 @@ import sys
 import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from webapp.jobs.queue import PLAYGROUND_TASK
@@ -50,7 +52,7 @@ class ModelCache:
                 self.entries.popitem(last=False)
                 evicted = True
             if evicted:
-                _free_memory()
+                free_memory()
             return value, True
 
     def stats(self) -> dict:
@@ -58,7 +60,7 @@ class ModelCache:
                 "cached": [list(key) for key in self.entries]}
 
 
-def _free_memory() -> None:
+def free_memory() -> None:
     gc.collect()  # model graphs hold reference cycles: free their memory now, not later
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
@@ -120,43 +122,6 @@ def models_for(spec: dict) -> tuple[tuple, tuple, list[str]]:
     return base, tuned, [key[0] for key, loaded in ((base_key, base_loaded), (tuned_key, tuned_loaded)) if loaded]
 
 
-def prompt_for(spec: dict, prompt: str, tokenizer) -> str | list[dict]:
-    """The prompt laid out as the job's training data was (alpaca, prompt/completion, chat), so the fine-tuned
-    model sees what it learned to answer. Chat goes as messages, rendered by the tokenizer's chat template or,
-    when it has none, by the default template training used (`ensure_chat_template`), with no BOS added."""
-    from trainer.data.render import ensure_chat_template, segments
-
-    fmt = spec["format"]
-    placeholder = "\x00"
-    examples = {
-        "chat": {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": placeholder}]},
-        "alpaca": {"instruction": prompt, "input": "", "output": placeholder},
-        "prompt_completion": {"prompt": prompt, "completion": placeholder},
-    }
-    if fmt not in examples:
-        return prompt
-    if fmt == "chat":
-        ensure_chat_template(tokenizer)
-        return examples["chat"]["messages"][:1]
-    laid_out = []
-    for text, counts in segments(examples[fmt], fmt, tokenizer):
-        if counts:
-            break
-        laid_out.append(text)
-    return "".join(laid_out)
-
-
-def _interleave(streams: dict[str, Iterator[str]]) -> Iterator[dict]:
-    """Events from several text streams, one piece from each in turn, so both columns fill at the same pace."""
-    active = dict(streams)
-    while active:
-        for side in list(active):
-            piece = next(active[side], None)
-            if piece is None:
-                del active[side]
-                yield {"side": side, "done": True}
-            else:
-                yield {"side": side, "text": piece}
 
 
 def check_input(text: str, sampling: dict) -> None:
@@ -175,7 +140,7 @@ def check_input(text: str, sampling: dict) -> None:
 
 
 @contextlib.contextmanager
-def _still_loading(publish: Callable[[dict], None]):
+def still_loading(publish: Callable[[dict], None]):
     """Publish {"status": "loading"} now and every LOADING_PULSE_S until the block ends, so a long first load
     (a big model, or the demo model being built) is not taken for a dead worker by the waiting stream."""
     done = threading.Event()
@@ -195,26 +160,19 @@ def _still_loading(publish: Callable[[dict], None]):
 
 
 def run_playground(spec: dict, text: str, sampling: dict, publish: Callable[[dict], None]) -> dict:
-    """Answer `text` with both models, publishing events; returns the cache stats (with `loaded_now`)."""
-    from trainer.inference import classify, prompt_text, stream_generate
+    """Classify `text` with both models, publishing events; returns the cache stats (with `loaded_now`)."""
+    from trainer.errors import ConfigError
+    from trainer.inference import classify
 
+    if spec["task"] != "classification":
+        raise ConfigError("causal-LM playground requests are served by workers.serve (the /v1 path)", "job")
     check_input(text, sampling)
-    with _still_loading(publish):
+    with still_loading(publish):
         (base, base_tokenizer), (tuned, tuned_tokenizer), loaded = models_for(spec)
     publish({"status": "generating"})
-    if spec["task"] == "classification":
-        for side, model, tokenizer in (("base", base, base_tokenizer), ("tuned", tuned, tuned_tokenizer)):
-            publish({"side": side, "probs": classify(model, tokenizer, text)})
-            publish({"side": side, "done": True})
-    else:
-        sides = (("base", base, base_tokenizer), ("tuned", tuned, tuned_tokenizer))
-        prompts = {side: prompt_for(spec, text, tokenizer) for side, _, tokenizer in sides}
-        for side, _, tokenizer in sides:  # what each model is given, in its own chat template
-            publish({"side": side, "prompt": prompt_text(tokenizer, prompts[side])})
-        streams = {side: stream_generate(model, tokenizer, prompts[side], **sampling)
-                   for side, model, tokenizer in sides}
-        for event in _interleave(streams):
-            publish(event)
+    for side, model, tokenizer in (("base", base, base_tokenizer), ("tuned", tuned, tuned_tokenizer)):
+        publish({"side": side, "probs": classify(model, tokenizer, text)})
+        publish({"side": side, "done": True})
     return {**CACHE.stats(), "loaded_now": loaded}
 
 

@@ -201,25 +201,26 @@ def check_the_adapter_against_the_merged_download(base_source: str, adapter, mer
     assert (peft_logits - base_logits).abs().max() > 1e-3
 
 
-def a_seed_that_streams(job: Job, base_source: str, merged, prompt: str) -> tuple[int, dict, dict]:
+def a_seed_that_streams(job: Job, base_source: str, adapter, prompt: str) -> tuple[int, dict, dict]:
     """The first seed for which both answers, computed here with the same models, settings and prompt layout as
     the inference worker, stream in at least 3 pieces: (seed, {side: pieces}, {side: tokens generated}). A piece
     is one token's text, or several tokens' when a character spans them (byte-level BPE)."""
     from trainer.config import GENERATION_DEFAULTS
     from trainer.inference import _eos_ids, load_for_inference, prompt_ids, sample_token_ids, stream_generate
     from webapp.results.playground import job_spec
-    from workers.inference_tasks import prompt_for
+    from workers.serving_tasks import prompt_for
 
-    spec = job_spec(job)
+    layout = job_spec(job)["format"]
+    # The serving worker answers with the base plus the adapter (unmerged), as here.
     models = {"base": load_for_inference(base_source, task="causal-lm"),
-              "tuned": load_for_inference(base_source, task="causal-lm", merged_dir=merged)}
+              "tuned": load_for_inference(base_source, task="causal-lm", adapter_dir=adapter)}
     # The playground sets no top-k or repetition penalty: the worker's generation uses the defaults.
     settings = {"top_k": GENERATION_DEFAULTS["top_k"], "repetition_penalty": GENERATION_DEFAULTS["repetition_penalty"],
                 **LM_SAMPLING}
     for seed in range(100):
         pieces, tokens = {}, {}
         for side, (model, tokenizer) in models.items():
-            laid_out = prompt_for(spec, prompt, tokenizer)
+            laid_out = prompt_for(layout, prompt, tokenizer)
             tokens[side] = len(list(sample_token_ids(model, prompt_ids(tokenizer, laid_out, 1024), seed=seed,
                                                      eos_ids=_eos_ids(model, tokenizer), **settings)))
             pieces[side] = list(stream_generate(model, tokenizer, laid_out, seed=seed, **settings))
@@ -254,7 +255,7 @@ def test_a_new_user_trains_a_causal_lm_and_watches_its_answer_stream(signed_in, 
     # Sampling at temperature 1 with a seed the test chose: each side streams exactly the pieces computed here (at
     # least 3), each arriving as its own event, no more events than generated tokens.
     prompt = "Add 2 and 3."
-    seed, expected, tokens = a_seed_that_streams(job, base.source, merged, prompt)
+    seed, expected, tokens = a_seed_that_streams(job, base.source, adapter, prompt)
     page.add_init_script(COUNT_STREAMED_PIECES)
     ask_playground(page, job, prompt, {**LM_SAMPLING, "seed": seed})
     streamed = page.evaluate("window.streamedPieces")

@@ -1,8 +1,10 @@
 """Who may open what, route by route: every page and API route in the URL resolver is requested as an anonymous
 visitor (login redirect, or 401 from the API), as a member of another team (404 for team objects; lists show none
 of them) and as a member of the owning team (answered). A route added without a case here fails the first test."""
+import json
 import sys
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
@@ -13,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 from finished_jobs import build_artifacts, make_job  # noqa: E402
 
 pytestmark = pytest.mark.django_db
-PUBLIC = {"login", "logout", "api:schema", "api:reference", "api:unknown", "ops:healthz"}  # open to all by design
+PUBLIC = {"login", "logout", "api:schema", "api:reference", "api:unknown", "serving:unknown", "ops:healthz"}  # open to all by design
 STAFF_ONLY = {"ops:status": "/ops/"}  # operators' pages: checked with the admin below
 
 
@@ -80,6 +82,11 @@ API = {
     "api:job_merged": ("GET", lambda o: f"/api/jobs/{o.job.pk}/merged", True, 404),
     "api:job_metrics": ("GET", lambda o: f"/api/jobs/{o.job.pk}/metrics", True, 200),
     "api:job_playground": ("POST", lambda o: f"/api/jobs/{o.job.pk}/playground", True, 400),
+    "serving:models": ("GET", lambda o: "/v1/models", False, 200),
+    # The model is checked before the other parameters: max_tokens=0 is the owner's 400, another team's 404.
+    "serving:chat_completions": ("POST", lambda o: f"/v1/chat/completions?model=job-{o.lm_job.pk}&max_tokens=0",
+                                 True, 400),
+    "serving:completions": ("POST", lambda o: f"/v1/completions?model=job-{o.lm_job.pk}&max_tokens=0", True, 400),
 }
 
 
@@ -96,6 +103,7 @@ class Objects:
         self.alice, self.bob = make_member("alice", "Team A"), make_member("bob", "Team B")
         self.team = Team.objects.get(name="Team A")
         self.job = make_job(self.team, build_artifacts("bert", tmp_path), merged=False)
+        self.lm_job = make_job(self.team, build_artifacts("llama", tmp_path / "lm"), name="served")
         self.dataset = self.job.dataset
         self.spare_job = Job.objects.create(team=self.team, name="spare job", base_model=self.job.base_model,
                                             dataset=self.dataset, task=self.job.task, state="succeeded")
@@ -117,6 +125,8 @@ def call(client, method, path, **headers):
     if method == "POST":
         path, _, form = path.partition("?")
         headers["content_type"] = "application/x-www-form-urlencoded"
+        if path.startswith("/v1/"):  # OpenAI's routes read JSON bodies
+            form, headers["content_type"] = json.dumps(dict(parse_qsl(form))), "application/json"
         response = client.generic(method, path, form, **headers)
     else:
         response = client.generic(method, path, **headers)

@@ -241,7 +241,8 @@ def test_playground_refusals(api, team, llama, dataset, finished_run, settings):
     assert busy.status_code == 409
     job = finished_jobs.make_job(team, finished_run)
     for payload, field in (({"prompt": "   "}, "prompt"), ({"prompt": "Hi", "temperature": 9}, "temperature"),
-                           ({"prompt": "Hi", "seed": 1}, "seed"), ({}, "prompt")):
+                           ({"prompt": "Hi", "seed": -1}, "seed"), ({"prompt": "Hi", "top_k": 5}, "top_k"),
+                           ({}, "prompt")):
         response = api("POST", f"/api/jobs/{job.pk}/playground", json_body=payload)
         assert response.status_code == 400 and response.json()["error"]["field"] == field, response.content
         assert_matches_schema(response, "/api/jobs/{job_id}/playground", "post")

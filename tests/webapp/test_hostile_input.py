@@ -251,12 +251,13 @@ def test_hostile_files_are_kept_as_uploaded_marked_invalid_with_a_clear_message(
 # --- forms, cookies, sign-in ----------------------------------------------------------------------------------
 
 def site_routes(patterns=None, prefix="", namespace=""):
-    """(namespace, route pattern, {kwarg: converter}) of every URL route outside the token-auth API and the admin."""
+    """(namespace, route pattern, {kwarg: converter}) of every URL route outside the token-auth APIs (/api/, /v1/)
+    and the admin."""
     from django.urls import URLPattern, URLResolver, get_resolver
 
     for entry in get_resolver().url_patterns if patterns is None else patterns:
         if isinstance(entry, URLResolver):
-            if entry.namespace not in ("api", "admin"):
+            if entry.namespace not in ("api", "serving", "admin"):
                 yield from site_routes(entry.url_patterns, prefix + str(entry.pattern), entry.namespace or namespace)
         elif isinstance(entry, URLPattern):
             yield namespace, prefix + str(entry.pattern), entry.pattern.converters

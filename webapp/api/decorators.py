@@ -25,6 +25,18 @@ def bearer_secret(request) -> str | None:
     return secret.strip() if scheme.lower() == "bearer" and secret.strip() else None
 
 
+def authenticated(request):
+    """Set `request.user`, `request.team` and `request.api_token` from the Bearer token and return the token, or
+    raise a 401 ApiError saying what is missing."""
+    secret = bearer_secret(request)
+    token = authenticate(secret) if secret else None
+    if token is None:
+        message = "invalid or revoked API token" if secret else "send an API token as 'Authorization: Bearer <token>'"
+        raise ApiError(401, message, headers={"WWW-Authenticate": 'Bearer realm="loraworks"'})
+    request.user, request.team, request.api_token = token.user, token.team, token
+    return token
+
+
 def api_view(*methods: str, rate: dict[str, str] | None = None):
     """Wrap a function view as an API endpoint answering `methods`; `rate` maps a method to its rate-limit action."""
 
@@ -36,13 +48,7 @@ def api_view(*methods: str, rate: dict[str, str] | None = None):
                 if request.method not in methods:
                     raise ApiError(405, f"{request.method} is not allowed here; use {', '.join(methods)}",
                                    headers={"Allow": ", ".join(methods)})
-                secret = bearer_secret(request)
-                token = authenticate(secret) if secret else None
-                if token is None:
-                    message = ("invalid or revoked API token" if secret
-                               else "send an API token as 'Authorization: Bearer <token>'")
-                    raise ApiError(401, message, headers={"WWW-Authenticate": 'Bearer realm="loraworks"'})
-                request.user, request.team, request.api_token = token.user, token.team, token
+                token = authenticated(request)
                 if rate and request.method in rate:
                     check_rate(token.pk, rate[request.method])
                 return view(request, *args, **kwargs)

@@ -151,7 +151,9 @@ SCHEMAS = {
         "text": {"type": "string", "maxLength": 20000, "description": "classification jobs"},
         "temperature": {"type": "number", "minimum": 0, "maximum": 2},
         "top_p": {"type": "number", "minimum": 0.01, "maximum": 1},
-        "max_new_tokens": {"type": "integer", "minimum": 1, "maximum": 2048}}, extra=False),
+        "max_new_tokens": {"type": "integer", "minimum": 1, "maximum": 2048},
+        "seed": {"type": "integer", "minimum": 0, "maximum": 2147483647,
+                 "description": "omit for a fresh one; /v1 with the same seed gives the same answer"}}, extra=False),
     "PlaygroundResult": obj({"base": {}, "tuned": {}}, ("base", "tuned"),
                             "Generated text (causal-lm) or {label, scores} (classification) from each model."),
 }

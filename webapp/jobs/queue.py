@@ -26,7 +26,8 @@ QUEUES = ("default", "train", "infer")  # declared by every worker; train.<class
 TRAIN_TASK = "workers.jobs.train"  # workers.training_tasks
 VALIDATE_TASK = "datasets.validate"  # workers.dataset_tasks
 INSPECT_TASK = "workers.catalog.inspect"  # workers.catalog_tasks
-PLAYGROUND_TASK = "workers.playground"  # workers.inference_tasks
+PLAYGROUND_TASK = "workers.playground"  # workers.inference_tasks (classification playground)
+SERVE_TASK = "workers.serve"  # workers.serving_tasks (/v1 and the causal-LM playground)
 log = logging.getLogger(__name__)
 
 app = Celery("loraworks")

@@ -1,9 +1,10 @@
-"""The playground's protocol, shared by the web views and the `infer` worker: limits, request specs, events.
+"""The playground's protocol, shared by the web views and the `infer` workers: limits, request specs, starting.
 
-A request runs as the task `workers.playground` with a request id, a *spec* of the job (what the worker needs to
-find its models: base model source, task, data format, storage folders of the adapter and merged model) and the
-sampling settings. The worker pushes JSON events onto the Redis list `events_key(request_id)`; the SSE view pops
-them in order (a list, not pub/sub, so nothing is lost if the view starts reading after the worker has begun):
+A causal-LM job's playground request is a serving request (webapp.serving.protocol) of two rows, the base alone
+(side "base") and the base with the job's adapter (side "tuned"), same prompt, settings and seed: the same path,
+batching and worker as `/v1`, so the playground's answer is `/v1`'s answer for the same seed. A classification
+job's request runs as the task `workers.playground` (workers/inference_tasks.py) with a *spec* of the job.
+Either way the worker pushes JSON events onto the Redis list `events_key(request_id)` and the SSE view pops them:
 
     {"status": "loading" | "generating"}
     {"side": "base" | "tuned", "prompt": "..."}      the text that side's model is given (its chat template's)
@@ -17,17 +18,13 @@ them in order (a list, not pub/sub, so nothing is lost if the view starts readin
 """
 from __future__ import annotations
 
-import json
-import time
-import uuid
-from collections.abc import Iterator
-
-import redis
 from django.conf import settings
 
 from webapp.jobs.queue import PLAYGROUND_TASK, enqueue
+from webapp.serving.protocol import (EVENTS_TTL_S, events_key, new_request_id, owner_key, push, read_events,
+                                     redis_client, submit)
 
-EVENTS_TTL_S = 600
+__all__ = ["EVENTS_TTL_S", "events_key", "new_request_id", "owner_key", "push", "read_events", "redis_client"]
 SIDES = ("base", "tuned")
 
 
@@ -46,32 +43,6 @@ def limits() -> dict:
     }
 
 
-def start(request_id: str, spec: dict, text: str, sampling: dict) -> None:
-    """Enqueue the request on the `infer` queue, by task name (the web process never imports the task)."""
-    enqueue(PLAYGROUND_TASK, (request_id, spec, text, sampling), on="infer")
-
-
-def new_request_id() -> str:
-    return uuid.uuid4().hex
-
-
-def events_key(request_id: str) -> str:
-    return f"playground:{request_id}:events"
-
-
-def owner_key(request_id: str) -> str:
-    return f"playground:{request_id}:team"
-
-
-def redis_client() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL)
-
-
-def push(client: redis.Redis, request_id: str, event: dict) -> None:
-    key = events_key(request_id)
-    client.pipeline().rpush(key, json.dumps(event)).expire(key, EVENTS_TTL_S).execute()
-
-
 def job_spec(job) -> dict:
     """What the worker needs to load a finished job's models (JSON-able; no database access on the worker)."""
     config = (job.metrics or {}).get("config") or job.settings or {}
@@ -88,33 +59,18 @@ def job_spec(job) -> dict:
     }
 
 
-def read_events(client: redis.Redis, request_id: str, timeout_s: float, *, wait_s: float = 1.0
-                ) -> Iterator[dict | None]:
-    """The request's events in order, until its last one (`end` or `error`); None after each `wait_s` without
-    one (a chance to send a keep-alive); an `error` event if the worker stays silent for `timeout_s`. The
-    events are consumed, and the request's keys removed once it has ended."""
-    key = events_key(request_id)
-    silent_until = time.monotonic() + timeout_s
-    try:
-        while True:
-            popped = client.blpop([key], timeout=wait_s)
-            if popped is None:
-                if time.monotonic() > silent_until:
-                    yield {"error": f"no answer from the inference worker in {timeout_s:g} s: is a worker serving "
-                                    "the infer queue running?"}
-                    return
-                yield None
-                continue
-            event = json.loads(popped[1])
-            yield event
-            if "end" in event or "error" in event:
-                return
-            silent_until = time.monotonic() + timeout_s
-    finally:
-        client.delete(key, owner_key(request_id))
+def start(request_id: str, job, text: str, sampling: dict) -> None:
+    """Queue the playground request for `job` (a succeeded job of the asking team)."""
+    spec = job_spec(job)
+    if spec["task"] == "classification":
+        enqueue(PLAYGROUND_TASK, (request_id, spec, text, sampling), on=settings.INFER_QUEUE)
+        return
+    rows = [{"side": side, "adapter": adapter, "layout": spec["format"], "prompt": text, "sampling": sampling,
+             "stop": []} for side, adapter in (("base", None), ("tuned", spec["adapter"]))]
+    submit(redis_client(), {"id": request_id, "base": spec["base"], "rows": rows})
 
 
-def collect(client: redis.Redis, request_id: str, timeout_s: float) -> dict:
+def collect(client, request_id: str, timeout_s: float) -> dict:
     """Wait for the whole answer: {side: {"text": ..., "probs": {label: p} or None}}; raises PlaygroundFailed."""
     answers = {side: {"text": "", "probs": None} for side in SIDES}
     for event in read_events(client, request_id, timeout_s):

@@ -36,8 +36,9 @@ def playground_run(request):
     job = form.cleaned_data["job"]
     request_id = protocol.new_request_id()
     protocol.redis_client().set(protocol.owner_key(request_id), request.team.pk, ex=protocol.EVENTS_TTL_S)
-    protocol.start(request_id, protocol.job_spec(job), form.cleaned_data["prompt"], form.sampling())
-    return JsonResponse({"request_id": request_id, "task": job.task,
+    sampling = form.sampling()
+    protocol.start(request_id, job, form.cleaned_data["prompt"], sampling)
+    return JsonResponse({"request_id": request_id, "task": job.task, "seed": sampling["seed"],
                          "stream_url": reverse("results:playground_stream", args=[request_id])}, status=202)
 
 

@@ -6,6 +6,7 @@ from webapp.jobs import states
 from webapp.jobs.models import Job
 from webapp.results import charts, summary
 from webapp.results.forms import CompareForm
+from webapp.serving.snippets import code_panel
 from webapp.teams.scoping import get_team_object_or_404, team_queryset
 
 
@@ -46,6 +47,7 @@ def job_results(request, job_id: int):
         "samples": summary.sample_answers(metrics, request.GET.get("answers")),
         "settings_rows": summary.flat_settings(job).items(),
         "has_merged": bool((job.artifacts or {}).get("merged")),
+        "code": code_panel(request, job),
     }
     return render(request, "results/job.html", context)
 

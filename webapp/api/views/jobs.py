@@ -202,19 +202,20 @@ def playground(request, job_id: int):
     body = read_json(request)
     if found.state != states.SUCCEEDED:
         raise ApiError(409, f"job {found.pk} is {found.state}: the playground needs a job that has succeeded")
-    unknown = sorted(set(body) - {"prompt", "text", "temperature", "top_p", "max_new_tokens"})
+    unknown = sorted(set(body) - {"prompt", "text", "temperature", "top_p", "max_new_tokens", "seed"})
     if unknown:
         raise ApiError(400, f"unknown field {unknown[0]}", field=unknown[0])
     source = "text" if "text" in body and "prompt" not in body else "prompt"
     form = PlaygroundForm(finished_jobs(request), {"job": found.pk, "prompt": scalar(body, source, ""), **{
         name: body.get(name, PlaygroundForm.base_fields[name].initial)
-        for name in ("temperature", "top_p", "max_new_tokens")}})
+        for name in ("temperature", "top_p", "max_new_tokens", "seed")}})
     if not form.is_valid():
         field, errors = next(iter(form.errors.items()))
         field = source if field == "prompt" else field
         raise ApiError(400, f"{field}: {' '.join(errors)}", field=field)
     request_id = protocol.new_request_id()
-    protocol.start(request_id, protocol.job_spec(found), form.cleaned_data["prompt"], form.sampling())
+    sampling = form.sampling()
+    protocol.start(request_id, found, form.cleaned_data["prompt"], sampling)
     try:
         answers = protocol.collect(protocol.redis_client(), request_id, protocol.limits()["stream_timeout_s"])
     except protocol.PlaygroundFailed as failed:
