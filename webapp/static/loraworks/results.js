@@ -66,7 +66,12 @@ document.addEventListener("DOMContentLoaded", () => {
     if (data.side && data.probs) showProbs(answers[data.side], data.probs);
     if (data.side && data.done) answers[data.side].classList.remove("streaming");
     if (data.error) finish("Error: " + data.error);
-    if (data.end) finish(data.stats && data.stats.loaded_now.length ? "Done (models loaded for this request)." : "Done.");
+    if (data.end) {
+      // The classification task lists the models it loaded; the serving worker (causal LMs) says whether it did.
+      const stats = data.stats || {};
+      const loaded = stats.base_loaded_now || (stats.loaded_now || []).length > 0;
+      finish(loaded ? "Done (models loaded for this request)." : "Done.");
+    }
   };
 
   form.addEventListener("submit", async (event) => {
