@@ -40,10 +40,17 @@ def prepare(tokenizer, typed: list[str] | None, eval_features: list[dict]) -> tu
         ids = [prompt_ids(tokenizer, prompt, DEFAULT_MAX_PROMPT_TOKENS) for prompt in typed[:MAX_PROMPTS]]
         return list(typed[:MAX_PROMPTS]), ids
     ids = held_out_prompt_ids(eval_features)
-    return [tokenizer.decode(prompt, skip_special_tokens=True) for prompt in ids], ids
+    return [readable(tokenizer.decode(prompt, skip_special_tokens=True)) for prompt in ids], ids
+
+
+def readable(text: str) -> str:
+    """`text` with NUL characters shown as U+FFFD: an untrained model can write them, and PostgreSQL's JSON columns,
+    where the record is kept, refuse them."""
+    return text.replace("\x00", "\ufffd")
 
 
 def answers(model, tokenizer, prompts_ids: list[list[int]]) -> list[str]:
     eos = _eos_ids(model, tokenizer)
-    return [tokenizer.decode(list(sample_token_ids(model, ids, eos_ids=eos, **SETTINGS)), skip_special_tokens=True)
+    return [readable(tokenizer.decode(list(sample_token_ids(model, ids, eos_ids=eos, **SETTINGS)),
+                                      skip_special_tokens=True))
             for ids in prompts_ids]

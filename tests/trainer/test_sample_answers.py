@@ -45,3 +45,8 @@ def test_typed_sample_prompts_are_answered_instead_and_more_than_ten_are_refused
     assert all(len(c["answers"]) == 2 for c in metrics["samples"]["checkpoints"])
     with pytest.raises(ConfigError, match="sample_prompts"):
         _config(tmp_path, tiny_llama_dir, sample_prompts=["x"] * 11).check()
+
+
+def test_nul_characters_in_an_answer_are_shown_as_replacement_characters():
+    # PostgreSQL's JSON columns refuse U+0000, and an untrained model can decode to it.
+    assert sample_answers.readable("a\x00b\x00") == "a\ufffdb\ufffd"
