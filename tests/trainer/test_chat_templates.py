@@ -1,6 +1,7 @@
 """Chat rows rendered with the base model's own chat template (Llama 3, ChatML, ChatML with generation marks,
 Gemma styles written into locally saved tokenizers): the text, the loss on exactly the assistant turns, Gemma's
 refused system role, refused conversations as row problems, the validation preview and playground prompts."""
+import itertools
 import json
 
 import pytest
@@ -137,7 +138,9 @@ def test_the_validation_preview_shows_the_models_template_and_what_counts(saved_
     report = validate_file(_write_rows(tmp_path / "chat.jsonl", [CONVERSATION]), tokenizer=tokenizer)
     segments = report.preview[0]["segments"]
     assert "".join(s["text"] for s in segments) == tokenizer.apply_chat_template(CONVERSATION, tokenize=False)
-    assert [s["text"] for s in segments if s["loss"]] == COUNTED["llama3"]
+    # The preview keeps one segment per token: the counted runs are its consecutive counted tokens.
+    runs = [("".join(s["text"] for s in run), loss) for loss, run in itertools.groupby(segments, lambda s: s["loss"])]
+    assert [text for text, loss in runs if loss] == COUNTED["llama3"]
 
 
 def test_a_training_run_uses_and_saves_the_base_models_own_template_and_its_eval_loss_counts_only_replies(

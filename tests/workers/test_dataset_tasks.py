@@ -73,6 +73,7 @@ def test_a_base_model_whose_tokenizer_cannot_load_falls_back_to_the_estimate_wit
 
 @pytest.mark.django_db
 def test_the_preview_shows_rows_in_the_chosen_base_models_own_chat_template(tmp_path):
+    import itertools
     import json
 
     import tiny_models
@@ -89,7 +90,9 @@ def test_the_preview_shows_rows_in_the_chosen_base_models_own_chat_template(tmp_
     report = Dataset.objects.get(pk=dataset.pk).report
     assert report["tokenizer"] == str(tmp_path / "gemma")
     segments = report["preview"][0]["segments"]
-    assert [(s["text"], s["loss"]) for s in segments] == [
+    # One segment per token: compare the runs of consecutive tokens that count (or not) toward the loss.
+    runs = [("".join(s["text"] for s in run), loss) for loss, run in itertools.groupby(segments, lambda s: s["loss"])]
+    assert runs == [
         ("<s><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n", False),
         ("Hello.<end_of_turn>\n", True)]
     assert report["problems"][0]["row"] == 2 and report["problems"][0]["field"] == "messages"
