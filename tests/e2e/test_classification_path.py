@@ -10,6 +10,7 @@ import zipfile
 import pytest
 import torch
 
+from browser_steps import submit_job_form, upload_sample, watch_to_the_end
 from webapp.jobs.models import Job
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -38,48 +39,9 @@ window.EventSource = class extends PageEventSource {
 """
 
 
-def upload_sample(page, shoot, sample: str, folder) -> None:
-    from trainer.samples import write_sample
-
-    page.goto("/datasets/upload/")
-    page.set_input_files("#id_file", str(write_sample(sample, folder)))
-    page.fill("#id_name", f"{sample} sample")
-    shoot(page, "upload")
-    with page.expect_navigation(url="**/datasets/*/"):
-        page.click("#upload-form button[type=submit]")
-    page.wait_for_selector("#dataset-status.ready", timeout=120_000)  # the page follows its validation itself
-    shoot(page, "dataset-report")
-
-
 def create_job(page, shoot, model_label: str, name: str, training: dict, tick: tuple[str, ...] = ()) -> Job:
-    page.goto("/jobs/new/")
-    page.fill("#id_name", name)
-    page.select_option("#id_base_model", label=model_label)
-    for field, value in training.items():
-        page.fill(f"#id_{field}", value)
-    for box in tick:
-        page.check(f"#id_{box}")
-    page.wait_for_function("document.querySelector('#estimate').innerText.includes('%')")
-    shoot(page, "new-job")
-    with page.expect_navigation(url="**/jobs/*/"):
-        page.click("#job-form button[type=submit]")
+    submit_job_form(page, shoot, model_label, name, training, tick)
     return Job.objects.get(name=name)
-
-
-def watch_to_the_end(page, shoot) -> list[str]:
-    """Stay on the job page (no reload by the test) until it says succeeded; returns the bar's widths seen."""
-    widths = []
-    page.expose_function("reportWidth", lambda width: widths.append(width))
-    page.evaluate("""() => {
-        const bar = document.querySelector('[data-live="bar"]');
-        window.reportWidth(bar.style.width);
-        new MutationObserver(() => window.reportWidth(bar.style.width)).observe(bar, {attributes: true});
-    }""")
-    page.wait_for_function("document.querySelector('[data-live=state]').textContent.trim() === 'succeeded'"
-                           " || document.querySelector('[data-live=state]').textContent.trim() === 'failed'",
-                           timeout=300_000)
-    shoot(page, "job-done")
-    return widths
 
 
 def assert_the_bar_moved(widths: list[str], job: Job) -> None:

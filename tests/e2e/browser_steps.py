@@ -1,0 +1,46 @@
+"""Steps of the browser paths that more than one e2e test walks: uploading a sample, filling in the new job form,
+watching a job page to its end. They use only the page, so they serve a live_server test and one against the app
+that `webapp.localrun` starts alike."""
+from trainer.samples import write_sample
+
+
+def upload_sample(page, shoot, sample: str, folder) -> None:
+    page.goto("/datasets/upload/")
+    page.set_input_files("#id_file", str(write_sample(sample, folder)))
+    page.fill("#id_name", f"{sample} sample")
+    shoot(page, "upload")
+    with page.expect_navigation(url="**/datasets/*/"):
+        page.click("#upload-form button[type=submit]")
+    page.wait_for_selector("#dataset-status.ready", timeout=120_000)  # the page follows its validation itself
+    shoot(page, "dataset-report")
+
+
+def watch_to_the_end(page, shoot) -> list[str]:
+    """Stay on the job page (no reload by the test) until it says succeeded; returns the bar's widths seen."""
+    widths = []
+    page.expose_function("reportWidth", lambda width: widths.append(width))
+    page.evaluate("""() => {
+        const bar = document.querySelector('[data-live="bar"]');
+        window.reportWidth(bar.style.width);
+        new MutationObserver(() => window.reportWidth(bar.style.width)).observe(bar, {attributes: true});
+    }""")
+    page.wait_for_function("document.querySelector('[data-live=state]').textContent.trim() === 'succeeded'"
+                           " || document.querySelector('[data-live=state]').textContent.trim() === 'failed'",
+                           timeout=300_000)
+    shoot(page, "job-done")
+    return widths
+
+
+def submit_job_form(page, shoot, model_label: str, name: str, training: dict, tick: tuple[str, ...] = ()) -> None:
+    """Fill in the new job form (waiting for its live estimate) and submit it; the page is then the job's page."""
+    page.goto("/jobs/new/")
+    page.fill("#id_name", name)
+    page.select_option("#id_base_model", label=model_label)
+    for field, value in training.items():
+        page.fill(f"#id_{field}", value)
+    for box in tick:
+        page.check(f"#id_{box}")
+    page.wait_for_function("document.querySelector('#estimate').innerText.includes('%')")
+    shoot(page, "new-job")
+    with page.expect_navigation(url="**/jobs/*/"):
+        page.click("#job-form button[type=submit]")
