@@ -1,7 +1,21 @@
-"""Steps of the browser paths that more than one e2e test walks: uploading a sample, filling in the new job form,
-watching a job page to its end. They use only the page, so they serve a live_server test and one against the app
+"""Steps of the browser paths that more than one e2e test walks: signing in, uploading a sample, filling in the new
+job form, watching a job page to its end. They use only the page, so they serve a live_server test and one against the app
 that `webapp.localrun` starts alike."""
 from trainer.samples import write_sample
+
+
+def signed_in_page(browser, base_url: str, username: str, password: str, timeout_ms: int = 30_000):
+    """A new browser page at `base_url`, signed in through the login form."""
+    page = browser.new_context(base_url=base_url, accept_downloads=True,
+                               viewport={"width": 1280, "height": 900}).new_page()
+    page.set_default_timeout(timeout_ms)
+    page.goto("/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    with page.expect_navigation():
+        page.click("button[type=submit]")
+    assert "/login/" not in page.url, page.inner_text("main")
+    return page
 
 
 def upload_sample(page, shoot, sample: str, folder) -> None:

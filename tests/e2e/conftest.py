@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from browser import chromium_path, no_browser, playwright_sync_api
+from browser_steps import signed_in_page
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
@@ -38,16 +39,7 @@ def signed_in(browser, live_server, make_member):
     """signed_in(username, team) -> a page of a new member of `team`, signed in through the login form."""
     def sign_in(username: str, team: str):
         make_member(username, team, password=PASSWORD)
-        page = browser.new_context(base_url=live_server.url, accept_downloads=True,
-                                   viewport={"width": 1280, "height": 900}).new_page()
-        page.set_default_timeout(30_000)
-        page.goto("/login/")
-        page.fill("#id_username", username)
-        page.fill("#id_password", PASSWORD)
-        with page.expect_navigation():
-            page.click("button[type=submit]")
-        assert "/login/" not in page.url, page.inner_text("main")
-        return page
+        return signed_in_page(browser, live_server.url, username, PASSWORD)
 
     return sign_in
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from browser_steps import submit_job_form, upload_sample, watch_to_the_end
+from browser_steps import signed_in_page, submit_job_form, upload_sample, watch_to_the_end
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -69,14 +69,7 @@ def run_command(tmp_path, demo_lm_build):
 def test_the_run_command_serves_a_training_whose_progress_streams_through_gunicorn(browser, run_command, shoot,
                                                                                    tmp_path):
     url, user, password = run_command
-    page = browser.new_context(base_url=url, viewport={"width": 1280, "height": 900}).new_page()
-    page.set_default_timeout(60_000)
-    page.goto("/login/")
-    page.fill("#id_username", user)
-    page.fill("#id_password", password)
-    with page.expect_navigation():
-        page.click("button[type=submit]")
-    assert "/login/" not in page.url, page.inner_text("main")
+    page = signed_in_page(browser, url, user, password, timeout_ms=60_000)
 
     upload_sample(page, shoot, "support-tickets", tmp_path / "sample")
     # The demo catalog is inspected by the worker after start-up: the form lists MiniLM once that is done.
