@@ -8,14 +8,13 @@ import socket
 import subprocess
 import sys
 import threading
-import time
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from test_api_schema import Api
+from gunicorn_server import gunicorn_serving
 from worker_process import database_url
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,23 +46,9 @@ def gunicorn(request, transactional_db, tmp_path, settings):
     env = dict(os.environ, DATABASE_URL=database_url(connection.settings_dict), REDIS_URL=settings.REDIS_URL,
                VAR_DIR=str(settings.VAR_DIR), MEDIA_ROOT=str(settings.MEDIA_ROOT), MAX_UPLOAD_MB="1",
                TMPDIR=str(uploads))
-    log = open(tmp_path / "gunicorn.log", "wb")
-    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "webapp.wsgi", "--bind", f"127.0.0.1:{port}",
-                               "--workers", "1", "--worker-class", request.param, "--timeout", "60"],
-                              cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/api/schema", timeout=2).close()
-            break
-        except OSError:
-            assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "gunicorn.log").read_text()
-            time.sleep(0.3)
-    yield url, uploads
-    server.terminate()
-    server.wait(timeout=30)
-    log.close()
+    with gunicorn_serving(env, port, tmp_path / "gunicorn.log", "--worker-class", request.param,
+                          "--timeout", "60") as url:
+        yield url, uploads
 
 
 def stored_files(settings) -> set:

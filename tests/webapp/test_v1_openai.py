@@ -10,16 +10,15 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import openai
 import pytest
+from gunicorn_server import gunicorn_serving
 from worker_process import database_url
 
 import finished_jobs
 import tiny_models
 
-ROOT = Path(__file__).resolve().parents[2]
 RATE = "20/minute"  # API_RATE_LIMIT_SERVING of the test server: reached on purpose by one token only
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -36,23 +35,9 @@ def server(django_db_setup, django_db_blocker, tmp_path_factory):
     env = dict(os.environ, DATABASE_URL=database_url(connection.settings_dict), REDIS_URL=settings.REDIS_URL,
                VAR_DIR=str(settings.VAR_DIR), MEDIA_ROOT=str(settings.MEDIA_ROOT), API_RATE_LIMIT_SERVING=RATE)
     log_path = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
-    log = open(log_path, "wb")
-    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "webapp.wsgi", "--bind", f"127.0.0.1:{port}",
-                                "--workers", "1", "--worker-class", "gthread", "--threads", "16", "--timeout", "120", "--graceful-timeout", "3"],
-                               cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/api/schema", timeout=2).close()
-            break
-        except OSError:
-            assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.3)
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
-    log.close()
+    with gunicorn_serving(env, port, log_path, "--worker-class", "gthread", "--threads", "16", "--timeout", "120",
+                          "--graceful-timeout", "3") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +66,6 @@ def two_adapters(tmp_path_factory):
 def served_job(team, run, base_run, name):
     """A succeeded job of `team` whose adapter is `run`'s, on `base_run`'s base model (shared catalog entry)."""
     from webapp.catalog.models import BaseModel
-    from webapp.jobs.models import Job
 
     job = finished_jobs.make_job(team, base_run, name=name)
     if run is not base_run:
