@@ -69,6 +69,39 @@ def test_a_json_array_element_that_outgrows_the_window_stops_the_read(tmp_path, 
                                            "a JSON array cannot be read past it: save the data as JSONL")
 
 
+def _row_cut_short(pad: int) -> str:
+    return '{"text": "' + "x" * pad + '", "label": "a"'  # the closing brace is missing
+
+
+def test_a_jsonl_row_cut_short_is_reported_at_the_end_of_its_own_line(tmp_path):
+    broken = _row_cut_short(114)  # 139 characters: the issue's "column 140"
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "ok", "label": "a"}\n' + broken + '\n{"text": "ok", "label": "b"}\n')
+    # The column is counted here, independently of the reader: one past the row's last character.
+    expected_column = len(broken) + 1
+    assert expected_column == 140
+    assert rows_of(path)[1] == RowProblem(2, None, f"invalid JSON on line 2, column {expected_column}: "
+                                                   "Expecting ',' delimiter")
+
+
+def test_a_jsonl_syntax_error_mid_line_names_its_column(tmp_path):
+    path = tmp_path / "d.jsonl"
+    line = '{"text": "' + "y" * 100 + '" "label": "a"}'
+    path.write_text(line + "\n")
+    column = line.index('"label') + 1  # 1-based: where the missing comma should be
+    (problem,) = rows_of(path)
+    assert problem.message == f"invalid JSON on line 1, column {column}: Expecting ',' delimiter"
+
+
+def test_a_json_array_element_cut_short_at_a_line_end_is_reported_there(tmp_path):
+    broken = _row_cut_short(120)
+    path = tmp_path / "d.json"
+    path.write_text('[\n  {"text": "ok", "label": "a"},\n  ' + broken + '\n  {"text": "ok", "label": "b"}\n]\n')
+    (_, problem) = rows_of(path)
+    assert problem.fatal
+    assert problem.message == f"invalid JSON at line 3, column {len(broken) + 3}: Expecting ',' delimiter"
+
+
 def test_not_utf8_inside_a_json_array_is_fatal(tmp_path):
     path = tmp_path / "d.json"
     path.write_bytes(b'[{"text": "caf\xe9"}]')

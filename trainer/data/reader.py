@@ -296,7 +296,7 @@ class _TextBuffer:
                     return value
             except json.JSONDecodeError as error:
                 if self.eof:
-                    self.pos = error.pos
+                    self.pos = _before_line_breaks(self.buf, error.pos, self.pos)
                     raise _Broken(f"invalid JSON {self.where()}: {error.msg}") from None
             except RecursionError:
                 raise _Broken(f"element {index} ({self.where()}) is nested too deeply to read") from None
@@ -391,11 +391,21 @@ def _text_chunks(stream: BinaryIO, offset: int) -> Iterator[str]:
             yield text
 
 
+def _before_line_breaks(text: str, at: int, start: int = 0) -> int:
+    """`at`, or where the content before it ends when only whitespace with a line break lies between.
+
+    A value cut short at the end of a line ("{"a": 1" then a newline) fails where the parser next looks, on the
+    following line; the mistake a person must fix is at the end of the line before."""
+    end = len(text[start:at].rstrip(" \t\r\n")) + start
+    return end if "\n" in text[end:at] else at
+
+
 def _parse_json_line(text: str, line_no: int) -> RowOrProblem:
+    text = text.rstrip("\r\n")  # a row cut short is reported at its own end, not on a line 2 of its own
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
-        return RowProblem(line_no, None, f"invalid JSON on line {line_no}, column {error.colno}: {error.msg}")
+        return RowProblem(line_no, None, f"invalid JSON on line {line_no}, column {error.pos + 1}: {error.msg}")
     except RecursionError:
         return RowProblem(line_no, None, f"line {line_no} is nested too deeply to read")
     return _object_or_problem(value, line_no, f"line {line_no}")
