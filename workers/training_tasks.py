@@ -118,6 +118,9 @@ def _dataset_gate(job) -> str:
             return "failed"
     if any(d.status == "validating" for d in filter(None, (job.dataset, job.eval_dataset))):
         return "validating"
+    if job.dataset.needs_row_confirmation:
+        _fail(job, None, f"{job.dataset.row_confirmation_message()} Then start this job again with Clone.")
+        return "failed"
     try:
         states.move(job, states.QUEUED, reason="dataset validated")
     except states.TransitionRefused:

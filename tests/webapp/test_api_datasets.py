@@ -181,3 +181,32 @@ def test_a_dataset_only_finished_jobs_use_is_kept_with_the_pages_message(api, tm
         f"1 finished job uses it (“{job.name}” (succeeded)). Delete those jobs first.")
     assert_matches_schema(response, "/api/datasets/{dataset_id}", "delete")
     assert Dataset.objects.filter(pk=dataset["id"]).exists()
+
+
+def test_a_file_with_many_bad_rows_needs_confirm_rows_before_a_job_can_use_it(api, other_api, tmp_path):
+    from jobs_helpers import tiny_entry
+
+    rows = ROWS[:6] + [{"prompt": "no answer"}] * 4  # 4 of 10 rows bad: over the 20 % limit
+    detail = upload_ready(api, tmp_path, rows, name="mixed")
+    assert (detail["status"], detail["good_rows"], detail["bad_rows"], detail["needs_confirmation"]) == (
+        "ready", 6, 4, True)
+    llama = tiny_entry("llama", tmp_path / "llama")
+    job = {"base_model": llama.pk, "dataset": detail["id"], "training": {"max_steps": 1}}
+    refused = api("POST", "/api/jobs", json_body=job)
+    assert refused.status_code == 400 and refused.json()["error"]["field"] == "dataset"
+    assert refused.json()["error"]["message"] == (
+        "dataset: mixed: 4 of 10 rows (40 %) have problems, which is usually a column mapping or export mistake. "
+        "Check its problems, or confirm “Train on the 6 good rows” on its page.")
+
+    assert other_api("POST", f"/api/datasets/{detail['id']}/confirm-rows").status_code == 404
+    confirmed = api("POST", f"/api/datasets/{detail['id']}/confirm-rows")
+    assert confirmed.status_code == 200 and confirmed.json()["needs_confirmation"] is False
+    assert_matches_schema(confirmed, "/api/datasets/{dataset_id}/confirm-rows", "post")
+    assert Dataset.objects.get(pk=detail["id"]).good_rows_confirmed
+
+
+def test_confirming_rows_of_a_dataset_that_is_not_ready_is_a_409(api, tmp_path):
+    created = api("POST", "/api/datasets", files={"file": write(tmp_path, "empty.csv", b"text,label\n")})
+    api.wait_for(f"/api/datasets/{created.json()['id']}", lambda d: d["status"] != "validating")
+    refused = api("POST", f"/api/datasets/{created.json()['id']}/confirm-rows")
+    assert refused.status_code == 409 and "only a ready dataset" in refused.json()["error"]["message"]

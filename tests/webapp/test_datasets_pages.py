@@ -212,3 +212,69 @@ def test_a_user_without_a_team_is_sent_to_the_dashboard_with_a_message(client, d
         response = client.get(url, follow=True)
         assert response.redirect_chain == [(reverse("dashboard"), 302)]
         assert "You are not in a team yet. Ask an administrator" in response.content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_unrecognised_format_is_said_once_even_after_a_mapping(member_client, celery_worker):
+    content = "question,answer\n" + "".join(f"What is {i}+1?,{i + 1}\n" for i in range(12))
+    dataset = upload_and_validate(member_client, "qa.csv", content.encode())
+    assert detail_page(member_client, dataset).count("could not recognise the dataset format") == 1
+    member_client.post(reverse("datasets:column_mapping", args=[dataset.pk]), {"prompt": "question"})
+    dataset = wait_validated(dataset.pk)
+    assert dataset.status == "invalid" and dataset.column_mapping == {"prompt": "question"}
+    assert detail_page(member_client, dataset).count("could not recognise the dataset format") == 1
+
+
+@pytest.mark.django_db
+def test_the_column_mapping_form_groups_its_fields_by_format_with_a_hint(member_client):
+    upload(member_client, "qa.csv", b"question,answer\nq,a\n")
+    dataset = Dataset.objects.get()
+    Dataset.objects.filter(pk=dataset.pk).update(report={"columns": ["question", "answer"], "kind": "csv"})
+    page = detail_page(member_client, dataset)
+    groups = re.findall(r'<fieldset class="mapping-group">\s*<legend>([^<]+)</legend>\s*<p class="muted small">'
+                        r'([^<]+)</p>(.*?)</fieldset>', page, re.S)
+    fields = {legend: (hint, re.findall(r'<select name="(\w+)"', body)) for legend, hint, body in groups}
+    assert {legend: names for legend, (_, names) in fields.items()} == {
+        "Prompt and completion": ["prompt", "completion"],
+        "Instruction (Alpaca)": ["instruction", "input", "output"],
+        "Text or classification": ["text", "label"],
+        "Chat": ["messages", "conversations"]}
+    assert "input is optional" in fields["Instruction (Alpaca)"][0]
+    assert "with a label trains a classifier" in fields["Text or classification"][0]
+
+
+MIXED = jsonl([{"prompt": f"Say {i}", "completion": f" {i}"} for i in range(5)]
+              + [{"prompt": f"Say {i}", "answer": f" {i}"} for i in range(5, 10)])  # half use another column name
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_file_with_many_bad_rows_trains_only_after_confirming_its_good_rows(member_client, celery_worker,
+                                                                              tmp_path):
+    from jobs_helpers import tiny_entry
+    from test_jobs_pages import form_data
+    from webapp.jobs.forms import JobForm
+
+    dataset = upload_and_validate(member_client, "mixed.jsonl", MIXED)
+    assert (dataset.status, dataset.rows, dataset.good_rows, dataset.bad_rows) == ("ready", 10, 5, 5)
+    assert dataset.needs_row_confirmation
+    page = detail_page(member_client, dataset)
+    assert "5 of 10 rows have problems" in page and "Train on the 5 good rows" in page
+    assert "confirm rows" in member_client.get(reverse("datasets:list")).content.decode()
+
+    llama = tiny_entry("llama", tmp_path / "llama")
+    refused = member_client.post(reverse("jobs:create"), form_data(llama, dataset))
+    assert refused.status_code == 200
+    assert refused.context["form"].errors["dataset"] == [
+        "mixed.jsonl: 5 of 10 rows (50 %) have problems, which is usually a column mapping or export mistake. "
+        "Check its problems, or confirm “Train on the 5 good rows” on its page."]
+
+    response = member_client.post(reverse("datasets:confirm_rows", args=[dataset.pk]), follow=True)
+    assert "Jobs can now train on the 5 good rows" in response.content.decode()
+    dataset.refresh_from_db()
+    assert dataset.good_rows_confirmed and not dataset.needs_row_confirmation
+    assert "Train on the 5 good rows" not in detail_page(member_client, dataset)
+    confirmed = JobForm(form_data(llama, dataset), datasets=Dataset.objects.filter(pk=dataset.pk))
+    assert confirmed.is_valid(), confirmed.errors
+
+    member_client.post(reverse("datasets:analyse", args=[dataset.pk]), {"analysis_model": "", "max_length": 256})
+    assert wait_validated(dataset.pk).needs_row_confirmation  # a new report asks again

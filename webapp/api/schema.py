@@ -64,7 +64,10 @@ SCHEMAS = {
         "errors": {"type": "array", "items": ref("RowError")},
         "stats": {"type": "object", "description": "token-length statistics and label counts from validation"},
         "original_filename": STR, "size_bytes": nullable(INT), "column_mapping": {"type": "object"},
-        "error": nullable(STR), "created_at": STR},
+        "error": nullable(STR), "created_at": STR,
+        "good_rows": INT, "bad_rows": INT,
+        "needs_confirmation": {"type": "boolean", "description": "more than 20 % of the rows have problems: it trains "
+                                                                 "only after POST .../confirm-rows"}},
         ("id", "name", "status", "format", "task", "rows", "errors", "stats")),
     "Created": obj({"id": INT, "status": STR}, ("id", "status")),
     "LoraSettings": obj({
@@ -241,6 +244,12 @@ PATHS = {
                   params=[path_id("dataset_id")]),
         "delete": op("Delete a dataset", "Datasets", {"204": {"description": "Deleted."}}, (401, 404, 409),
                      params=[path_id("dataset_id")], description="409 while a job still uses it.")},
+    "/api/datasets/{dataset_id}/confirm-rows": {
+        "post": op("Confirm training on the good rows", "Datasets", json_ok("Dataset"), (401, 404, 409),
+                   params=[path_id("dataset_id")],
+                   description="A ready dataset where more than 20 % of the rows have problems (usually a column "
+                               "mapping or export mistake) trains only after this; validating it again clears it. "
+                               "409 while it is not ready.")},
     "/api/jobs": {
         "get": op("List the team's jobs", "Jobs", json_ok("JobPage"), (400, 401), params=PAGE),
         "post": op("Create a job", "Jobs", json_ok("Created", 201, "Created; it starts once its dataset is ready."),

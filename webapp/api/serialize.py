@@ -29,6 +29,8 @@ def dataset_json(dataset) -> dict:
         "original_filename": dataset.original_filename, "size_bytes": dataset.size_bytes,
         "column_mapping": dataset.column_mapping or {}, "error": dataset.error or None,
         "created_at": iso(dataset.created_at),
+        "good_rows": dataset.good_rows, "bad_rows": dataset.bad_rows,
+        "needs_confirmation": dataset.needs_row_confirmation,
     }
 
 

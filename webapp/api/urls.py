@@ -11,6 +11,7 @@ urlpatterns = [
     path("models/<int:model_id>", catalog.model_detail, name="model"),
     path("datasets", datasets.datasets, name="datasets"),
     path("datasets/<int:dataset_id>", datasets.dataset, name="dataset"),
+    path("datasets/<int:dataset_id>/confirm-rows", datasets.confirm_rows, name="dataset_confirm_rows"),
     path("jobs", jobs.jobs, name="jobs"),
     path("jobs/<int:job_id>", jobs.job, name="job"),
     path("jobs/<int:job_id>/events", jobs.events, name="job_events"),

@@ -4,9 +4,20 @@ from django.apps import apps
 
 from webapp.datasets.uploads import ACCEPT, extension_problem
 
-# Canonical fields a file's columns can be mapped to, in the order the mapping form shows them.
-MAPPABLE_FIELDS = ("prompt", "completion", "instruction", "input", "output", "text", "label", "messages",
-                   "conversations")
+# The mapping form's groups: one per format, with the canonical fields a file's columns can be mapped to and a
+# hint saying which of them go together.
+MAPPING_GROUPS = (
+    ("Prompt and completion", ("prompt", "completion"),
+     "Map both: the model learns to write the completion after the prompt."),
+    ("Instruction (Alpaca)", ("instruction", "input", "output"),
+     "Map instruction and output; input is optional extra context."),
+    ("Text or classification", ("text", "label"),
+     "Text alone trains a language model on it; text with a label trains a classifier."),
+    ("Chat", ("messages", "conversations"),
+     "Map one column holding the conversation as a JSON list: messages (role, content) or ShareGPT "
+     "conversations (from, value)."),
+)
+MAPPABLE_FIELDS = tuple(name for _, names, _ in MAPPING_GROUPS for name in names)
 MAX_LENGTH_CHOICES = (128, 256, 512, 1024, 2048, 4096)
 
 
@@ -74,6 +85,11 @@ class ColumnMappingForm(forms.Form):
         choices = [("", "—")] + [(c, c) for c in columns]
         for name in MAPPABLE_FIELDS:
             self.fields[name] = forms.ChoiceField(choices=choices, required=False, label=name)
+
+    def groups(self) -> list[dict]:
+        """The fields grouped by format, in MAPPING_GROUPS order: [{title, hint, fields}]."""
+        return [{"title": title, "hint": hint, "fields": [self[name] for name in names]}
+                for title, names, hint in MAPPING_GROUPS]
 
     def clean(self):
         mapping = {name: column for name, column in self.cleaned_data.items() if column}

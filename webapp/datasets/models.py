@@ -11,6 +11,10 @@ from django.utils import timezone
 from webapp.jobs.queue import VALIDATE_TASK, enqueue
 from webapp.teams.models import TeamOwned
 
+# Above this share of rows with problems a file is almost always a mapping or export mistake: it trains only once
+# someone confirms training on the good rows.
+BAD_ROWS_LIMIT = 0.2
+
 
 class Dataset(TeamOwned):
     class Status(models.TextChoices):
@@ -36,6 +40,9 @@ class Dataset(TeamOwned):
     analysis_model = models.ForeignKey("catalog.BaseModel", on_delete=models.SET_NULL, null=True, blank=True,
                                        related_name="+")
     max_length = models.PositiveIntegerField(default=512)
+    good_rows_confirmed = models.BooleanField(
+        default=False, help_text="Someone confirmed training on the good rows of a file where many rows have "
+                                 "problems; cleared by each validation.")
     progress = models.FloatField(default=0.0)
     revision = models.PositiveIntegerField(default=0)
     validated_at = models.DateTimeField(null=True, blank=True)
@@ -52,6 +59,7 @@ class Dataset(TeamOwned):
         for name, value in changes.items():
             setattr(self, name, value)
         self.status, self.progress, self.revision = self.Status.VALIDATING, 0.0, self.revision + 1
+        self.good_rows_confirmed = False
         self.save()
         pk, revision = self.pk, self.revision
         transaction.on_commit(lambda: enqueue(VALIDATE_TASK, (pk, revision), on="default"))
@@ -75,6 +83,31 @@ class Dataset(TeamOwned):
     def record_failure(cls, pk: int, revision: int, message: str) -> bool:
         return bool(cls.objects.filter(pk=pk, revision=revision).update(
             status=cls.Status.INVALID, error=message, progress=1.0, validated_at=timezone.now()))
+
+    @property
+    def good_rows(self) -> int:
+        return (self.report or {}).get("valid_rows") or 0
+
+    @property
+    def bad_rows(self) -> int:
+        return (self.rows or 0) - self.good_rows
+
+    @property
+    def needs_row_confirmation(self) -> bool:
+        """Ready, but more than BAD_ROWS_LIMIT of its rows have problems and nobody has confirmed training on the
+        good ones yet."""
+        return (self.status == self.Status.READY and not self.good_rows_confirmed and bool(self.rows)
+                and self.bad_rows > BAD_ROWS_LIMIT * self.rows)
+
+    def confirm_good_rows(self) -> None:
+        self.good_rows_confirmed = True
+        Dataset.objects.filter(pk=self.pk, revision=self.revision).update(good_rows_confirmed=True)
+
+    def row_confirmation_message(self) -> str:
+        """Why it cannot train yet, and what to do: for the job form, the API and the dataset page."""
+        return (f"{self.name}: {self.bad_rows} of {self.rows} rows ({round(100 * self.bad_rows / self.rows)} %) "
+                f"have problems, which is usually a column mapping or export mistake. Check its problems, or "
+                f"confirm “Train on the {self.good_rows} good rows” on its page.")
 
     @property
     def total_bytes(self) -> int:

@@ -12,5 +12,6 @@ urlpatterns = [
     path("<int:pk>/status/", views.status, name="status"),
     path("<int:pk>/analysis/", views.analyse, name="analyse"),
     path("<int:pk>/columns/", views.column_mapping, name="column_mapping"),
+    path("<int:pk>/confirm-rows/", views.confirm_rows, name="confirm_rows"),
     path("<int:pk>/delete/", views.delete, name="delete"),
 ]

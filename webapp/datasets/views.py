@@ -115,7 +115,7 @@ def detail(request, pk: int):
     mapping_form = (ColumnMappingForm(columns, initial=ColumnMappingForm.initial_for(dataset.column_mapping))
                     if columns else None)
     return render(request, "datasets/detail.html", {
-        "dataset": dataset, "report": report,
+        "dataset": dataset, "report": report, "problems": row_problems(report, dataset.error),
         "histogram": charts.length_histogram(report.get("histogram") or {}),
         "labels": charts.label_bars(report.get("labels")),
         "analysis_form": AnalysisForm(initial={"analysis_model": dataset.analysis_model_id,
@@ -123,6 +123,11 @@ def detail(request, pk: int):
         "mapping_form": mapping_form,
         "active_jobs": active_jobs_using(dataset),
     })
+
+
+def row_problems(report: dict, error: str) -> list[dict]:
+    """The report's problems without the one the page already shows as the dataset's error (a file-level one)."""
+    return [p for p in report.get("problems") or [] if not (p.get("row") is None and p.get("message") == error)]
 
 
 @login_required
@@ -159,6 +164,18 @@ def column_mapping(request, pk: int):
     with transaction.atomic():
         dataset.start_validation(column_mapping=form.mapping)
     messages.success(request, "Column mapping saved: validating the dataset again.")
+    return redirect("datasets:detail", pk=pk)
+
+
+@login_required
+@require_POST
+def confirm_rows(request, pk: int):
+    dataset = get_team_object_or_404(request, Dataset, pk=pk)
+    if dataset.status != Dataset.Status.READY:
+        messages.error(request, "Only a validated dataset's good rows can be confirmed.")
+    else:
+        dataset.confirm_good_rows()
+        messages.success(request, f"Jobs can now train on the {dataset.good_rows} good rows of “{dataset.name}”.")
     return redirect("datasets:detail", pk=pk)
 
 

@@ -210,6 +210,8 @@ class JobForm(forms.Form):
             self.add_error(field, f"{dataset.name} did not pass validation: {dataset.error or 'see its page'}.")
         elif dataset.status == "ready" and dataset.task and dataset.task != task:
             self.add_error(field, f"{dataset.name} is a {dataset.task} dataset, but this job's task is {task}.")
+        elif dataset.needs_row_confirmation:
+            self.add_error(field, dataset.row_confirmation_message())
 
     def _check_settings(self, task):
         """Every setting the engine refuses, each on its field: the engine stops at the first, so a refused value

@@ -1,4 +1,5 @@
-"""/api/datasets: upload (multipart, streamed and size-limited like the page), list, detail, delete.
+"""/api/datasets: upload (multipart, streamed and size-limited like the page), list, detail, delete, and confirming
+training on the good rows of a file where many rows have problems.
 
 Uploads go through the datasets page's own form, upload handler and `services.create_dataset`, so both paths accept and
 refuse the same files; validation then runs on a worker and the client polls the detail until it settles.
@@ -83,4 +84,13 @@ def dataset(request, dataset_id: int):
         except DatasetInUse as refused:
             raise ApiError(409, str(refused)) from None
         return HttpResponse(status=204)
+    return JsonResponse(dataset_json(obj))
+
+
+@api_view("POST")
+def confirm_rows(request, dataset_id: int):
+    obj = get_team_object_or_404(request, Dataset, pk=dataset_id)
+    if obj.status != Dataset.Status.READY:
+        raise ApiError(409, f"dataset {dataset_id} is {obj.status}: only a ready dataset's good rows can be confirmed")
+    obj.confirm_good_rows()
     return JsonResponse(dataset_json(obj))
