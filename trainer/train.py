@@ -353,12 +353,13 @@ class _Run:
             if final_eval is not None:
                 self.reporter.on_eval({"stage": "final", **final_eval})
             self._write_samples(state, "final")
-            id2label = dict(enumerate(self.label_mapping)) if self.label_mapping else None
-            save_adapter(self.model, out / "adapter", base_model_name_or_path=config.model, task=config.task,
-                         settings=config.lora, target_modules=self.lora.target_modules,
-                         modules_to_save=self.lora.modules_to_save, label_mapping=id2label)
-            # With its chat template, if it was trained on chat: merge and inference read it from here.
-            self.tokenizer.save_pretrained(out / "adapter")
+        # A stopped run keeps an adapter too: the weights of the checkpoint it just saved, to download or continue.
+        id2label = dict(enumerate(self.label_mapping)) if self.label_mapping else None
+        save_adapter(self.model, out / "adapter", base_model_name_or_path=config.model, task=config.task,
+                     settings=config.lora, target_modules=self.lora.target_modules,
+                     modules_to_save=self.lora.modules_to_save, label_mapping=id2label)
+        # With its chat template, if it was trained on chat: merge and inference read it from here.
+        self.tokenizer.save_pretrained(out / "adapter")
         # Measured before the merge, which loads a second copy of the base: the figures describe training.
         self.memory_figures = self.memory.figures()
         if not stopped and config.merge:

@@ -215,13 +215,27 @@ def _local_copy(name: str, stem: Path) -> Path:
 def _finish(job, reporter: JobReporter, metrics: dict, out: Path) -> str:
     if metrics.get("status") == "stopped":
         reporter.on_log("cancelled: stopped at the next step, last checkpoint kept")
-        return _move_final(job, states.CANCELLED, "cancelled while running", **reporter.snapshot())
+        return _move_final(job, states.CANCELLED, "cancelled while running", artifacts=_kept_adapter(out, job, metrics["steps"]),
+                           **reporter.snapshot())
     reporter.on_log("uploading the adapter" + (" and the merged model" if (out / "merged").is_dir() else ""))
     artifacts = _upload_results(out, job_prefix(job.pk))
     reporter.on_log("done")
     saved = json.loads((out / "metrics.json").read_text())
     return _move_final(job, states.SUCCEEDED, "training finished", metrics=saved, artifacts=artifacts,
                        **reporter.snapshot())
+
+
+def _kept_adapter(out: Path, job, step: int) -> dict:
+    """A cancelled run's adapter (its last checkpoint's weights) in storage: {"adapter": prefix, "kept_step": N},
+    or {} when it could not be stored (the job is cancelled all the same)."""
+    prefix = job_prefix(job.pk) + "adapter/"
+    try:
+        put_tree(out / "adapter", prefix)
+    except OSError:
+        log.exception("job %s: the cancelled run's adapter could not be stored", job.pk)
+        delete_tree(prefix)
+        return {}
+    return {"adapter": prefix, "merged": None, "kept_step": step}
 
 
 def _upload_results(out: Path, prefix: str) -> dict:

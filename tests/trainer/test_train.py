@@ -88,6 +88,7 @@ def test_a_stop_request_saves_a_checkpoint_and_ends_cleanly(tmp_path, tiny_llama
     metrics = train(_lm_config(tmp_path, tiny_llama_dir, max_steps=20, checkpoint_every=0), _Recorder(stop_at=2))
     assert metrics["status"] == "stopped" and metrics["steps"] == 2 and metrics["final_eval"] is None
     assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step-000002"]
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()  # kept, to download or continue
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "stopped"
 
 

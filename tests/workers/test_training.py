@@ -6,7 +6,9 @@ import time
 from datetime import timedelta
 
 import pytest
+import torch
 from django.core.files.storage import default_storage
+from safetensors.torch import load
 from django.utils import timezone
 
 from jobs_helpers import classification_rows, completion_rows, make_job, stored_dataset, tiny_entry, wait_for
@@ -194,7 +196,20 @@ def test_cancelling_a_running_job_stops_it_at_a_step_and_keeps_a_checkpoint(cele
     stopped_at = job.progress["step"]
     assert 3 <= stopped_at < 100000
     assert checkpoint_pointer(job)["checkpoint"] == f"step-{stopped_at:06d}"
-    assert "stopped at step" in job.log_tail and not job.artifacts
+    assert "stopped at step" in job.log_tail
+    # The adapter it keeps is that checkpoint's weights: every LoRA tensor equals one in trainable.safetensors.
+    assert (job.kept_step, job.has_adapter, job.artifacts["merged"]) == (stopped_at, True, None)
+    with default_storage.open(f"{job.artifacts['adapter']}adapter_model.safetensors") as handle:
+        adapter = load(handle.read())
+    with default_storage.open(f"jobs/{job.pk}/checkpoints/step-{stopped_at:06d}/trainable.safetensors") as handle:
+        saved = list(load(handle.read()).values())
+    assert adapter and all(any(t.shape == s.shape and torch.equal(t, s) for s in saved) for t in adapter.values())
+
+    # Continued from that checkpoint: a new job starts from the kept adapter and trains to the end.
+    continued = submit(make_job(team, llama, dataset, settings=small(max_steps=2), start_from=job))
+    continued = wait_state(continued, "succeeded", "failed", worker=celery_worker)
+    assert continued.state == "succeeded", continued.error
+    assert "continuing from the adapter" in continued.log_tail
 
 
 def test_cancelling_a_queued_job_takes_it_off_the_queue(celery_worker, team, llama):

@@ -10,6 +10,7 @@ workers advertise, with the changes that would make it fit.
 from __future__ import annotations
 
 from django import forms
+from django.db.models import Q
 
 from trainer.config import (DTYPE_CHOICES, KEEP, MAX_RANK, METHODS, QUANTIZE_CHOICES, TARGET_PRESETS, LoraSettings,
                             TrainConfig)
@@ -47,7 +48,7 @@ class JobForm(forms.Form):
     start_from = forms.ModelChoiceField(
         queryset=None, required=False, empty_label="— a new adapter —", label="Start from job",
         help_text="Continue training the adapter of a succeeded job on the same base model (for example DPO after "
-                  "SFT); otherwise a new adapter starts from zero.")
+                  "SFT), or the last checkpoint a cancelled job kept; otherwise a new adapter starts from zero.")
     task = forms.ChoiceField(choices=[("", "— as the dataset says —")] + [(t, t) for t in states.TASKS],
                              required=False,
                              help_text="causal-lm learns to write the completions; classification learns the labels.")
@@ -135,7 +136,7 @@ class JobForm(forms.Form):
         from webapp.jobs.models import Job
 
         self.fields["start_from"].queryset = (jobs if jobs is not None else Job.objects.none()).filter(
-            state=states.SUCCEEDED)
+            Q(state=states.SUCCEEDED) | Q(state=states.CANCELLED, artifacts__has_key="adapter"))
         self.fields["dataset"].queryset = datasets
         self.fields["eval_dataset"].queryset = datasets
         self._workers = None
@@ -289,6 +290,11 @@ class JobForm(forms.Form):
         if data.get("eval_dataset") is not None:
             values["eval_fraction"] = 0.0
         return {**values, "lora": lora}
+
+
+def continuing(job) -> dict:
+    """Form values that continue `job`'s adapter (its last checkpoint, for a cancelled job) with its settings."""
+    return {**initial_from(job), "name": f"{job.name} (continued)"[:200], "start_from": job.pk}
 
 
 def initial_from(job) -> dict:

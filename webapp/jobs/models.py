@@ -69,6 +69,18 @@ class Job(TeamOwned):
             progress.pop("eta_s", None)
         return progress
 
+    @property
+    def kept_step(self) -> int | None:
+        """The step of the adapter a cancelled run kept (its last checkpoint's weights), or None."""
+        if self.state == state_names.CANCELLED and (self.artifacts or {}).get("adapter"):
+            return self.artifacts.get("kept_step")
+        return None
+
+    @property
+    def has_adapter(self) -> bool:
+        """Its adapter can be downloaded and continued: it succeeded, or it was cancelled and kept one."""
+        return self.state == state_names.SUCCEEDED or self.kept_step is not None
+
     def storage_prefix(self) -> str:
         return f"jobs/{self.pk}/"
 

@@ -14,7 +14,7 @@ from webapp.catalog.models import BaseModel
 from webapp.datasets.models import Dataset
 from webapp.jobs import live, queue, services, states
 from webapp.jobs.deletion import JobStillStopping, delete_job
-from webapp.jobs.forms import JobForm, initial_from
+from webapp.jobs.forms import JobForm, continuing, initial_from
 from webapp.jobs.models import Job
 from webapp.jobs.stream import progress_snapshot, sse_response
 from webapp.ops import checks
@@ -57,6 +57,8 @@ def job_create(request):
         initial = {}
         if request.GET.get("clone"):
             initial = initial_from(get_team_object_or_404(request, Job, pk=request.GET["clone"]))
+        elif request.GET.get("continue"):
+            initial = continuing(get_team_object_or_404(request, Job, pk=request.GET["continue"]))
         elif request.GET.get("dataset"):
             initial = {"dataset": request.GET["dataset"]}
     models = BaseModel.objects.filter(status=BaseModel.Status.READY)

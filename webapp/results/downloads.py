@@ -31,7 +31,7 @@ def _zip_response(entries, filename: str) -> StreamingHttpResponse:
 def download(request, job_id: int, kind: str):
     job = get_team_object_or_404(request, Job.objects.select_related("base_model", "dataset"), pk=job_id)
     artifacts = job.artifacts or {}
-    if kind not in KINDS or job.state != states.SUCCEEDED:
+    if kind not in KINDS or not (job.state == states.SUCCEEDED or (kind == "adapter" and job.has_adapter)):
         raise Http404("no such download")
     folder = stem(job, kind)
     if kind == "metrics":

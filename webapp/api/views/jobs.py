@@ -172,8 +172,9 @@ def download(kind: str):
         from webapp.results.downloads import download as page_download
 
         found = team_job(request, job_id)
-        if found.state != states.SUCCEEDED:
-            raise ApiError(409, f"job {found.pk} is {found.state}: downloads exist once it has succeeded")
+        if found.state != states.SUCCEEDED and not (kind == "adapter" and found.has_adapter):
+            raise ApiError(409, f"job {found.pk} is {found.state}: downloads exist once it has succeeded "
+                                "(a cancelled job's adapter, when it kept a checkpoint)")
         if kind == "merged" and not (found.artifacts or {}).get("merged"):
             raise ApiError(404, f"job {found.pk} has no merged model: create jobs with training.merge = true")
         return page_download(request, found.pk, kind)
