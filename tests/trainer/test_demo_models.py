@@ -83,7 +83,7 @@ def test_eos_ends_generation_by_default(toy_lm):
 def test_cache_builds_once_and_reuses_the_folder(monkeypatch, tmp_path, toy_lm):
     builds = []
 
-    def fake_build(out_dir, spec):
+    def fake_build(out_dir, spec, log=None):
         builds.append(spec)
         return Path(shutil.copytree(toy_lm, out_dir))
 

@@ -7,7 +7,10 @@ from webapp.catalog.models import BaseModel
 
 @login_required
 def model_list(request):
-    return render(request, "catalog/list.html", {"entries": BaseModel.objects.all()})
+    entries = list(BaseModel.objects.all())
+    # While a model is being inspected (or the demo LM built), the page reloads itself to follow it.
+    inspecting = any(entry.status == BaseModel.Status.INSPECTING for entry in entries)
+    return render(request, "catalog/list.html", {"entries": entries, "inspecting": inspecting})
 
 
 @login_required
