@@ -1,5 +1,5 @@
 """Long lists in Chromium: the jobs list shows 50 a page with links between pages that keep the state filter and
-the name search; the datasets list pages the same way. 1400 and 390 px."""
+the name search; the datasets list pages the same way and searches names. 1400 and 390 px."""
 import pytest
 
 from jobs_helpers import completion_rows, make_job, stored_dataset
@@ -51,3 +51,14 @@ def test_jobs_and_datasets_lists_are_paged_filtered_and_searchable(signed_in, at
     with page.expect_navigation():
         page.click("a[rel=next]")
     assert page.locator("table#datasets tbody tr").count() == 6
+    page.fill("#dataset-search", "SET 5")  # set 5 and set 50-54, any case
+    with page.expect_navigation():
+        page.click("nav.filters button[type=submit]")
+    names = page.locator("table#datasets tbody tr td:first-child a").all_inner_texts()
+    assert sorted(names) == sorted(["set 5"] + [f"set {i}" for i in range(50, 55)])
+    page.fill("#dataset-search", "no such set")
+    with page.expect_navigation():
+        page.click("nav.filters button[type=submit]")
+    assert "No dataset has “no such set” in its name." in page.inner_text("section.empty")
+    assert page.locator("#samples").count() == 0  # a search with no hit is not an empty team
+    shoot(page, "datasets-search-desktop")

@@ -43,10 +43,14 @@ def team_required(view):
 @require_GET
 def dataset_list(request):
     datasets = team_queryset(request, Dataset).select_related("created_by")
+    search = request.GET.get("q", "").strip()
+    if search:
+        datasets = datasets.filter(name__icontains=search)
     listing = paged(request, datasets)
-    offer_samples = listing["page"].paginator.count == 0
+    offer_samples = not search and listing["page"].paginator.count == 0
     return render(request, "datasets/list.html", {
-        "datasets": listing["page"].object_list, **listing, "samples": samples.available() if offer_samples else []})
+        "datasets": listing["page"].object_list, **listing, "search": search,
+        "samples": samples.available() if offer_samples else []})
 
 
 def wants_json(request) -> bool:
