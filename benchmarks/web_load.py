@@ -1,8 +1,10 @@
-"""Load on the job list and a job page: N jobs in a temporary SQLite database, gunicorn on loopback, C concurrent
-clients for a bounded time. Prints requests/s, p50/p95 latency, errors, and the SQL queries per page at N/10 and N
-jobs (equal counts: no N+1).
+"""Load on the job list and a job page: N jobs in a temporary SQLite database (or the empty database
+--database-url names, e.g. PostgreSQL), gunicorn on loopback, C concurrent clients for a bounded time. Prints
+requests/s, p50/p95 latency, errors, the SQL queries per page at N/10 and N jobs (equal counts: no N+1), and the
+machine's load average before and after (the clients run on the same machine as the server).
 
   .venv/bin/python benchmarks/web_load.py [--jobs 1000] [--clients 50] [--seconds 20] [--workers 2]
+                                          [--database-url postgres://postgres@127.0.0.1:5432/web_load]
 """
 from __future__ import annotations
 
@@ -21,8 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def setup_django(folder: Path) -> dict:
-    env = dict(os.environ, VAR_DIR=str(folder), DATABASE_URL=f"sqlite:///{folder}/db.sqlite3",
+def setup_django(folder: Path, database_url: str | None = None) -> dict:
+    env = dict(os.environ, VAR_DIR=str(folder), DATABASE_URL=database_url or f"sqlite:///{folder}/db.sqlite3",
                DJANGO_SETTINGS_MODULE="webapp.settings", DEBUG="0", LOG_LEVEL="WARNING")
     os.environ.update(env)
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
@@ -101,9 +103,10 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (8 threads each)")
+    parser.add_argument("--database-url", help="an empty database of its own (default: a temporary SQLite file)")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="loraworks-web-load-"))
-    env = setup_django(folder)
+    env = setup_django(folder, args.database_url)
     from django.conf import settings
     from django.contrib.auth import get_user_model
     from django.test import Client
@@ -111,6 +114,8 @@ def main() -> None:
     from webapp.teams.accounts import add_user_to_team
     from webapp.teams.models import Team
 
+    if get_user_model().objects.exists():
+        sys.exit("the database is not empty: give --database-url an empty database of its own")
     get_user_model().objects.create_user("bench", password="bench-password-1")
     add_user_to_team("bench", "Bench", "member")
     team = Team.objects.get(name="Bench")
@@ -138,13 +143,18 @@ def main() -> None:
             except OSError:
                 time.sleep(0.2)
         urls = ["/jobs/", f"/jobs/{first}/"]
+        load_before = os.getloadavg()
         latencies, errors = load(port, cookie, urls, args.clients, args.seconds)
+        load_after = os.getloadavg()
     finally:
         server.terminate()
         server.wait(timeout=30)
     latencies.sort()
     p95 = latencies[int(0.95 * (len(latencies) - 1))] if latencies else float("nan")
-    print(f"jobs={args.jobs} clients={args.clients} seconds={args.seconds} gunicorn={args.workers}x8 threads")
+    print(f"jobs={args.jobs} clients={args.clients} seconds={args.seconds} gunicorn={args.workers}x8 threads "
+          f"database={settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]} cpus={os.cpu_count()}")
+    print("load average (1, 5, 15 min) before: " + " ".join(f"{x:.2f}" for x in load_before)
+          + ", after: " + " ".join(f"{x:.2f}" for x in load_after))
     print(f"{'page':<12}{'queries@' + str(small):>14}{'queries@' + str(args.jobs):>16}")
     print(f"{'job list':<12}{before[0]:>14}{after[0]:>16}")
     print(f"{'job page':<12}{before[1]:>14}{after[1]:>16}")
