@@ -1,5 +1,6 @@
 """The browser suite's fixtures: Debian's Chromium driven by Playwright against the live server, a person signed
-in through the login page, and screenshots saved under test-artifacts/screenshots/ (the README shows some)."""
+in through the login page, and screenshots saved under test-artifacts/screenshots/; the README's tour shows the
+ones a test names in `shoot.tour`, which are also written, viewport-sized, to docs/screenshots/."""
 import shutil
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from browser_steps import signed_in_page
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
+TOUR = ROOT / "docs" / "screenshots"  # committed: README.md shows them
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
                  "--no-first-run", "--disable-component-update", "--disable-sync"]
 PASSWORD = "pw-for-tests-1"
@@ -46,7 +48,9 @@ def signed_in(browser, live_server, make_member):
 
 @pytest.fixture
 def shoot(request):
-    """shoot(page, "upload") saves a full-page screenshot as <test name>-<nn>-upload.png."""
+    """shoot(page, "upload") saves a full-page screenshot as <test name>-<nn>-upload.png. A test that sets
+    `shoot.tour = {"upload": "upload"}` also gets that view, only what the window shows (a small PNG), as
+    docs/screenshots/upload.png for the README's tour."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     prefix = request.node.name.removeprefix("test_")
     count = iter(range(1, 100))
@@ -54,8 +58,11 @@ def shoot(request):
     def save(page, what: str) -> Path:
         path = SCREENSHOTS / f"{prefix}-{next(count):02d}-{what}.png"
         page.screenshot(path=str(path), full_page=True)
+        if what in save.tour:
+            page.screenshot(path=str(TOUR / f"{save.tour[what]}.png"))
         return path
 
+    save.tour = {}
     return save
 
 

@@ -105,6 +105,7 @@ def test_a_new_user_trains_a_classifier_from_the_sample_and_uses_it(signed_in, s
     from trainer.models import resolve_model_path
 
     base = demo_models["demo/minilm-l6"]
+    shoot.tour = {"new-job": "new-job", "results": "results"}  # the README's tour shows these
     page = signed_in("nora", "Team Nora")
     shoot(page, "dashboard")
     upload_sample(page, shoot, "support-tickets", tmp_path / "sample")
