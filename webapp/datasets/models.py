@@ -86,7 +86,8 @@ class Dataset(TeamOwned):
 
     @property
     def good_rows(self) -> int:
-        return (self.report or {}).get("valid_rows") or 0
+        """Rows a job trains on: the report's usable rows (all of them for a dataset without a report)."""
+        return (self.report or {}).get("valid_rows", self.rows or 0)
 
     @property
     def bad_rows(self) -> int:
