@@ -87,7 +87,8 @@ def main() -> None:
             "status": status, "seconds_to_serving": serving_s and round(serving_s, 1),
             "seconds_to_demo_lm_ready": ready_s and round(ready_s, 1),
             "build_seconds": build.get("build_seconds"), "final_train_loss": build.get("final_train_loss"),
-            "steps": build.get("steps"), "progress_seen": progress, "cpus": os.cpu_count(),
+            "steps": build.get("steps"), "progress_updates_seen": len(progress),
+            "first_and_last_progress": progress[:1] + progress[-1:], "cpus": os.cpu_count(),
             "loadavg_before": [round(x, 2) for x in load_before],
             "loadavg_after": [round(x, 2) for x in os.getloadavg()]}, indent=1))
 
