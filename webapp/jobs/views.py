@@ -25,9 +25,15 @@ from webapp.teams.scoping import get_team_object_or_404, team_queryset
 STATE_FILTERS = [s for s, _ in states.CHOICES]
 
 
+# What a row of the job list shows: the rest (history, metrics, reports, layer shapes) is large JSON that each row
+# would otherwise decode for nothing.
+LIST_FIELDS = ("name", "task", "state", "progress", "worker_name", "worker_class", "started_at", "finished_at",
+               "created_at", "team_id", "base_model__name", "base_model__is_demo", "dataset__name")
+
+
 @login_required
 def job_list(request):
-    jobs = team_queryset(request, Job).select_related("base_model", "dataset")
+    jobs = team_queryset(request, Job).select_related("base_model", "dataset").only(*LIST_FIELDS)
     state, search = request.GET.get("state", ""), request.GET.get("q", "").strip()
     if state in STATE_FILTERS:
         jobs = jobs.filter(state=state)
