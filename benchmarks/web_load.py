@@ -61,6 +61,15 @@ def queries_per_page(client, job_id: int) -> tuple[int, int]:
     return tuple(counts)
 
 
+def cpu_ms_per_page(client, url: str, rounds: int = 20) -> float:
+    """CPU milliseconds this process spends serving `url` through Django's test client (no network, no server)."""
+    client.get(url)
+    started = time.process_time()
+    for _ in range(rounds):
+        client.get(url)
+    return (time.process_time() - started) / rounds * 1000
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -129,6 +138,7 @@ def main() -> None:
     before = queries_per_page(client, first)
     make_jobs(team, args.jobs - small, small)
     after = queries_per_page(client, first)
+    cpu_ms = [cpu_ms_per_page(client, url) for url in ("/jobs/", f"/jobs/{first}/")]
     cookie = f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
 
     port = free_port()
@@ -155,9 +165,9 @@ def main() -> None:
           f"database={settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]} cpus={os.cpu_count()}")
     print("load average (1, 5, 15 min) before: " + " ".join(f"{x:.2f}" for x in load_before)
           + ", after: " + " ".join(f"{x:.2f}" for x in load_after))
-    print(f"{'page':<12}{'queries@' + str(small):>14}{'queries@' + str(args.jobs):>16}")
-    print(f"{'job list':<12}{before[0]:>14}{after[0]:>16}")
-    print(f"{'job page':<12}{before[1]:>14}{after[1]:>16}")
+    print(f"{'page':<12}{'queries@' + str(small):>14}{'queries@' + str(args.jobs):>16}{'CPU ms in-process':>19}")
+    print(f"{'job list':<12}{before[0]:>14}{after[0]:>16}{cpu_ms[0]:>19.1f}")
+    print(f"{'job page':<12}{before[1]:>14}{after[1]:>16}{cpu_ms[1]:>19.1f}")
     print(f"{'requests':>10}{'req/s':>10}{'p50 ms':>10}{'p95 ms':>10}{'errors':>8}")
     print(f"{len(latencies):>10}{len(latencies) / args.seconds:>10.1f}"
           f"{statistics.median(latencies) * 1000 if latencies else float('nan'):>10.1f}{p95 * 1000:>10.1f}{errors:>8}")
