@@ -58,7 +58,8 @@ def shoot(request):
     def save(page, what: str) -> Path:
         path = SCREENSHOTS / f"{prefix}-{next(count):02d}-{what}.png"
         page.screenshot(path=str(path), full_page=True)
-        if what in save.tour:
+        if what in save.tour:  # the top of the page, as a person arriving on it sees it
+            page.evaluate("window.scrollTo(0, 0)")
             page.screenshot(path=str(TOUR / f"{save.tour[what]}.png"))
         return path
 

@@ -105,7 +105,6 @@ def test_a_new_user_trains_a_classifier_from_the_sample_and_uses_it(signed_in, s
     from trainer.models import resolve_model_path
 
     base = demo_models["demo/minilm-l6"]
-    shoot.tour = {"new-job": "new-job", "results": "results"}  # the README's tour shows these
     page = signed_in("nora", "Team Nora")
     shoot(page, "dashboard")
     upload_sample(page, shoot, "support-tickets", tmp_path / "sample")
@@ -194,6 +193,7 @@ def a_seed_that_streams(job: Job, base_source: str, adapter, prompt: str) -> tup
 
 def test_a_new_user_trains_a_causal_lm_and_watches_its_answer_stream(signed_in, shoot, demo_models, tmp_path):
     base = demo_models["demo/tiny-lm"]
+    shoot.tour = {"new-job": "new-job", "results": "results", "playground": "playground"}  # the README's tour
     page = signed_in("omar", "Team Omar")
     upload_sample(page, shoot, "instructions", tmp_path / "sample")
     assert "alpaca" in page.inner_text("main")
