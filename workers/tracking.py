@@ -64,6 +64,8 @@ class Tracker:
 
 
 class MlflowTracker(Tracker):
+    """One job's MLflow run: opened by `start`, fed by TrackingReporter, closed by `end`."""
+
     def __init__(self, uri: str, warn):
         self.client = None
         self.uri, self.warn = uri, warn
