@@ -1,6 +1,6 @@
 """Experiment tracking (workers.tracking) against a real `mlflow server` on loopback (SQLite backend store, artifacts
 in a temporary folder) and real training jobs on a real Celery worker: the run read back through MlflowClient has
-the job's params, one loss point a step, the evals, and the adapter's files; a tracking server that is down fails
+the job's params, one loss point a step (and a DPO job's reward figures), the evals, and the adapter's files; a tracking server that is down fails
 no job; and without MLFLOW_TRACKING_URI nothing imports mlflow."""
 import os
 import signal
@@ -13,6 +13,7 @@ import pytest
 from django.core.files.storage import default_storage
 
 from jobs_helpers import completion_rows, make_job, stored_dataset, tiny_entry, wait_for
+from test_dpo_jobs import preference_rows
 from worker_process import ROOT, train_worker, wait_terminal
 
 from webapp.jobs import queue
@@ -75,12 +76,15 @@ def test_a_job_is_an_mlflow_run_with_its_params_step_metrics_evals_and_adapter(
 
     dataset = stored_dataset(team, completion_rows(), task="causal-lm")
     job = make_job(team, llama, dataset, settings=SETTINGS)
+    dpo = make_job(team, llama, stored_dataset(team, preference_rows(), task="causal-lm", format="preference"),
+                   settings={**SETTINGS, "max_steps": 4, "eval_every": 0, "lr": 3e-2, "method": "dpo", "beta": 0.1})
     with train_worker(celery_worker, tmp_path / "tracked-worker.log", MLFLOW_TRACKING_URI=mlflow_server,
                       MLFLOW_EXPERIMENT_NAME="loraworks-tests") as worker:
         queue.submit(job)
-        job = wait_terminal(job, worker)
-    assert job.state == "succeeded", job.error
-    assert "experiment tracking" not in job.log_tail  # no warning: every call to the server went through
+        queue.submit(dpo)
+        job, dpo = wait_terminal(job, worker), wait_terminal(dpo, worker)
+    assert job.state == dpo.state == "succeeded", job.error + dpo.error
+    assert "experiment tracking" not in job.log_tail + dpo.log_tail  # no warning: every call went through
 
     client = MlflowClient(mlflow_server)
     experiment = client.get_experiment_by_name("loraworks-tests")
@@ -110,6 +114,15 @@ def test_a_job_is_an_mlflow_run_with_its_params_step_metrics_evals_and_adapter(
     fetched = Path(client.download_artifacts(run.info.run_id, "adapter/adapter_model.safetensors", str(tmp_path)))
     with default_storage.open(f"{job.artifacts['adapter']}adapter_model.safetensors") as stored:
         assert fetched.read_bytes() == stored.read()  # the very adapter the job offers for download
+
+    (dpo_run,) = client.search_runs([experiment.experiment_id], f"tags.job_id = '{dpo.pk}'")
+    assert dpo_run.data.params["method"] == "dpo" and dpo_run.data.params["beta"] == "0.1"
+    for figure in ("loss", "reward_margin", "reward_accuracy", "chosen_logp", "rejected_logp"):
+        logged = client.get_metric_history(dpo_run.info.run_id, figure)
+        assert [(m.step, m.value) for m in logged] == [(p["step"], p[figure]) for p in dpo.metrics["history"]]
+    accuracy = client.get_metric_history(dpo_run.info.run_id, "eval/preference_accuracy")
+    assert [(m.step, m.value) for m in accuracy] == [(0, dpo.metrics["base_eval"]["preference_accuracy"]),
+                                                     (4, dpo.metrics["final_eval"]["preference_accuracy"])]
 
 
 def test_a_tracking_server_that_is_down_fails_no_job_and_says_so_in_its_log(
