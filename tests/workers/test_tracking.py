@@ -1,7 +1,7 @@
 """Experiment tracking (workers.tracking) against a real `mlflow server` on loopback (SQLite backend store, artifacts
 in a temporary folder) and real training jobs on a real Celery worker: the run read back through MlflowClient has
-the job's params, one loss point a step (and a DPO job's reward figures), the evals, and the adapter's files; a tracking server that is down fails
-no job; and without MLFLOW_TRACKING_URI nothing imports mlflow."""
+the job's params, one loss point a step (and a DPO job's reward figures), the evals, and the adapter's files; a
+tracking server that is down fails no job; and without MLFLOW_TRACKING_URI nothing imports mlflow."""
 import os
 import signal
 import subprocess
