@@ -1,7 +1,8 @@
 """Experiment tracking (workers.tracking) against a real `mlflow server` on loopback (SQLite backend store, artifacts
 in a temporary folder) and real training jobs on a real Celery worker: the run read back through MlflowClient has
 the job's params, one loss point a step (and a DPO job's reward figures), the evals, and the adapter's files; a
-tracking server that is down fails no job; and without MLFLOW_TRACKING_URI nothing imports mlflow."""
+tracking server that is down fails no job; a resumed job continues its run; and without MLFLOW_TRACKING_URI nothing
+imports mlflow."""
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ from jobs_helpers import completion_rows, make_job, stored_dataset, tiny_entry, 
 from test_dpo_jobs import preference_rows
 from worker_process import ROOT, train_worker, wait_terminal
 
+from trainer.reporter import NullReporter
 from webapp.jobs import queue
 from webapp.localrun import free_loopback_port
 from webapp.teams.models import Team
@@ -151,3 +153,29 @@ def test_without_a_tracking_uri_nothing_is_tracked_and_mlflow_is_not_imported():
                           env=dict(env, DJANGO_SETTINGS_MODULE="webapp.settings"))
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["Tracker", "False"]
+
+
+def test_a_job_resumed_after_a_lost_worker_continues_its_run(mlflow_server, team, llama, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from workers import tracking
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "loraworks-resume-tests")
+    for name, value in tracking.HTTP_DEFAULTS.items():  # set by start(): undone with the rest after the test
+        monkeypatch.setenv(name, value)
+    job = make_job(team, llama, stored_dataset(team, completion_rows(), task="causal-lm"), settings=SETTINGS)
+    warnings = []
+    first = tracking.start(job, resuming=False, warn=warnings.append)
+    first.tee(NullReporter()).on_step(1, 6, 2.5, 1e-3, 100.0, 5.0)
+    first.flush(now=True)  # then the worker is lost: its run is never ended
+    second = tracking.start(job, resuming=True, warn=warnings.append)
+    second.tee(NullReporter()).on_step(2, 6, 2.0, 1e-3, 100.0, 4.0)
+    second.end("failed", tmp_path)
+    assert warnings == [] and second.run_id == first.run_id
+
+    client = MlflowClient(mlflow_server)
+    (run,) = client.search_runs([client.get_experiment_by_name("loraworks-resume-tests").experiment_id],
+                                f"tags.job_id = '{job.pk}'")
+    assert run.info.status == "FAILED"
+    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "loss")] == [(1, 2.5), (2, 2.0)]
