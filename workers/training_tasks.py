@@ -221,8 +221,8 @@ def _local_copy(name: str, stem: Path) -> Path:
 def _finish(job, reporter: JobReporter, metrics: dict, out: Path) -> str:
     if metrics.get("status") == "stopped":
         reporter.on_log("cancelled: stopped at the next step, last checkpoint kept")
-        return _move_final(job, states.CANCELLED, "cancelled while running", artifacts=_kept_adapter(out, job, metrics["steps"]),
-                           **reporter.snapshot())
+        return _move_final(job, states.CANCELLED, "cancelled while running",
+                           artifacts=_kept_adapter(out, job, metrics["steps"]), **reporter.snapshot())
     reporter.on_log("uploading the adapter" + (" and the merged model" if (out / "merged").is_dir() else ""))
     artifacts = _upload_results(out, job_prefix(job.pk))
     reporter.on_log("done")
