@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -46,7 +45,12 @@ from trainer.reporter import NullReporter, Reporter
 from trainer.train import train
 
 DEFAULT_TIMEOUT_S = 1800  # the longest a rank waits for the others in one collective (evals run between them)
-EXIT_WAIT_S = 10  # how long rank 0 waits for the other ranks to end on their own before stopping them
+RENDEZVOUS_TIMEOUT_S = 600  # how long the ranks may take to start (import torch, connect) before they meet
+ARRIVED = "loraworks/arrived/"  # the store key each rank sets on arrival, + its rank
+EXIT_WAIT_S = 10  # how long rank 0 waits for the other ranks to end on their own after a run
+# After a failed collective: how long to look for a dead rank to name (its socket closes as it dies, so it is
+# normally reaped at once; a rank that is alive but silent is not dead).
+DEATH_WAIT_S = 2
 
 
 class DataParallel:
@@ -152,13 +156,20 @@ def check_data_parallel(config: TrainConfig, processes: int) -> None:
 
 
 def run_rank(config: TrainConfig, reporter: Reporter | None, *, rank: int, world: int, local_rank: int = 0,
-             timeout_s: float = DEFAULT_TIMEOUT_S) -> dict:
-    """Train as rank `rank` of `world`, meeting the others at MASTER_ADDR:MASTER_PORT (set in the environment)."""
+             timeout_s: float = DEFAULT_TIMEOUT_S, store: dist.Store | None = None) -> dict:
+    """Train as rank `rank` of `world`, meeting the others through `store`, or at MASTER_ADDR:MASTER_PORT (the
+    environment's, as torchrun sets them) when None."""
     check_data_parallel(config, world)
     device = pick_device(config.device)
     if device == "cuda":
         torch.cuda.set_device(local_rank)
-    dist.init_process_group("nccl" if device == "cuda" else "gloo", rank=rank, world_size=world,
+    if store is None:
+        store = rendezvous_store(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), rank, world)
+    # Meet under the store's (longer) timeout first: a rank still importing torch is not a dead one, and the
+    # process group's own connecting counts against the collective timeout.
+    store.set(f"{ARRIVED}{rank}", "1")
+    store.wait([f"{ARRIVED}{other}" for other in range(world)])
+    dist.init_process_group("nccl" if device == "cuda" else "gloo", store=store, rank=rank, world_size=world,
                             timeout=timedelta(seconds=timeout_s))
     try:
         return train(config, reporter, mixins=(DataParallel,))
@@ -193,8 +204,8 @@ def train_data_parallel(config: TrainConfig, reporter: Reporter | None = None, *
     if processes == 1:
         return train(config, reporter)
     config.check()
-    port = free_port()
-    rendezvous = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(processes),
+    store = rendezvous_store("127.0.0.1", 0, 0, processes)  # port 0: the system picks a free one
+    rendezvous = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(store.port), "WORLD_SIZE": str(processes),
                   "LORAWORKS_COLLECTIVE_TIMEOUT_S": str(timeout_s)}
     payload = json.dumps(config.to_dict())
     children = {rank: subprocess.Popen([sys.executable, "-m", "trainer.distributed", payload],
@@ -202,17 +213,18 @@ def train_data_parallel(config: TrainConfig, reporter: Reporter | None = None, *
                 for rank in range(1, processes)}
     if on_start:
         on_start([child.pid for child in children.values()])
-    saved = {name: os.environ.get(name) for name in rendezvous}
-    os.environ.update(rendezvous)
     try:
-        metrics = run_rank(config, reporter, rank=0, world=processes, timeout_s=timeout_s)
+        metrics = run_rank(config, reporter, rank=0, world=processes, timeout_s=timeout_s, store=store)
     except TrainerError:
+        _end(children, wait_s=0)
         raise
-    except Exception as error:
-        raise ProcessLost(_lost_message(children, processes, timeout_s, error)) from error
-    finally:
-        _restore_env(saved)
-        _end(children)
+    except BaseException as error:
+        message = _lost_message(children, processes, timeout_s, error)
+        _end(children, wait_s=0)
+        if isinstance(error, Exception):
+            raise ProcessLost(message) from error
+        raise
+    _end(children, wait_s=EXIT_WAIT_S)
     failed = {rank: child.returncode for rank, child in children.items() if child.returncode}
     if failed:
         raise ProcessLost(f"rank 0 finished but {_how_ended(failed)}; the adapter in the output folder is rank "
@@ -220,14 +232,15 @@ def train_data_parallel(config: TrainConfig, reporter: Reporter | None = None, *
     return metrics
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def rendezvous_store(host: str, port: int, rank: int, world: int) -> dist.TCPStore:
+    """Where the ranks meet: rank 0 serves it (unless torchrun's agent already does), the others connect."""
+    serves = rank == 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True"
+    return dist.TCPStore(host, port, world, is_master=serves, timeout=timedelta(seconds=RENDEZVOUS_TIMEOUT_S),
+                         wait_for_workers=False)
 
 
-def _lost_message(children: dict, processes: int, timeout_s: float, error: Exception) -> str:
-    deadline = time.monotonic() + EXIT_WAIT_S  # a rank killed a moment ago may not be reaped yet
+def _lost_message(children: dict, processes: int, timeout_s: float, error: BaseException) -> str:
+    deadline = time.monotonic() + DEATH_WAIT_S
     while time.monotonic() < deadline and not any(child.poll() not in (None, 0) for child in children.values()):
         time.sleep(0.1)
     dead = {rank: child.returncode for rank, child in children.items() if child.poll() not in (None, 0)}
@@ -245,23 +258,16 @@ def _how_ended(codes: dict[int, int]) -> str:
     return ", ".join(one(rank, code) for rank, code in sorted(codes.items()))
 
 
-def _end(children: dict) -> None:
-    """Let the other ranks end (they finish right after rank 0's last collective), stop any that do not."""
-    deadline = time.monotonic() + EXIT_WAIT_S
+def _end(children: dict, wait_s: float) -> None:
+    """Give the other ranks `wait_s` to end on their own (after a run they finish right after rank 0's last
+    collective; after a failure they are not waited for), then kill any left."""
+    deadline = time.monotonic() + wait_s
     for child in children.values():
         try:
-            child.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            child.wait(timeout=max(deadline - time.monotonic(), 0.01))
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
-
-
-def _restore_env(saved: dict) -> None:
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
 
 
 if __name__ == "__main__":
