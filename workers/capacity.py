@@ -41,7 +41,11 @@ def processes_per_job() -> int:
 
 @worker_init.connect
 def _refuse_several_machines(**_) -> None:
-    processes_per_job()  # raising here stops the worker before it takes a job
+    """Stop the worker before it takes a job (Celery only logs other errors of this signal)."""
+    try:
+        processes_per_job()
+    except ImproperlyConfigured as error:
+        raise SystemExit(f"error: {error}") from None
 
 
 @worker_ready.connect

@@ -4,6 +4,7 @@ process with twice the batch; a rank killed mid-run ends that run, and the job r
 on the same worker to the same adapter. The tolerance is tests/trainer/test_distributed.py's (ATOL, justified
 there)."""
 import os
+from pathlib import Path
 
 import psutil
 import pytest
@@ -118,3 +119,16 @@ def test_a_killed_rank_stops_the_run_and_the_job_resumes_on_its_worker_to_the_sa
     assert job.metrics["resumed_from_step"] >= 10 and job.metrics["processes"] == 2
     expected = one_process_adapter(team, model, dataset, {**settings, "batch_size": 8}, tmp_path)
     assert_same_adapter(adapter_of(job), expected)
+
+
+def test_a_worker_declared_on_several_machines_refuses_to_start_saying_why(celery_worker, tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", "train.nodes", "-n",
+                           f"nodes-{os.getpid()}@localhost", "--concurrency", "1", "--without-gossip",
+                           "--without-mingle"], cwd=Path(__file__).resolve().parents[2],
+                          env={**celery_worker.env, "WORKER_NODES": "2"}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "error: WORKER_NODES=2: a job trains on one machine for now (WORKER_GPUS processes on it); set " \
+           "WORKER_NODES=1" in done.stderr
