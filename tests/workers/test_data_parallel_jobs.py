@@ -4,16 +4,15 @@ process with twice the batch; a rank killed mid-run ends that run, and the job r
 on the same worker to the same adapter. The tolerance is tests/trainer/test_distributed.py's (ATOL, justified
 there)."""
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import psutil
 import pytest
-import torch
-from django.core.files.storage import default_storage
-from safetensors.torch import load
 
+from data_parallel_checks import CLASS, adapter_of, assert_same_adapter, one_process_adapter, two_gpu_worker
 from jobs_helpers import completion_rows, make_job, stored_dataset, tiny_entry, wait_for
-from worker_process import WorkerProcess
 
 from webapp.jobs import live, queue, routing
 from webapp.jobs.models import Job
@@ -21,8 +20,6 @@ from webapp.ops import checks
 from webapp.teams.models import Team
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-CLASS = "two-gpus"
-ATOL = 1e-5  # see tests/trainer/test_distributed.py
 LORA = {"rank": 4, "alpha": 8.0, "dropout": 0.0, "targets": "attention", "rslora": False}
 
 
@@ -37,13 +34,11 @@ def team(db):
 
 
 @pytest.fixture
-def two_gpu_worker(celery_worker, tmp_path):
-    """A worker of class two-gpus that trains each job on 2 processes; no other worker serves that class."""
-    env = {**celery_worker.env, "WORKER_GPUS": "2", "OMP_NUM_THREADS": "1"}
-    worker = WorkerProcess(env, tmp_path / "two-gpu-worker.log", queues=f"train.{CLASS}", concurrency=1,
-                           name=f"{CLASS}-{os.getpid()}@localhost")
-    yield worker.start()
-    worker.stop()
+def worker(celery_worker, tmp_path):
+    """The only worker of class two-gpus."""
+    started = two_gpu_worker(celery_worker.env, tmp_path / "two-gpu-worker.log")
+    yield started
+    started.stop()
 
 
 def finished(job, worker):
@@ -53,51 +48,23 @@ def finished(job, worker):
     return done
 
 
-def adapter_of(job) -> dict[str, torch.Tensor]:
-    with default_storage.open(f"{job.artifacts['adapter']}adapter_model.safetensors") as handle:
-        return load(handle.read())
-
-
-def one_process_adapter(team, model, dataset, settings: dict, tmp_path) -> dict[str, torch.Tensor]:
-    """The same job (same data from storage, same config the worker builds) trained here in one process."""
-    from safetensors.torch import load_file
-
-    from trainer.train import train
-    from workers.training_tasks import train_config
-
-    twin = make_job(team, model, dataset, name="one process", settings=settings, state="cancelled")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        train(train_config(twin, tmp_path / "one-process", resume=False))
-    finally:
-        torch.set_num_threads(threads)
-    return load_file(str(tmp_path / "one-process" / "out" / "adapter" / "adapter_model.safetensors"))
-
-
-def assert_same_adapter(got: dict, expected: dict) -> None:
-    assert got.keys() == expected.keys() and got
-    assert max(float((got[k] - expected[k]).abs().max()) for k in got) < ATOL
-    assert max(float(t.abs().max()) for k, t in expected.items() if "lora_B" in k) > 1000 * ATOL  # it trained
-
-
 def test_a_job_of_a_two_gpu_class_trains_as_two_processes_like_one_process_with_the_whole_batch(
-        two_gpu_worker, team, tmp_path):
+        worker, team, tmp_path):
     model = tiny_entry("llama", tmp_path / "models")
     dataset = stored_dataset(team, completion_rows(), task="causal-lm")
     assert routing.class_capacity(checks.workers(), CLASS)["gpus"] == 2
 
     job = make_job(team, model, dataset, worker_class=CLASS, settings=settings_for(4))
     queue.submit(job)
-    job = finished(job, two_gpu_worker)
-    assert job.worker_name == two_gpu_worker.name
+    job = finished(job, worker)
+    assert job.worker_name == worker.name
     assert job.metrics["processes"] == 2 and job.metrics["global_batch_size"] == 8 and job.metrics["steps"] == 6
     assert [p["step"] for p in job.history if "loss" in p] == [1, 2, 3, 4, 5, 6]  # rank 0 reported every step once
-    assert_same_adapter(adapter_of(job), one_process_adapter(team, model, dataset, settings_for(8), tmp_path))
+    assert_same_adapter(adapter_of(job), one_process_adapter(job, tmp_path / "one-process"))
 
 
 def test_a_killed_rank_stops_the_run_and_the_job_resumes_on_its_worker_to_the_same_adapter(
-        two_gpu_worker, team, tmp_path):
+        worker, team, tmp_path):
     model = tiny_entry("llama", tmp_path / "models")
     dataset = stored_dataset(team, completion_rows(), task="causal-lm")
     # lr 1e-3: at 1e-2 for 300 steps this tiny model's training is chaotic enough that float rounding alone (an
@@ -106,25 +73,21 @@ def test_a_killed_rank_stops_the_run_and_the_job_resumes_on_its_worker_to_the_sa
     job = make_job(team, model, dataset, worker_class=CLASS, settings=settings)
     queue.submit(job)
     wait_for(lambda: (live.latest(job.pk) or {}).get("step", 0) >= 12, 300, what="twelve steps")
-    ranks = [p for p in psutil.Process(two_gpu_worker.process.pid).children(recursive=True)
+    ranks = [p for p in psutil.Process(worker.process.pid).children(recursive=True)
              if "trainer.distributed" in p.cmdline()]
     assert len(ranks) == 1  # rank 1; rank 0 is the worker's pool process itself
     ranks[0].kill()
 
-    job = finished(job, two_gpu_worker)
+    job = finished(job, worker)
     resumed = job.events.filter(from_state="running", to_state="running")
     assert resumed.count() == 1 and "rank 1 was killed by SIGKILL" in resumed.first().reason
     assert "resuming from the checkpoint at step" in job.log_tail
     assert [p["step"] for p in job.history if "loss" in p] == list(range(1, 301))  # none lost, none repeated
     assert job.metrics["resumed_from_step"] >= 10 and job.metrics["processes"] == 2
-    expected = one_process_adapter(team, model, dataset, {**settings, "batch_size": 8}, tmp_path)
-    assert_same_adapter(adapter_of(job), expected)
+    assert_same_adapter(adapter_of(job), one_process_adapter(job, tmp_path / "one-process"))
 
 
-def test_a_worker_declared_on_several_machines_refuses_to_start_saying_why(celery_worker, tmp_path):
-    import subprocess
-    import sys
-
+def test_a_worker_declared_on_several_machines_refuses_to_start_saying_why(celery_worker):
     done = subprocess.run([sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", "train.nodes", "-n",
                            f"nodes-{os.getpid()}@localhost", "--concurrency", "1", "--without-gossip",
                            "--without-mingle"], cwd=Path(__file__).resolve().parents[2],
