@@ -27,12 +27,12 @@ def test_a_job_on_a_two_gpu_class_trains_through_the_browser_like_one_process(si
     page = signed_in("dara", "Parallel team")
     team = Team.objects.get(name="Parallel team")
     tiny_entry("llama", tmp_path / "models")
-    stored_dataset(team, completion_rows(), task="causal-lm", name="say twice")
+    dataset = stored_dataset(team, completion_rows(), task="causal-lm", name="say twice")
 
     page.goto("/jobs/new/")
     page.fill("#id_name", "two processes")
     page.select_option("#id_base_model", label="tiny llama")
-    page.select_option("#id_dataset", label="say twice")
+    page.select_option("#id_dataset", value=str(dataset.pk))
     assert page.locator(f"#id_worker_class option[value={CLASS}]").inner_text() == f"{CLASS} (2 GPUs a job)"
     page.select_option("#id_worker_class", value=CLASS)
     for field, value in TRAINING.items():
