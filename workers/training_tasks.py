@@ -189,10 +189,13 @@ def _train_on_processes(job, config, reporter: JobReporter) -> dict:
     from trainer.distributed import train_data_parallel
     from trainer.errors import ProcessLost
 
+    processes = capacity.processes_per_job()
+    if processes > 1 and config.method != "sft":
+        reporter.on_log(f"{config.method} jobs train in one process: this worker's other {processes - 1} stay idle")
+        processes = 1
     while True:
         try:
-            return train_data_parallel(config, reporter, processes=capacity.processes_per_job(),
-                                       timeout_s=conf.COLLECTIVE_TIMEOUT_S)
+            return train_data_parallel(config, reporter, processes=processes, timeout_s=conf.COLLECTIVE_TIMEOUT_S)
         except ProcessLost as lost:
             resumes = resume_count(job)
             if resumes >= conf.MAX_RESUMES:

@@ -219,3 +219,18 @@ def test_data_parallel_runs_refuse_dpo_and_a_bad_process_count(config):
         train_data_parallel(config("dpo", 4, method="dpo"), processes=2)
     with pytest.raises(ConfigError, match="processes must be a whole number of at least 1"):
         train_data_parallel(config("zero", 4), processes=0)
+
+
+def test_torchrun_starts_the_command_as_two_ranks_that_train_the_one_process_adapter(config, tmp_path):
+    expected = train(config("one", 8))
+    settings = config("torchrun", 4)
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "trainer", "train", "--model",
+         settings.model, "--data", settings.data, "--eval-data", settings.eval_data, "--out", settings.out,
+         "--batch-size", "4", "--max-steps", "7", "--lr", "0.01", "--checkpoint-every", "0", "--rank", "4",
+         "--dropout", "0"],
+        cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads(done.stdout)  # rank 0's alone: one JSON document
+    assert metrics["processes"] == 2 and metrics["steps"] == expected["steps"] == 7
+    assert largest_difference(adapter(tmp_path / "torchrun"), adapter(tmp_path / "one")) < ATOL
