@@ -47,6 +47,7 @@ from trainer.train import train
 DEFAULT_TIMEOUT_S = 1800  # the longest a rank waits for the others in one collective (evals run between them)
 RENDEZVOUS_TIMEOUT_S = 600  # how long the ranks may take to start (import torch, connect) before they meet
 ARRIVED = "loraworks/arrived/"  # the store key each rank sets on arrival, + its rank
+MEET_POLL_S = 1  # while meeting, how often rank 0 checks that the ranks it started are still alive
 EXIT_WAIT_S = 10  # how long rank 0 waits for the other ranks to end on their own after a run
 # After a failed collective: how long to look for a dead rank to name (its socket closes as it dies, so it is
 # normally reaped at once; a rank that is alive but silent is not dead).
@@ -156,9 +157,10 @@ def check_data_parallel(config: TrainConfig, processes: int) -> None:
 
 
 def run_rank(config: TrainConfig, reporter: Reporter | None, *, rank: int, world: int, local_rank: int = 0,
-             timeout_s: float = DEFAULT_TIMEOUT_S, store: dist.Store | None = None) -> dict:
+             timeout_s: float = DEFAULT_TIMEOUT_S, store: dist.Store | None = None, others_alive=None) -> dict:
     """Train as rank `rank` of `world`, meeting the others through `store`, or at MASTER_ADDR:MASTER_PORT (the
-    environment's, as torchrun sets them) when None."""
+    environment's, as torchrun sets them) when None. `others_alive()`: False once a rank this process started
+    has died, so a rank that dies before the meeting is not waited for."""
     check_data_parallel(config, world)
     device = pick_device(config.device)
     if device == "cuda":
@@ -167,14 +169,29 @@ def run_rank(config: TrainConfig, reporter: Reporter | None, *, rank: int, world
         store = rendezvous_store(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), rank, world)
     # Meet under the store's (longer) timeout first: a rank still importing torch is not a dead one, and the
     # process group's own connecting counts against the collective timeout.
-    store.set(f"{ARRIVED}{rank}", "1")
-    store.wait([f"{ARRIVED}{other}" for other in range(world)])
+    _meet(store, rank, world, others_alive or (lambda: True))
     dist.init_process_group("nccl" if device == "cuda" else "gloo", store=store, rank=rank, world_size=world,
                             timeout=timedelta(seconds=timeout_s))
     try:
         return train(config, reporter, mixins=(DataParallel,))
     finally:
         dist.destroy_process_group()
+
+
+def _meet(store: dist.Store, rank: int, world: int, others_alive) -> None:
+    store.set(f"{ARRIVED}{rank}", "1")
+    keys = [f"{ARRIVED}{other}" for other in range(world)]
+    deadline = time.monotonic() + RENDEZVOUS_TIMEOUT_S
+    while True:
+        try:
+            store.wait(keys, timedelta(seconds=MEET_POLL_S))
+            return
+        except dist.DistStoreError:
+            if not others_alive():
+                raise ProcessLost("a process of this run died before it met the others") from None
+            if time.monotonic() > deadline:
+                raise ProcessLost(f"the processes of this run did not all start within {RENDEZVOUS_TIMEOUT_S} s") \
+                    from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,7 +231,12 @@ def train_data_parallel(config: TrainConfig, reporter: Reporter | None = None, *
     if on_start:
         on_start([child.pid for child in children.values()])
     try:
-        metrics = run_rank(config, reporter, rank=0, world=processes, timeout_s=timeout_s, store=store)
+        metrics = run_rank(config, reporter, rank=0, world=processes, timeout_s=timeout_s, store=store,
+                           others_alive=lambda: all(child.poll() is None for child in children.values()))
+    except ProcessLost as lost:
+        message = _lost_message(children, processes, timeout_s, lost)
+        _end(children, wait_s=0)
+        raise ProcessLost(message) from lost
     except TrainerError:
         _end(children, wait_s=0)
         raise

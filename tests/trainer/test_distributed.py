@@ -164,6 +164,17 @@ def test_a_killed_rank_ends_the_run_which_resumes_from_its_checkpoint_on_two_pro
         train(config("mismatch", 4, resume=True))
 
 
+def test_a_rank_that_dies_before_the_ranks_meet_ends_the_run_at_once(config, tmp_path):
+    """Rank 0 would otherwise wait the whole rendezvous timeout (10 minutes) for it."""
+    def kill(pids):
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+
+    with pytest.raises(ProcessLost, match="rank 1 was killed by SIGKILL"):
+        train_data_parallel(config("early", 4), processes=2, timeout_s=120, on_start=kill)
+    assert not (tmp_path / "early").exists()  # it stopped before training started
+
+
 def _cli(config: TrainConfig, *flags: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "trainer", "train", "--model", config.model, "--data", config.data, "--eval-data",
