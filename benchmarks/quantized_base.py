@@ -41,8 +41,10 @@ def _status_kib(field: str) -> int:
     return int(re.search(rf"{field}:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
 
 
-def build_model(folder: Path) -> Path:
-    """Save the random-init ~100M Llama (and a byte-level tokenizer with VOCAB entries) into `folder`, once."""
+def build_model(folder: Path, *, layers: int = LAYERS, hidden: int = HIDDEN, intermediate: int = INTERMEDIATE,
+                heads: int = HEADS) -> Path:
+    """Save the random-init Llama (~100M with the defaults) and a word-level tokenizer with VOCAB entries into
+    `folder`, once."""
     if (folder / "config.json").is_file():
         return folder
     import torch
@@ -55,8 +57,8 @@ def build_model(folder: Path) -> Path:
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<s>",
                                         eos_token="</s>", unk_token="<pad>")
-    config = LlamaConfig(hidden_size=HIDDEN, intermediate_size=INTERMEDIATE, num_hidden_layers=LAYERS,
-                         num_attention_heads=HEADS, num_key_value_heads=HEADS, vocab_size=VOCAB,
+    config = LlamaConfig(hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+                         num_attention_heads=heads, num_key_value_heads=heads, vocab_size=VOCAB,
                          max_position_embeddings=512, tie_word_embeddings=False, pad_token_id=0, bos_token_id=1,
                          eos_token_id=2)
     torch.manual_seed(0)

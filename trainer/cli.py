@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 
 from trainer.config import (DTYPE_CHOICES, GENERATION_DEFAULTS, METHODS, QUANTIZE_CHOICES, SCHEDULERS, TASKS,
                             LoraSettings, TrainConfig)
-from trainer.errors import TrainerError
+from trainer.errors import ConfigError, TrainerError
 
 EXIT_UNUSABLE = 1
 EXIT_ERROR = 2
@@ -121,6 +122,13 @@ def _add_train_parser(commands) -> None:
     flag("--seed", type=int)
     flag("--merge", action="store_true", help="also write OUT/merged")
     flag("--resume", action="store_true", help="continue from the newest checkpoint in OUT/checkpoints")
+    # How the run is launched, not what it learns: not TrainConfig settings (see trainer.distributed).
+    train.add_argument("--processes", type=int, default=1,
+                       help="data-parallel: train on N processes (one per GPU, or CPU processes with gloo), each "
+                            "on --batch-size rows, as one process with N x batch size would; default: 1")
+    train.add_argument("--collective-timeout-s", type=float, default=None,
+                       help="data-parallel: the longest a process waits for the others before the run stops; "
+                            "default: 1800")
     train.set_defaults(command=cmd_train)
 
 
@@ -141,10 +149,12 @@ def _flag_with_default(parser: argparse.ArgumentParser):
 
 
 LORA_FLAGS = ("rank", "alpha", "dropout", "targets", "rslora")
+LAUNCH_FLAGS = ("processes", "collective_timeout_s")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    given = {k: v for k, v in vars(args).items() if v is not None and k not in ("command", "name")}
+    given = {k: v for k, v in vars(args).items()
+             if v is not None and k not in ("command", "name", *LAUNCH_FLAGS)}
     lora = LoraSettings(**{k: given.pop(k) for k in LORA_FLAGS if k in given})
     return TrainConfig(lora=lora, **given)
 
@@ -180,10 +190,22 @@ def cmd_train(args) -> int:
     config.check()  # before importing torch: a bad setting fails at once
     if args.task is None:
         config.task = _task_of_data(config.data, config.format)
+    from trainer import distributed
     from trainer.reporter import ConsoleReporter
-    from trainer.train import train
 
-    _print_json(train(config, ConsoleReporter()))
+    timeout_s = args.collective_timeout_s or distributed.DEFAULT_TIMEOUT_S
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:  # started by torchrun (or another launcher that sets the rendezvous variables): one rank of many
+        if args.processes != 1:
+            raise ConfigError("--processes starts the processes itself: leave it out under torchrun", "processes")
+        rank = int(os.environ["RANK"])
+        metrics = distributed.run_rank(config, ConsoleReporter() if rank == 0 else None, rank=rank, world=world,
+                                       local_rank=int(os.environ.get("LOCAL_RANK", "0")), timeout_s=timeout_s)
+        if rank == 0:
+            _print_json(metrics)
+        return 0
+    _print_json(distributed.train_data_parallel(config, ConsoleReporter(), processes=args.processes,
+                                                timeout_s=timeout_s))
     return 0
 
 

@@ -31,3 +31,8 @@ class ModelNotFoundError(TrainerError):
 
 class OutOfMemoryError(TrainerError):
     """Training ran out of memory; the message says which settings to lower."""
+
+
+class ProcessLost(TrainerError):
+    """A process of a data-parallel run died or stopped answering (trainer.distributed); the run's last
+    checkpoint is kept, so the job can resume."""

@@ -43,16 +43,18 @@ METRICS_FILE = "metrics.json"
 LOGGED_PROBLEMS = 5  # of the data's row problems, how many the run's log names
 
 
-def train(config: TrainConfig, reporter: Reporter | None = None) -> dict:
-    """Run the job described by `config`; returns the metrics also written to OUT/metrics.json."""
+def train(config: TrainConfig, reporter: Reporter | None = None, *, mixins: tuple[type, ...] = ()) -> dict:
+    """Run the job described by `config`; returns the metrics also written to OUT/metrics.json.
+
+    `mixins`: classes put before the run's own (trainer.distributed passes its data-parallel one)."""
     reporter = reporter or NullReporter()
     config.check()
     if config.method == "dpo":
         from trainer.dpo import DpoMethod
 
-        run_class = type("DpoRun", (DpoMethod, _Run), {})
+        run_class = type("DpoRun", (*mixins, DpoMethod, _Run), {})
     else:
-        run_class = _Run
+        run_class = type("Run", (*mixins, _Run), {}) if mixins else _Run
     try:
         return run_class(config, reporter).run()
     except (torch.OutOfMemoryError, MemoryError):
@@ -90,6 +92,7 @@ class _Run:
         self.checkpoints = self.out / "checkpoints"
         self.step_metrics: dict = {}  # figures of the last step besides its loss (see trainer.dpo)
         self.merged_dtype = None  # the merged model's dtype, once written
+        self.processes = 1  # data-parallel runs (trainer.distributed) train on more, each on batch_size rows
         self.eval_predictions: list[int] = []  # classification: the last eval's label id for each eval feature
 
     def run(self) -> dict:
@@ -196,6 +199,12 @@ class _Run:
         if extra.get("total_steps") != self.total_steps:
             raise ConfigError(f"{found} was written for a run of {extra.get('total_steps')} steps, this one has "
                               f"{self.total_steps}: resume with the same data and settings", "resume")
+        saved_batch, batch = extra.get("global_batch_size"), self.config.batch_size * self.processes
+        if saved_batch not in (None, batch):  # None: written before data-parallel runs existed
+            raise ConfigError(f"{found} was written by a run of {extra.get('processes', 1)} process(es) with "
+                              f"{saved_batch} rows a batch in all; this one has {self.processes} x "
+                              f"{self.config.batch_size} = {batch}: resume with processes x batch size = "
+                              f"{saved_batch}", "resume")
         state.update(extra["state"], step=restored["step"], history=restored["history"],
                      epoch=restored["position"]["epoch"], batch=restored["position"]["batch"],
                      resumed_from_step=restored["step"])
@@ -271,13 +280,22 @@ class _Run:
         task = self.config.task
         targets = sum(target_count(batch, task) for batch in window)
         total = torch.zeros((), device=self.device)
-        for batch in window:
+        for batch in self._rows_here(window):
             with self.autocast():
                 loss = batch_loss_sum(self.model, batch, task, self.device) / max(targets, 1)
             (self.scaler.scale(loss) if self.scaler else loss).backward()
             total += loss.detach()
+        total = self._sum_over_processes(total)
         self._optimizer_step()
         return total.item()
+
+    def _rows_here(self, window: list[dict]) -> list[dict]:
+        """The rows of the step's micro-batches this process trains on: all of them (data-parallel runs: a share)."""
+        return window
+
+    def _sum_over_processes(self, loss: torch.Tensor) -> torch.Tensor:
+        """The step's gradients and loss summed over every process: this one's (data-parallel runs: all-reduced)."""
+        return loss
 
     def _optimizer_step(self) -> None:
         """Clip, step and schedule once the step's gradients are accumulated."""
@@ -347,7 +365,10 @@ class _Run:
         checkpoint.save_checkpoint(self.checkpoints, state["step"], self.model, self.optimizer, self.scheduler,
                                    position={"epoch": state["epoch"], "batch": state["batch"]},
                                    history=state["history"],
-                                   extra={"state": kept, "total_steps": self.total_steps}, scaler=self.scaler)
+                                   extra={"state": kept, "total_steps": self.total_steps,
+                                          "processes": self.processes,
+                                          "global_batch_size": self.config.batch_size * self.processes},
+                                   scaler=self.scaler)
 
     # --- the end -----------------------------------------------------------------------------------------
 
@@ -424,6 +445,8 @@ class _Run:
             "steps": state["step"],
             "total_steps": self.total_steps,
             "steps_per_epoch": self.steps_per_epoch,
+            "processes": self.processes,
+            "global_batch_size": self.config.batch_size * self.processes,
             "padding_fraction": 1 - state["train_tokens"] / max(state["padded_tokens"], 1),
             "resumed_from_step": state["resumed_from_step"],
             "history": state["history"],

@@ -141,6 +141,10 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=10)}
 # The memory a training worker advertises to the job form's fit check (workers.capacity); 0: its GPU's, else RAM.
 WORKER_MEMORY_MB = env_int("WORKER_MEMORY_MB", 0, minimum=0)
+# How many GPUs (on a CPU worker: processes) a training worker trains each job on, as one data-parallel job
+# (trainer.distributed), and on how many machines: only 1 for now (workers.capacity refuses more at start-up).
+WORKER_GPUS = env_int("WORKER_GPUS", 1, minimum=1, maximum=64)
+WORKER_NODES = env_int("WORKER_NODES", 1, minimum=1)
 
 # Playground (queue `infer`): models one infer worker process keeps loaded (LRU), request bounds, stream wait.
 PLAYGROUND_CACHE_SIZE = env_int("PLAYGROUND_CACHE_SIZE", 4, minimum=1, maximum=64)

@@ -34,7 +34,7 @@ from django.utils import timezone
 from webapp.jobs import conf, live, queue, routing, states
 from webapp.jobs.storage import (delete_file, delete_tree, get_file, job_prefix, put_bytes, put_file, put_tree,
                                  read_bytes)
-from workers import tracking
+from workers import capacity, tracking
 from workers.celery_app import app
 from workers.progress import Heartbeat, JobReporter, job_lease, retry_db
 
@@ -145,7 +145,6 @@ def lost_worker_message(job, resumes: int) -> str:
 
 def _run(job, lease_token: str, resuming: bool) -> str:
     from trainer.errors import TrainerError
-    from trainer.train import train
 
     reporter = JobReporter(job)
     heartbeat = Heartbeat(job.pk, lease_token)
@@ -167,7 +166,7 @@ def _run(job, lease_token: str, resuming: bool) -> str:
                             else "worker lost before any checkpoint: starting again from the beginning")
         reporter.flush()
         config = train_config(job, work, resume=resuming)
-        metrics = train(config, tracker.tee(reporter))
+        metrics = _train_on_processes(job, config, reporter, tracker.tee(reporter))
         checkpoints.sync()
         outcome = _finish(job, reporter, metrics, work / "out")
         return outcome
@@ -188,6 +187,39 @@ def _run(job, lease_token: str, resuming: bool) -> str:
         tracker.end(outcome, work / "out")
         heartbeat.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _train_on_processes(job, config, reporter: JobReporter, tracked) -> dict:
+    """Train on this worker's WORKER_GPUS processes (rank 0 here, reporting to `tracked`, the job's reporter as the
+    tracker sees it: progress, cancel and the heartbeat work as for one). A lost process stops the run; it then
+    continues from its last checkpoint, as after a lost worker, until the job has been resumed JOB_MAX_RESUMES
+    times."""
+    from trainer.checkpoint import latest_checkpoint
+    from trainer.distributed import train_data_parallel
+    from trainer.errors import ProcessLost
+
+    processes = capacity.processes_per_job()
+    if processes > 1 and config.method != "sft":
+        reporter.on_log(f"{config.method} jobs train in one process: this worker's other {processes - 1} stay idle")
+        processes = 1
+    while True:
+        try:
+            return train_data_parallel(config, tracked, processes=processes, timeout_s=conf.COLLECTIVE_TIMEOUT_S)
+        except ProcessLost as lost:
+            resumes = resume_count(job)
+            if resumes >= conf.MAX_RESUMES:
+                raise ProcessLost(f"{lost}; the job was already resumed {resumes} time(s), so it is not resumed "
+                                  "again") from lost
+            newest = latest_checkpoint(Path(config.out) / "checkpoints")
+            step = int(newest.name.rsplit("-", 1)[-1]) if newest else 0
+            reporter.resume_from(step)
+            reporter.on_log(f"{lost}: resuming from the checkpoint at step {step}" if step
+                            else f"{lost}: starting again from the beginning (no checkpoint yet)")
+            try:
+                states.move(job, states.RUNNING, reason=f"resumed after a training process was lost: {lost}")
+            except states.TransitionRefused:  # cancelled meanwhile: nothing to resume
+                raise lost from None
+            config.resume = True
 
 
 def train_config(job, work: Path, *, resume: bool):

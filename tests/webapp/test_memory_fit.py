@@ -61,8 +61,9 @@ def form_data(model, dataset, **changes) -> dict:
 
 def test_a_worker_advertises_the_memory_it_offers_and_its_class_reports_it(small_worker):
     workers = checks.workers()
-    assert workers[small_worker.name]["capacity"] == {"device": "cpu", "memory_bytes": MEMORY_MB * 2**20}
-    assert routing.class_capacity(workers, CLASS) == {"device": "cpu", "memory_bytes": MEMORY_MB * 2**20}
+    offer = {"device": "cpu", "memory_bytes": MEMORY_MB * 2**20, "gpus": 1, "nodes": 1}  # one process a job
+    assert workers[small_worker.name]["capacity"] == offer
+    assert routing.class_capacity(workers, CLASS) == offer
 
 
 def test_the_form_refuses_a_job_too_big_for_its_class_with_the_fix_and_accepts_the_fix(

@@ -156,7 +156,9 @@ class JobForm(forms.Form):
         return self.cleaned_data["dtype"] or DEFAULTS.dtype
 
     def _worker_class_choices(self) -> list[tuple[str, str]]:
-        return [ANY_WORKER] + [(name, name) for name in routing.classes_of(self._live_workers())]
+        workers = self._live_workers()
+        return [ANY_WORKER] + [(name, _class_label(name, routing.class_capacity(workers, name)))
+                               for name in routing.classes_of(workers)]
 
     def clean(self):
         data = super().clean()
@@ -311,3 +313,9 @@ def initial_from(job) -> dict:
                    eval_dataset=job.eval_dataset_id, task=job.task, worker_class=job.worker_class,
                    start_from=job.start_from_id)
     return initial
+
+
+def _class_label(name: str, capacity: dict | None) -> str:
+    """A class's name, and how many GPUs (processes) each of its jobs trains on when that is more than one."""
+    gpus = (capacity or {}).get("gpus", 1)
+    return f"{name} ({gpus} GPUs a job)" if gpus > 1 else name
