@@ -2,6 +2,7 @@
 the real engine (`trainer.train`, what `python -m trainer train --quantize ...` runs).
 
     .venv/bin/python benchmarks/quantized_base.py                       # ~100M Llama, fp32 and nf4, ~10 minutes
+    .venv/bin/python benchmarks/quantized_base.py --gradient-checkpointing  # both bases with it on
     .venv/bin/python benchmarks/quantized_base.py --bases fp32,nf4,int8,bf16 --steps 6 --threads 2
 
 The model: a Llama-shaped causal LM of about 100M parameters with a small vocabulary (4096), so the linear
@@ -10,9 +11,9 @@ layers that quantization shrinks hold almost all the weights (13 layers, hidden 
 The data: 64 rows of random words, 128 tokens each, batch 4, LoRA rank 8 on the attention projections.
 
 Each base runs `trainer.train` in a fresh process (so one run's memory cannot count in another's):
-- model memory: the process's peak resident memory (VmHWM) minus its resident memory just before `train`
-  was called, after torch, transformers, bitsandbytes and the trainer were imported: what loading the model,
-  LoRA, the optimizer and the activations cost (the same definition as metrics.json's model_memory_bytes);
+- model memory: metrics.json's model_memory_bytes, the run's peak resident memory minus its resident memory
+  just before the model loaded (trainer.memory): what loading the model, LoRA, the optimizer and the
+  activations cost;
 - speed: tokens per CPU-second of the process over the steps after the first (the machine this ran on is
   shared, and CPU time is what other processes disturb least), and metrics.json's tokens_per_s (wall time).
 It prints each base's figures and its ratios to fp32. Targets (issue 12): nf4 model memory <= 0.45x fp32's, and
@@ -24,7 +25,6 @@ import argparse
 import json
 import os
 import random
-import re
 import subprocess
 import sys
 import tempfile
@@ -35,10 +35,6 @@ ROOT = Path(__file__).resolve().parents[1]
 BASES = {"fp32": ("none", "fp32"), "bf16": ("none", "bf16"), "nf4": ("nf4", "fp32"), "int8": ("int8", "fp32")}
 LAYERS, HIDDEN, INTERMEDIATE, HEADS, VOCAB = 13, 768, 2048, 12, 4096
 ROWS, ROW_TOKENS, BATCH = 64, 128, 4
-
-
-def _status_kib(field: str) -> int:
-    return int(re.search(rf"{field}:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
 
 
 def build_model(folder: Path, *, layers: int = LAYERS, hidden: int = HIDDEN, intermediate: int = INTERMEDIATE,
@@ -76,12 +72,9 @@ def write_data(path: Path) -> Path:
     return path
 
 
-def run_one(model: str, data: str, out: str, base: str, steps: int, threads: int) -> dict:
+def run_one(model: str, data: str, out: str, base: str, steps: int, threads: int, checkpointing: bool) -> dict:
     """In this (fresh) process: train once on `base`; returns the figures."""
     import torch
-
-    import bitsandbytes  # noqa: F401  (imported before the baseline, like torch: not the model's memory)
-    import transformers  # noqa: F401
 
     from trainer.config import LoraSettings, TrainConfig
     from trainer.reporter import NullReporter
@@ -100,12 +93,12 @@ def run_one(model: str, data: str, out: str, base: str, steps: int, threads: int
     quantize, dtype = BASES[base]
     config = TrainConfig(model=model, data=data, out=out, quantize=quantize, dtype=dtype, max_steps=steps,
                          batch_size=BATCH, max_length=ROW_TOKENS, eval_fraction=0.0, checkpoint_every=0,
-                         device="cpu", lora=LoraSettings(rank=8, alpha=16, targets="attention"))
+                         device="cpu", lora=LoraSettings(rank=8, alpha=16, targets="attention"),
+                         gradient_checkpointing=checkpointing)
     clock = StepClock()
-    before = _status_kib("VmRSS")
     metrics = train(config, clock)
     timed_tokens = (len(clock.cpu) - 1) * BATCH * ROW_TOKENS  # every row is ROW_TOKENS long
-    return {"base": base, "model_memory_mb": (_status_kib("VmHWM") - before) / 1024,
+    return {"base": base, "model_memory_mb": metrics["model_memory_bytes"] / 2**20,
             "tokens_per_cpu_s": timed_tokens / (clock.cpu[-1] - clock.cpu[0]),
             "tokens_per_s": metrics["tokens_per_s"], "steps": metrics["steps"], "params": metrics["total_params"]}
 
@@ -125,11 +118,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6, help="training steps per base (default 6)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--model-dir", help="where the ~100M model is saved (default: a temporary folder)")
-    parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
+    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--worker", nargs=7, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        model, data, out, base, steps, threads = args.worker
-        print(json.dumps(run_one(model, data, out, base, int(steps), int(threads))))
+        model, data, out, base, steps, threads, checkpointing = args.worker
+        print(json.dumps(run_one(model, data, out, base, int(steps), int(threads), checkpointing == "1")))
         return
     bases = args.bases.split(",")
     unknown = [b for b in bases if b not in BASES]
@@ -139,11 +133,11 @@ def main() -> None:
         model = build_model(Path(args.model_dir or Path(scratch) / "llama-100m"))
         data = write_data(Path(scratch) / "rows.jsonl")
         rows = [in_subprocess(str(model), str(data), str(Path(scratch) / base), base, str(args.steps),
-                              str(args.threads)) for base in bases]
+                              str(args.threads), str(int(args.gradient_checkpointing))) for base in bases]
     reference = rows[0]
     print(f"CPU, {args.threads} thread(s); Llama {reference['params'] / 1e6:.0f}M parameters (vocabulary {VOCAB}), "
-          f"{args.steps} steps of {BATCH} x {ROW_TOKENS} tokens, LoRA r=8 on attention; model memory = peak RSS "
-          "minus RSS before train() in a fresh process")
+          f"{args.steps} steps of {BATCH} x {ROW_TOKENS} tokens, LoRA r=8 on attention, gradient checkpointing "
+          f"{'on' if args.gradient_checkpointing else 'off'}; model memory = metrics.json's model_memory_bytes")
     print(f"{'base':>6} {'model MB':>9} {'x ' + reference['base']:>8} {'tokens/CPU-s':>13} {'speed x':>8} "
           f"{'tokens/s (wall)':>16}")
     for row in rows:

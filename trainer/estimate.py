@@ -42,14 +42,10 @@ BACKWARD_LAYERS = 0.35  # of one layer's activations, the backward pass's gradie
 EVAL_BATCH_FACTOR = 2  # trainer.train.EVAL_BATCH_SIZE_FACTOR
 EVAL_VALUES = (4, 2)  # per token in eval, one layer's tensors in flight (hidden sizes, intermediate sizes)
 LOSS_CHUNK_BYTES = 2 * (1 << 25)  # trainer.lm_loss: a 32 MiB float32 logits chunk and its log-softmax
-# On a CPU the peak is resident memory: glibc keeps freed small blocks (a layer's transients) in its heaps, so
-# per-token activations cost this much more; large blocks (attention scores) are mmapped and returned at once.
-CPU_HEAP_OVERHEAD = 0.7
-CPU_SCORE_OVERHEAD = 0.1
-# On a CPU a quantized base also brings bitsandbytes' native library and Python modules into the process
-# (measured 0.22 GB of RSS), and the dequantized weights of its matmuls stay in the heap; a GPU keeps one
-# layer's dequantized weight at a time.
-CPU_QUANTIZED_RUNTIME_BYTES = 220_000_000
+# On a CPU the peak is resident memory, which follows the tensors: a run fixes glibc's mmap threshold
+# (trainer.cpu_allocator), so freed activations and dequantized weights are returned at once, not kept in a heap,
+# and bitsandbytes is imported before the run's memory mark. A quantized base keeps one layer's dequantized
+# weight at a time, on a CPU as on a GPU.
 ADAPTER_BYTES = 4  # LoRA weights are float32 (see trainer.lora)
 HEAD_DIM = 64  # to guess the number of attention heads from the hidden size
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
@@ -92,7 +88,7 @@ def estimate(info: dict, *, targets: str, rank: int, task: str | None = None, ba
     shape = _Shape(info, adapted, rank, task, COMPUTE_BYTES[compute], device)
     weights = math.ceil(_weight_bytes(base_params - head, candidates, quantize, COMPUTE_BYTES[compute])) \
         + trainable * ADAPTER_BYTES
-    dequantized = math.ceil(_dequantized_bytes(candidates, quantize, COMPUTE_BYTES[compute], device))
+    dequantized = math.ceil(_dequantized_bytes(candidates, quantize, COMPUTE_BYTES[compute]))
     optimizer = 3 * trainable * 4  # gradients + AdamW exp_avg + exp_avg_sq, float32
     activations = shape.training(batch_size, max_length, gradient_checkpointing) + dequantized
     evaluation = shape.evaluation(EVAL_BATCH_FACTOR * batch_size, max_length) + dequantized
@@ -124,12 +120,11 @@ def _weight_bytes(frozen_params: int, candidates: list[dict], quantize: str, com
     return linear * QUANTIZED_WEIGHT_BYTES[quantize] + per_layer + (frozen_params - linear) * compute_bytes
 
 
-def _dequantized_bytes(candidates: list[dict], quantize: str, compute_bytes: int, device: str) -> float:
-    """What a quantized base adds while it computes (see CPU_QUANTIZED_RUNTIME_BYTES); nothing unquantized."""
+def _dequantized_bytes(candidates: list[dict], quantize: str, compute_bytes: int) -> float:
+    """What a quantized base adds while it computes: its biggest layer dequantized; nothing unquantized."""
     if quantize not in QUANTIZED_WEIGHT_BYTES or not candidates:
         return 0
-    sizes = [layer["in_features"] * layer["out_features"] * compute_bytes for layer in candidates]
-    return CPU_QUANTIZED_RUNTIME_BYTES + sum(sizes) if device == "cpu" else max(sizes)
+    return max(layer["in_features"] * layer["out_features"] * compute_bytes for layer in candidates)
 
 
 class _Shape:
@@ -146,12 +141,11 @@ class _Shape:
         self.bytes = value_bytes
         # LoRA layers save their input and r-wide projection, and a 1-byte dropout mask (spread over the layers).
         lora = sum((layer["in_features"] + rank) * value_bytes + layer["in_features"] for layer in adapted)
-        heap = 1 + CPU_HEAP_OVERHEAD if device == "cpu" else 1
-        self.per_token = heap * (value_bytes * (hidden_values * self.hidden + mlp_values * intermediate)
-                                 + lora / max(1, self.layers))
-        self.eval_per_token = heap * value_bytes * (EVAL_VALUES[0] * self.hidden + EVAL_VALUES[1] * intermediate)
+        self.per_token = (value_bytes * (hidden_values * self.hidden + mlp_values * intermediate)
+                          + lora / max(1, self.layers))
+        self.eval_per_token = value_bytes * (EVAL_VALUES[0] * self.hidden + EVAL_VALUES[1] * intermediate)
         if device == "cpu":  # the CPU's math SDPA upcasts bf16/fp16 scores to float32
-            self.per_score = (ATTENTION_SCORE_COPIES * 4 + SCORE_MASK_BYTES) * (1 + CPU_SCORE_OVERHEAD)
+            self.per_score = ATTENTION_SCORE_COPIES * 4 + SCORE_MASK_BYTES
         else:
             self.per_score = ATTENTION_SCORE_COPIES * value_bytes + SCORE_MASK_BYTES
         dropout = info.get("attention_dropout")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from contextlib import nullcontext
 from pathlib import Path
 
 from trainer.config import TASKS
@@ -198,6 +199,7 @@ def load_model(name: str, task: str = "causal-lm", *, num_labels: int | None = N
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     from trainer.quantized import keep_quant_state_fixed, quantized_load_kwargs
+    from trainer.streamed_weights import from_checkpoint, streamed_checkpoint
 
     check_task(task)
     path = resolve_model_path(name)
@@ -217,7 +219,11 @@ def load_model(name: str, task: str = "causal-lm", *, num_labels: int | None = N
     else:
         auto = AutoModelForCausalLM
     try:
-        model = auto.from_pretrained(str(path), **kwargs)
+        with streamed_checkpoint(path) if quantize != "none" and device == "cpu" else nullcontext() as checkpoint:
+            if checkpoint is None:
+                model = auto.from_pretrained(str(path), **kwargs)
+            else:
+                model = from_checkpoint(auto, path, checkpoint, kwargs)
     except ValueError as error:
         if "Unrecognized configuration class" in str(error):
             raise ConfigError(f"model {name!r} cannot be used for {task}: its architecture has no "

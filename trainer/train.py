@@ -25,6 +25,7 @@ import torch
 from trainer import best, checkpoint, prediction_changes, sample_answers
 from trainer.adapter_io import load_adapter, read_adapter_config, save_adapter
 from trainer.config import LoraSettings, TrainConfig
+from trainer.cpu_allocator import return_freed_memory_promptly
 from trainer.data.batching import batch_order, collate
 from trainer.data.dataset import prepare
 from trainer.data.render import ensure_chat_template
@@ -35,7 +36,7 @@ from trainer.inject import LoraHandle, apply_lora, lora_modules
 from trainer.memory import MemoryMeter
 from trainer.models import load_model, load_tokenizer, pick_device, resolve_model_path
 from trainer.params import parameter_report
-from trainer.quantized import DTYPE_NAMES, keep_trainable_in_float32, resolve_dtype
+from trainer.quantized import DTYPE_NAMES, import_quantization_library, keep_trainable_in_float32, resolve_dtype
 from trainer.reporter import NullReporter, Reporter
 from trainer.schedule import make_scheduler, warmup_steps_for
 
@@ -100,6 +101,8 @@ class _Run:
         self.out.mkdir(parents=True, exist_ok=True)
         seed_everything(config.seed)
         self.device = pick_device(config.device)
+        if self.device == "cpu":
+            return_freed_memory_promptly()
         self.memory = MemoryMeter(self.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
         self.autocast, self.scaler = precision(self.device, self.dtype)
@@ -108,6 +111,7 @@ class _Run:
         # prepare raises DataError when no usable training example is left.
         self.train_features, self.eval_features, self.label_mapping, self.data_stats = self._prepare_data(tokenizer)
         reporter.on_log(data_summary(self.data_stats, config.max_length))
+        import_quantization_library(config.quantize)
         self.memory.mark_before_model()
         self._load_model()
         self._plan()

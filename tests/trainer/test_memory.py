@@ -6,6 +6,7 @@ address space (RLIMIT_AS) 300 MiB above what it holds once it has loaded the mod
 refuses the training step's allocations as a full machine would, and torch's allocator (or Python) raises its own
 out-of-memory error; nothing in the engine is patched.
 """
+import ctypes
 import json
 import os
 import random
@@ -16,6 +17,9 @@ import pytest
 
 from trainer.estimate import estimate
 from trainer.inspect_model import inspect
+from trainer.models import load_model
+
+MADV_PAGEOUT = 21  # linux/mman.h, since Linux 5.4
 
 # Tiny BERT at 16 x 256 tokens: attention dropout makes the CPU keep 16 x 4 x 256 x 256 scores a layer (~0.2 GB
 # in all), far more than the weights, so the activations dominate both figures.
@@ -86,3 +90,36 @@ def test_running_out_of_memory_in_a_real_run_names_the_fixes(tmp_path, tiny_bert
         "error: training ran out of memory (batch 128 x 256 tokens, quantize none, rank 8): use nf4, batch 64 "
         "with grad-accum 2 or turn on gradient checkpointing, or lower max_length (now 256)")
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def page_out_code() -> None:
+    """Ask the kernel to reclaim this process's code pages now (MADV_PAGEOUT), as it does under memory pressure."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    for line in open("/proc/self/maps"):
+        fields = line.split()
+        if len(fields) == 6 and "x" in fields[1] and fields[5].startswith("/"):
+            start, end = (int(address, 16) for address in fields[0].split("-"))
+            assert libc.madvise(start, end - start, MADV_PAGEOUT) == 0, os.strerror(ctypes.get_errno())
+
+
+def test_code_pages_paged_back_in_after_the_mark_are_not_the_models(tiny_llama_dir):
+    # The CI failure this guards: under memory pressure the kernel had dropped library code pages before the mark,
+    # the run paged them back in, and the tiny BERT run above measured 25 % more than on a quiet machine.
+    import torch
+
+    from trainer.memory import MemoryMeter, code_bytes
+
+    page_out_code()
+    meter = MemoryMeter("cpu")
+    meter.mark_before_model()
+    code_at_mark = code_bytes()
+    held = torch.ones(64 * 2**20 // 4)  # 64 MiB: above glibc's mmap threshold, so exactly this much is resident
+    model = load_model(str(tiny_llama_dir), "causal-lm")[0]  # runs code no test has run in this process yet
+    model(torch.tensor([[1, 2, 3]])).logits.sum().backward()
+    paged_in = code_bytes() - code_at_mark
+    figures = meter.figures()
+
+    assert paged_in > 16 * 2**20  # the pages the old measure counted as the model's
+    model_share = figures["model_memory_bytes"] - sum(p.numel() * 4 for p in model.parameters())
+    assert model_share == pytest.approx(held.numel() * 4, abs=6 * 2**20)

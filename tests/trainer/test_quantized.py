@@ -18,7 +18,8 @@ from trainer.data.render import IGNORE_INDEX
 from trainer.errors import TrainerError
 from trainer.inject import apply_lora, lora_modules
 from trainer.models import load_model
-from trainer.quantized import is_quantized_linear, resolve_dtype
+from trainer.quantized import is_quantized_linear, quantized_load_kwargs, resolve_dtype
+from trainer.streamed_weights import streamed_checkpoint
 
 TOKENS = torch.tensor([[5, 80, 81, 90, 100, 44, 61, 62], [5, 70, 71, 72, 73, 74, 75, 76]])
 SETTINGS = LoraSettings(rank=4, alpha=8, dropout=0.0, targets="attention+mlp")
@@ -69,6 +70,24 @@ def test_lora_on_a_quantized_base_matches_peft_on_the_same_base(tiny_llama_dir, 
         # Gradients are sums over 16 tokens of products of the above: same reasoning, a 1e-4 relative margin.
         torch.testing.assert_close(grad, twin_grads[name], rtol=1e-4, atol=1e-6, msg=name)
         assert grad.dtype == torch.float32 and grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("quantize", ["nf4", "int8"])
+def test_a_base_read_tensor_by_tensor_is_the_base_transformers_loads_from_the_mapped_file(tiny_llama_dir, quantize):
+    # load_model reads a single-file checkpoint to quantize one tensor at a time (trainer.streamed_weights).
+    from transformers import AutoModelForCausalLM
+
+    with streamed_checkpoint(tiny_llama_dir) as checkpoint:
+        assert checkpoint is not None and len(checkpoint) == 21  # the path load_model takes for this folder
+    streamed, _ = load_model(str(tiny_llama_dir), "causal-lm", quantize=quantize)
+    mapped = AutoModelForCausalLM.from_pretrained(str(tiny_llama_dir), dtype=torch.float32,
+                                                  **quantized_load_kwargs(quantize, torch.float32, "cpu"))
+    assert sum(is_quantized_linear(module) for module in streamed.modules()) == 14  # 2 layers x 7 linears
+    ours, theirs = streamed.state_dict(), mapped.state_dict()
+    assert ours.keys() == theirs.keys()
+    for name, tensor in ours.items():
+        assert tensor.dtype == theirs[name].dtype and torch.equal(tensor, theirs[name]), name
+    assert streamed.generation_config.to_dict() == mapped.generation_config.to_dict()
 
 
 def test_an_adapter_trained_on_nf4_loads_with_peft_on_the_4bit_and_the_unquantized_base(tmp_path, tiny_llama_dir):
