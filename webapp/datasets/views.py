@@ -173,12 +173,13 @@ def column_mapping(request, pk: int):
 @require_POST
 def delete(request, pk: int):
     dataset = get_team_object_or_404(request, Dataset, pk=pk)
+    target = describe("dataset", dataset)  # before the row (and its pk) is gone
     try:
         delete_dataset(dataset)
     except DatasetInUse as refused:
         messages.error(request, str(refused))
         return redirect("datasets:detail", pk=pk)
-    record(request, Action.DATASET_DELETED, request.team, describe("dataset", dataset))
+    record(request, Action.DATASET_DELETED, request.team, target)
     messages.success(request, f"Deleted “{dataset.name}”.")
     return redirect("datasets:list")
 

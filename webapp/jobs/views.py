@@ -172,12 +172,13 @@ def job_cancel(request, pk: int):
 @require_POST
 def job_delete(request, pk: int):
     job = get_team_object_or_404(request, Job, pk=pk)
+    target = describe("job", job)  # before the row (and its pk) is gone
     try:
         delete_job(job, request.user.username)
     except JobStillStopping as stopping:
         messages.info(request, str(stopping))
         return redirect("jobs:detail", pk=pk)
-    record(request, Action.JOB_DELETED, request.team, describe("job", job))
+    record(request, Action.JOB_DELETED, request.team, target)
     messages.success(request, f"Deleted job “{job.name}” and its files.")
     return redirect("jobs:list")
 

@@ -84,10 +84,11 @@ def column_mapping(raw: str | None) -> dict:
 def dataset(request, dataset_id: int):
     obj = get_team_object_or_404(request, Dataset, pk=dataset_id)
     if request.method == "DELETE":
+        target = describe("dataset", obj)  # before the row (and its pk) is gone
         try:
             delete_dataset(obj)
         except DatasetInUse as refused:
             raise ApiError(409, str(refused)) from None
-        record(request, Action.DATASET_DELETED, request.team, describe("dataset", obj))
+        record(request, Action.DATASET_DELETED, request.team, target)
         return HttpResponse(status=204)
     return JsonResponse(dataset_json(obj))

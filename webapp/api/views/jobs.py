@@ -142,11 +142,12 @@ def team_job(request, job_id: int) -> Job:
 def job(request, job_id: int):
     found = team_job(request, job_id)
     if request.method == "DELETE":
+        target = describe("job", found)  # before the row (and its pk) is gone
         try:
             delete_job(found, request.user.username)
         except JobStillStopping as stopping:
             raise ApiError(409, str(stopping)) from None
-        record(request, Action.JOB_DELETED, request.team, describe("job", found))
+        record(request, Action.JOB_DELETED, request.team, target)
         return HttpResponse(status=204)
     return JsonResponse(job_json(found))
 
