@@ -121,6 +121,24 @@ def test_an_upload_past_the_storage_quota_is_refused_by_the_api_and_nothing_is_s
     assert api("POST", "/api/datasets", files={"file": big}).status_code == 201
 
 
+def test_an_admin_sets_a_teams_quotas_on_its_admin_page(admin_client, make_member):
+    make_member("alice", "Team A")
+    team = Team.objects.get(name="Team A")
+    page = admin_client.get(reverse("admin:teams_team_change", args=[team.pk])).content.decode()
+    assert "Quotas (empty: no limit)" in page and 'name="gpu_hours_per_month"' in page
+    membership = team.memberships.get()
+    saved = admin_client.post(reverse("admin:teams_team_change", args=[team.pk]), {
+        "name": team.name, "slug": team.slug, "max_running_jobs": "2", "max_queued_jobs": "",
+        "gpu_hours_per_month": "7.5", "max_storage_bytes": "1000000000",
+        "memberships-TOTAL_FORMS": "1", "memberships-INITIAL_FORMS": "1", "memberships-MIN_NUM_FORMS": "0",
+        "memberships-MAX_NUM_FORMS": "1000", "memberships-0-id": membership.pk, "memberships-0-team": team.pk,
+        "memberships-0-user": membership.user_id, "memberships-0-role": "member"})
+    assert saved.status_code == 302, saved.content.decode()[:2000]
+    team.refresh_from_db()
+    assert (team.max_running_jobs, team.max_queued_jobs, team.gpu_hours_per_month, team.max_storage_bytes) == (
+        2, None, 7.5, 1_000_000_000)
+
+
 # --- the pages -----------------------------------------------------------------------------------------------
 
 @pytest.fixture

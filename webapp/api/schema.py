@@ -131,7 +131,8 @@ SCHEMAS = {
         "gpus": {"type": "integer", "minimum": 1, "description": "GPUs its worker gives it"},
         "gpu_seconds": {"type": "number", "minimum": 0, "description": "worker seconds × gpus so far"},
         "queue_position": nullable({"type": "integer", "minimum": 1, "description": "a queued job's place in its "
-                                    "worker class's queue (1: next); null unless queued"}),
+                                    "worker class's queue (1: next); null unless queued. Only on GET "
+                                    "/api/jobs/{job_id}"}),
         "settings": {"type": "object", "description": "the job's lora and training settings"},
         "progress": ref("Progress"), "params": ref("Params"),
         "base_eval": nullable({"type": "object"}), "final_eval": nullable({"type": "object"}),

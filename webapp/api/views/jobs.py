@@ -149,7 +149,8 @@ def job(request, job_id: int):
             raise ApiError(409, str(stopping)) from None
         record(request, Action.JOB_DELETED, request.team, target)
         return HttpResponse(status=204)
-    return JsonResponse(job_json(found))
+    # The position costs a query: given on one job's detail, not in the list.
+    return JsonResponse({**job_json(found), "queue_position": queue.queue_position(found)})
 
 
 @api_view("GET")
