@@ -49,15 +49,14 @@ def job_create(request):
     if request.team is None:
         raise Http404("no team")
     datasets = _datasets(request)
-    status = 200
+    status, refused = 200, None
     if request.method == "POST":
         form = JobForm(request.POST, datasets=datasets, jobs=services.continuable_jobs(request))
         if form.is_valid():
             try:
                 job = services.create_job(request.team, request.user, form)
             except QuotaExceeded as exceeded:  # the form stays filled in, with the reason on top
-                form.add_error(None, exceeded.message)
-                status = exceeded.status
+                status, refused = exceeded.status, exceeded
             else:
                 record(request, Action.JOB_CREATED, request.team, describe("job", job))
                 messages.success(request, f"Created job “{job.name}”.")  # its state lives in the badge, kept current
@@ -72,8 +71,8 @@ def job_create(request):
     if request.method != "POST":
         initial.setdefault("base_model", fitting_model(models, datasets, initial.get("dataset")))
         form = JobForm(initial=initial, datasets=datasets, jobs=services.continuable_jobs(request))
-    return render(request, "jobs/create.html", {"form": form, "models": models, "datasets": datasets},
-                  status=status)
+    return render(request, "jobs/create.html", {"form": form, "models": models, "datasets": datasets,
+                                                "refused": refused}, status=status)
 
 
 def fitting_model(models, datasets, dataset_pk=None) -> int | None:
