@@ -2,21 +2,13 @@
 from django.contrib import admin
 
 from webapp.audit.models import AuditEvent
+from webapp.jobs.admin import ReadOnlyAdmin
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdmin):
     list_display = ["at", "team", "username", "action", "target", "ip", "via"]
     list_filter = ["action", "via", "team"]
     search_fields = ["username", "target", "ip"]
     list_select_related = ["team"]
     date_hierarchy = "at"
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

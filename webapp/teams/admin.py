@@ -1,6 +1,7 @@
 """Django admin for teams and memberships."""
 from django.contrib import admin
 
+from webapp.jobs.admin import ReadOnlyAdmin
 from webapp.teams.models import Membership, MonthlyUsage, Team
 
 
@@ -23,13 +24,9 @@ class TeamAdmin(admin.ModelAdmin):
 
 
 @admin.register(MonthlyUsage)
-class MonthlyUsageAdmin(admin.ModelAdmin):
+class MonthlyUsageAdmin(ReadOnlyAdmin):  # written by the workers' accounting only (webapp.teams.usage)
     list_display = ["team", "month", "gpu_seconds"]
     list_filter = ["team"]
-    readonly_fields = ["team", "month", "gpu_seconds"]  # written by the workers' accounting only
-
-    def has_add_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Membership)
