@@ -9,9 +9,9 @@ from django.http import HttpResponse, JsonResponse
 from trainer.config import TARGET_PRESETS, TrainConfig
 from webapp.api.decorators import api_view, read_json
 from webapp.api.errors import ApiError
-from webapp.audit.record import Action, describe, record
 from webapp.api.pagination import int_param, page_response
 from webapp.api.serialize import event_json, job_json
+from webapp.audit.record import Action, describe, record
 from webapp.catalog.models import BaseModel
 from webapp.datasets.models import Dataset
 from webapp.jobs import queue, states
