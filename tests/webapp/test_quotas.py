@@ -2,7 +2,9 @@
 (429 running/queued, 409 GPU-hours/storage) and a message naming the limit and the use; uploads past the storage
 quota are refused with nothing stored; a job's priority is kept from the form and the API and orders the queue
 position; the heartbeat books worker seconds × GPUs to the job and its team's month; the team page shows the use."""
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone as tz
 
 import pytest
@@ -94,6 +96,23 @@ def test_a_job_passes_under_the_limit_and_the_next_one_is_refused(api, llama_liv
     cancelled = api("POST", f"/api/jobs/{first.json()['id']}/cancel")
     assert cancelled.status_code == 200
     assert api("POST", "/api/jobs", json_body={**body, "name": "third"}).status_code == 201
+
+
+def test_two_submits_at_once_cannot_both_take_the_last_place(api, llama_live):
+    team = limit(Team.objects.get(name="Team A"), max_queued_jobs=1)
+    dataset = stored_dataset(team, completion_rows(), task="causal-lm")
+    body = {"base_model": llama_live.pk, "dataset": dataset.pk, "name": "racer",
+            "training": {"max_steps": 2, "max_length": 64}}
+    start = threading.Barrier(2)
+
+    def submit(_):
+        start.wait()
+        return api("POST", "/api/jobs", json_body=body).status_code
+
+    with ThreadPoolExecutor(2) as pool:
+        statuses = sorted(pool.map(submit, range(2)))
+    assert statuses == [201, 429]
+    assert Job.objects.filter(team=team).count() == 1
 
 
 def test_an_unknown_priority_is_a_400_naming_the_field(api, llama_live):
