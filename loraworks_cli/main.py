@@ -152,6 +152,8 @@ def cmd_job_create(args):
         body["task"] = args.task
     if args.worker_class:
         body["worker_class"] = args.worker_class
+    if args.priority:
+        body["priority"] = args.priority
     lora = {k: getattr(args, k) for k in LORA_OPTIONS if getattr(args, k) is not None}
     training = {k: getattr(args, k) for k in TRAINING_OPTIONS if getattr(args, k) is not None}
     if lora:
@@ -278,6 +280,8 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--task", choices=["causal-lm", "classification"])
     create.add_argument("--worker-class", help="run on a worker of this class (a queue train.CLASS some live "
                                                "worker serves); default: any training worker")
+    create.add_argument("--priority", choices=["low", "normal", "high"],
+                        help="which of the team's waiting jobs starts first; default: normal")
     create.add_argument("--rank", type=int)
     create.add_argument("--alpha", type=float)
     create.add_argument("--dropout", type=float)

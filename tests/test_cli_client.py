@@ -156,6 +156,37 @@ def test_exit_codes_fit_scripting(cli, token, tmp_path):
     assert cli("logout")[0] == 0 and not cli.config.exists()
 
 
+def test_a_team_over_its_quota_is_refused_with_the_reason_and_a_nonzero_exit(cli, token, tmp_path):
+    from webapp.teams.models import MonthlyUsage, Team
+    from webapp.teams.usage import month_of
+
+    model = tiny_entry("llama", tmp_path / "models")
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps(row) + "\n" for row in completion_rows(8)))
+    assert cli("login", cli.url, "--token", token)[0] == 0
+    code, dataset_id, err = cli("datasets", "upload", rows)
+    assert code == 0, err
+    team = Team.objects.get(name="Team A")
+    Team.objects.filter(pk=team.pk).update(max_storage_bytes=10)
+    code, out, err = cli("datasets", "upload", rows)
+    assert (code, out) == (5, "") and "storage quota of 10 bytes (10 bytes)" in err
+    Team.objects.filter(pk=team.pk).update(max_storage_bytes=None, gpu_hours_per_month=1)
+    MonthlyUsage.objects.create(team=team, month=month_of(), gpu_seconds=4000)
+    create = ("jobs", "create", "--model", model.source, "--dataset", dataset_id, "--max-steps", 2,
+              "--priority", "high")
+    code, out, err = cli(*create)
+    assert (code, out) == (5, "") and "has used 1.11 of its 1 GPU-hours" in err
+    Team.objects.filter(pk=team.pk).update(gpu_hours_per_month=None, max_queued_jobs=0)
+    code, out, err = cli(*create)
+    assert (code, out) == (6, "") and "has 0 queued jobs, its limit of 0 queued jobs" in err
+    Team.objects.filter(pk=team.pk).update(max_queued_jobs=None)
+    code, job_id, err = cli(*create)
+    assert code == 0, err
+    from webapp.jobs.models import Job
+
+    assert Job.objects.get(pk=int(job_id)).priority == "high"
+
+
 def test_an_unreachable_server_is_exit_code_8(cli):
     code, _, err = cli("login", "http://127.0.0.1:9", "--token", "lw_x")
     assert code == 8 and "cannot reach" in err

@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "webapp.api",
     "webapp.serving",
     "webapp.ops",
+    "webapp.audit",
 ]
 
 MIDDLEWARE = [

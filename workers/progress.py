@@ -167,13 +167,16 @@ class JobReporter:
 
 
 class Heartbeat(threading.Thread):
-    """Stamps the job's heartbeat and renews its lease every `interval_s` until stopped."""
+    """Stamps the job's heartbeat and renews its lease every `interval_s` until stopped; at every beat and at the
+    stop it also books the seconds worked since the last one × the job's GPUs (webapp.teams.usage), so a killed
+    worker loses at most one interval of accounting."""
 
-    def __init__(self, job_id: int, lease_token: str, interval_s: float | None = None):
-        super().__init__(name=f"heartbeat-{job_id}", daemon=True)
-        self.job_id, self.lease_token = job_id, lease_token
+    def __init__(self, job, lease_token: str, interval_s: float | None = None):
+        super().__init__(name=f"heartbeat-{job.pk}", daemon=True)
+        self.job_id, self.team_id, self.gpus, self.lease_token = job.pk, job.team_id, job.gpus, lease_token
         self.interval_s = conf.HEARTBEAT_INTERVAL_S if interval_s is None else interval_s
         self.stopped = threading.Event()
+        self.booked_until = time.monotonic()
 
     def run(self):
         from webapp.jobs import states
@@ -188,11 +191,22 @@ class Heartbeat(threading.Thread):
                     log.warning("job %s: lease renewal failed: %s", self.job_id, error)
                 try:
                     Job.objects.filter(pk=self.job_id, state=states.RUNNING).update(heartbeat_at=timezone.now())
+                    self.book()
                 except Exception as error:
                     log.warning("job %s: heartbeat not saved: %s", self.job_id, error)
                     close_old_connections()
+            self.book()
+        except Exception as error:
+            log.warning("job %s: last GPU seconds not booked: %s", self.job_id, error)
         finally:
             connection.close()
+
+    def book(self) -> None:
+        from webapp.teams.usage import add_gpu_seconds
+
+        now = time.monotonic()
+        add_gpu_seconds(self.job_id, self.team_id, (now - self.booked_until) * self.gpus)
+        self.booked_until = now
 
     def stop(self):
         self.stopped.set()

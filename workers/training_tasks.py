@@ -147,7 +147,7 @@ def _run(job, lease_token: str, resuming: bool) -> str:
     from trainer.errors import TrainerError
 
     reporter = JobReporter(job)
-    heartbeat = Heartbeat(job.pk, lease_token)
+    heartbeat = Heartbeat(job, lease_token)
     heartbeat.start()
     tracker = tracking.start(job, resuming=resuming, warn=reporter.on_log)
     root = conf.work_dir()
@@ -448,10 +448,16 @@ def task_ids_in_broker(queues: set[str]) -> set[str]:
         channel = broker.default_channel
         client = channel.client
         for name in queues:
-            for priority in channel.priority_steps:
-                ids.update(_task_id(raw) for raw in client.lrange(channel._q_for_pri(name, priority), 0, -1))
+            for listed in priority_lists(channel, name):
+                ids.update(_task_id(raw) for raw in client.lrange(listed, 0, -1))
         ids.update(_task_id(raw, unacked=True) for raw in client.hvals(channel.unacked_key))
     return ids
+
+
+def priority_lists(channel, queue_name: str) -> list[str]:
+    """The Redis lists holding `queue_name`'s messages, one per priority step, in the order a worker serves them
+    (a job's priority picks its list: webapp.jobs.priority)."""
+    return [channel._q_for_pri(queue_name, step) for step in channel.priority_steps]
 
 
 def _task_id(raw: bytes, unacked: bool = False) -> str | None:

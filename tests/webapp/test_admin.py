@@ -7,7 +7,8 @@ from django.urls import reverse
 from jobs_helpers import classification_rows, make_job, stored_dataset
 
 # Created only through the form or the API, and moved only through webapp.jobs.states: never added in the admin.
-READ_ONLY = {"jobs.job", "jobs.jobevent"}
+# Audit rows and GPU accounting are written by what they record, never by hand.
+READ_ONLY = {"jobs.job", "jobs.jobevent", "audit.auditevent", "teams.monthlyusage"}
 
 
 def our_models():

@@ -66,12 +66,13 @@ def test_the_form_shows_every_setting_with_its_default_and_an_explanation(member
         assert f'name="{name}" value="{default}"' in page, name
     for name in ("eval_dataset", "task", "targets", "custom_targets", "rslora", "max_steps", "merge", "quantize",
                  "dtype", "gradient_checkpointing", "method", "keep", "start_from", "sample_answers",
-                 "sample_prompts"):
+                 "sample_prompts", "priority"):
         assert f'name="{name}"' in page
     for value in ("none", "nf4", "int8"):
         assert f'<option value="{value}"' in page.split('name="quantize"', 1)[1].split("</select>", 1)[0]
     assert '<option value="auto" selected>' in page.split('name="dtype"', 1)[1].split("</select>", 1)[0]
-    assert page.count('class="help"') == 33  # one per field
+    assert '<option value="normal" selected>' in page.split('name="priority"', 1)[1].split("</select>", 1)[0]
+    assert page.count('class="help"') == 34  # one per field
     assert llama.name in page and dataset.name in page
 
 

@@ -19,7 +19,8 @@ from webapp.jobs import queue, routing
 from webapp.jobs.models import Job
 from webapp.ops import checks
 from webapp.teams.models import Team
-from workers.training_tasks import sweep_stale_jobs
+from workers.celery_app import app
+from workers.training_tasks import priority_lists, sweep_stale_jobs
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 CLASS = "gpu-routing"
@@ -42,9 +43,18 @@ def class_worker(celery_worker, session_worker_paused, tmp_path):
 
 
 def waiting_job_ids(queue_name: str) -> list[int]:
-    """The job ids of the training tasks waiting in a queue, read from the broker's list itself."""
-    messages = redis.Redis.from_url(settings.REDIS_URL).lrange(queue_name, 0, -1)
-    return [json.loads(base64.b64decode(json.loads(message)["body"]))[0][0] for message in messages]
+    """The job ids of the training tasks waiting in a queue, read from the broker's lists (one per priority)."""
+    return [json.loads(base64.b64decode(json.loads(message)["body"]))[0][0]
+            for listed in queue_lists(queue_name) for message in broker().lrange(listed, 0, -1)]
+
+
+def broker():
+    return redis.Redis.from_url(settings.REDIS_URL)
+
+
+def queue_lists(queue_name: str) -> list[str]:
+    with app.connection_for_read() as connection:
+        return priority_lists(connection.default_channel, queue_name)
 
 
 def finished(job):
@@ -88,8 +98,7 @@ def test_the_sweep_sends_a_job_that_lost_its_worker_back_to_its_class_queue(team
     dataset = stored_dataset(team, completion_rows(), task="causal-lm")
     lost = make_job(team, model, dataset, state="running", worker_class="gpu-lost", worker_name="gone@nowhere",
                     heartbeat_at=timezone.now() - timedelta(hours=1))
-    broker = redis.Redis.from_url(settings.REDIS_URL)
-    broker.delete("train.gpu-lost")
+    broker().delete(*queue_lists("train.gpu-lost"))
     sweep_stale_jobs()  # (or a live worker's sweeper got there first: either way, one message)
     assert waiting_job_ids("train.gpu-lost") == [lost.pk]
-    broker.delete("train.gpu-lost")  # no worker serves it: nothing else would take the message away
+    broker().delete(*queue_lists("train.gpu-lost"))  # no worker serves it: nothing else would take it away

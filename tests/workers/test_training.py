@@ -342,11 +342,12 @@ def drop_from_broker(task_id: str, queue_name: str) -> int:
     """Delete the task's message from the broker's Redis list of `queue_name`, as a Redis restart without persistence
     loses it; how many were deleted."""
     from workers.celery_app import app
+    from workers.training_tasks import priority_lists
 
     with app.connection_for_write() as broker:
         client = broker.default_channel.client
-        return sum(client.lrem(queue_name, 0, raw) for raw in client.lrange(queue_name, 0, -1)
-                   if json.loads(raw)["headers"]["id"] == task_id)
+        return sum(client.lrem(listed, 0, raw) for listed in priority_lists(broker.default_channel, queue_name)
+                   for raw in client.lrange(listed, 0, -1) if json.loads(raw)["headers"]["id"] == task_id)
 
 
 def test_a_queued_job_whose_message_the_broker_lost_runs_once_the_sweep_sends_it_again(celery_worker, team, llama):

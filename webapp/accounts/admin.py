@@ -3,6 +3,7 @@ from django.contrib import admin
 
 from webapp.accounts.models import ApiToken
 from webapp.accounts.tokens import revoke
+from webapp.audit.record import Action, record
 
 
 @admin.register(ApiToken)
@@ -17,3 +18,4 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def revoke_selected(self, request, queryset):
         for token in queryset:
             revoke(token)
+            record(request, Action.TOKEN_REVOKED, token.team, f"token {token.name} ({token.prefix}…) by an admin")

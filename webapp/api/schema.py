@@ -6,6 +6,7 @@ route and method is here and that live responses validate against it.
 from copy import deepcopy
 
 from trainer.config import DTYPE_CHOICES, QUANTIZE_CHOICES
+from webapp.jobs.priority import PRIORITIES
 from webapp.results.playground import limits
 
 VERSION = "1.0.0"
@@ -38,11 +39,16 @@ INT, NUM, STR, BOOL = {"type": "integer"}, {"type": "number"}, {"type": "string"
 DATASET_STATES = ["validating", "ready", "invalid"]
 JOB_STATES = ["validating", "queued", "running", "succeeded", "failed", "cancelled"]
 TASKS = ["causal-lm", "classification"]
+QUOTA_LIMITS = ("running_jobs", "queued_jobs", "gpu_hours", "storage")
 
 SCHEMAS = {
     "Error": obj({"error": obj({"code": {"type": "string", "enum": [
         "invalid", "unauthorized", "not_found", "method_not_allowed", "conflict", "too_large", "rate_limited",
-        "server_error"]}, "message": STR, "field": {"type": "string", "description": "the input at fault"}},
+        "quota_exceeded", "server_error"]}, "message": STR,
+        "field": {"type": "string", "description": "the input at fault"},
+        "limit": {"type": "string", "enum": list(QUOTA_LIMITS),
+                  "description": "quota_exceeded: the team quota reached (429: running_jobs, queued_jobs; 409: "
+                                 "gpu_hours, storage)"}},
         ("code", "message"))}, ("error",)),
     "Me": obj({"user": STR, "team": obj({"id": INT, "name": STR}, ("id", "name")),
                "token": obj({"id": INT, "name": STR, "prefix": STR}, ("id", "name", "prefix")),
@@ -113,6 +119,8 @@ SCHEMAS = {
         "worker_class": {"type": "string", "description": "run it on a worker of this class (such as gpu-large): "
                                                           "one a live worker serves; empty or absent: any "
                                                           "training worker"},
+        "priority": {"type": "string", "enum": list(PRIORITIES),
+                     "description": "which of the team's waiting jobs starts first; default normal"},
         "lora": ref("LoraSettings"), "training": ref("TrainingSettings")},
         ("name", "base_model", "dataset"), extra=False),
     "Progress": obj({"step": nullable(INT), "total_steps": nullable(INT), "loss": nullable(NUM),
@@ -127,6 +135,12 @@ SCHEMAS = {
         "task": STR,
         "worker_class": nullable({"type": "string", "description": "the class it asked for; null: any worker"}),
         "worker_name": nullable({"type": "string", "description": "the worker that ran (or runs) it"}),
+        "priority": {"type": "string", "enum": list(PRIORITIES)},
+        "gpus": {"type": "integer", "minimum": 1, "description": "GPUs its worker gives it"},
+        "gpu_seconds": {"type": "number", "minimum": 0, "description": "worker seconds × gpus so far"},
+        "queue_position": nullable({"type": "integer", "minimum": 1, "description": "a queued job's place in its "
+                                    "worker class's queue (1: next); null unless queued. Only on GET "
+                                    "/api/jobs/{job_id}"}),
         "settings": {"type": "object", "description": "the job's lora and training settings"},
         "progress": ref("Progress"), "params": ref("Params"),
         "base_eval": nullable({"type": "object"}), "final_eval": nullable({"type": "object"}),
@@ -177,6 +191,9 @@ ERRORS = {
     413: "Upload or body too large.",
     429: "Rate limit reached; see Retry-After.",
 }
+QUOTA_REFUSALS = ("A team quota refuses it with code quota_exceeded and `limit`: 429 for running_jobs and "
+                  "queued_jobs (try again once jobs have finished or started), 409 for gpu_hours and storage (a "
+                  "hard quota: the month must turn, files be deleted or an admin raise it).")
 
 
 def op(summary: str, tag: str, ok: dict, errors=(401,), body: dict | None = None, params=(), description="",
@@ -229,7 +246,7 @@ PATHS = {
     "/api/datasets": {
         "get": op("List the team's datasets", "Datasets", json_ok("DatasetPage"), (400, 401), params=PAGE),
         "post": op("Upload a dataset", "Datasets", json_ok("Created", 201, "Stored; validation runs in the background."),
-                   (400, 401, 413), body={"multipart/form-data": {"schema": obj({
+                   (400, 401, 409, 413), body={"multipart/form-data": {"schema": obj({
                        "name": {"type": "string", "maxLength": 200,
                                 "description": "shown in lists; default: the file's name"},
                        "file": {"type": "string", "format": "binary",
@@ -243,7 +260,9 @@ PATHS = {
                        ("file",), extra=False)}},
                    description="Each file may be up to MAX_UPLOAD_MB (see GET /api/me); a larger one is refused "
                                "with 413 while it streams, or at once when the Content-Length already says so. "
-                               "Poll GET /api/datasets/{dataset_id} until status is ready or invalid.")},
+                               "Poll GET /api/datasets/{dataset_id} until status is ready or invalid. 409 "
+                               "(code quota_exceeded, limit storage) when the files would pass the team's storage "
+                               "quota.")},
     "/api/datasets/{dataset_id}": {
         "get": op("One dataset and its validation report", "Datasets", json_ok("Dataset"), (401, 404),
                   params=[path_id("dataset_id")]),
@@ -259,7 +278,8 @@ PATHS = {
         "get": op("List the team's jobs", "Jobs", json_ok("JobPage"), (400, 401), params=PAGE),
         "post": op("Create a job", "Jobs", json_ok("Created", 201, "Created; it starts once its dataset is ready."),
                    (400, 401, 404, 409, 413, 429), body=JSON_BODY("JobCreate"),
-                   description="Settings are checked with the same rules as the page (and the trainer).")},
+                   description="Settings are checked with the same rules as the page (and the trainer). "
+                               + QUOTA_REFUSALS)},
     "/api/jobs/{job_id}": {
         "get": op("One job with its progress and evaluation", "Jobs", json_ok("Job"), (401, 404), params=[JOB]),
         "delete": op("Delete a job and its files", "Jobs", {"204": {"description": "Deleted, with its artifacts."}},

@@ -45,6 +45,7 @@ def job_json(job) -> dict:
         "dataset": job.dataset_id, "eval_dataset": job.eval_dataset_id, "start_from": job.start_from_id,
         "task": job.task,
         "worker_class": job.worker_class or None, "worker_name": job.worker_name or None,
+        "priority": job.priority, "gpus": job.gpus, "gpu_seconds": round(job.gpu_seconds, 3),
         "settings": job.settings,
         "progress": {key: progress.get(key) for key in ("step", "total_steps", "loss", "tokens_per_s", "eta_s")},
         "params": params_of(job, metrics),

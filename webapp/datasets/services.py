@@ -12,6 +12,7 @@ from django.db.models import ProtectedError
 from webapp.datasets.models import Dataset
 from webapp.datasets.uploads import label, store
 from webapp.datasets.usage import active_jobs_using, jobs_using, refusal_message
+from webapp.teams.quotas import check_storage
 
 
 class DatasetInUse(Exception):
@@ -20,8 +21,10 @@ class DatasetInUse(Exception):
 
 def create_dataset(team, user, data: dict, *, column_mapping: dict | None = None) -> Dataset:
     """Store `data["file"]` (and `data["eval_file"]`) under generated names, create the row and queue its
-    validation. `data` is an UploadForm's cleaned data. On any failure nothing stays stored."""
+    validation. `data` is an UploadForm's cleaned data. QuotaExceeded when the files would take the team past its
+    storage quota. On any failure nothing stays stored."""
     train, evaluation = data["file"], data.get("eval_file")
+    check_storage(team, train.size + (evaluation.size if evaluation else 0))
     stored = []
     try:
         stored.append(store(train))

@@ -22,8 +22,10 @@ from webapp.datasets.models import Dataset
 from webapp.datasets.uploads import (SizeLimitedUploadHandler, declared_too_large, label, max_upload_bytes,
                                      too_large_message)
 from webapp.datasets.services import DatasetInUse, create_dataset, delete_dataset
+from webapp.audit.record import Action, describe, record
 from webapp.paging import paged
 from webapp.datasets.usage import active_jobs_using
+from webapp.teams.quotas import QuotaExceeded
 from webapp.teams.scoping import get_team_object_or_404, team_queryset
 
 
@@ -84,7 +86,12 @@ def _upload(request):
     if not form.is_valid():
         _discard(files)
         return _upload_error(request, form, "The upload was not accepted: see the messages below.", status=400)
-    dataset = create_dataset(request.team, request.user, form.cleaned_data)
+    try:
+        dataset = create_dataset(request.team, request.user, form.cleaned_data)
+    except QuotaExceeded as exceeded:
+        _discard(files)
+        return _upload_error(request, form, exceeded.message, status=exceeded.status)
+    record(request, Action.DATASET_UPLOADED, request.team, describe("dataset", dataset))
     url = reverse("datasets:detail", args=[dataset.pk])
     if wants_json(request):
         return JsonResponse({"ok": True, "url": url, "id": dataset.pk})
@@ -187,11 +194,13 @@ def confirm_rows(request, pk: int):
 @require_POST
 def delete(request, pk: int):
     dataset = get_team_object_or_404(request, Dataset, pk=pk)
+    target = describe("dataset", dataset)  # before the row (and its pk) is gone
     try:
         delete_dataset(dataset)
     except DatasetInUse as refused:
         messages.error(request, str(refused))
         return redirect("datasets:detail", pk=pk)
+    record(request, Action.DATASET_DELETED, request.team, target)
     messages.success(request, f"Deleted “{dataset.name}”.")
     return redirect("datasets:list")
 
@@ -205,5 +214,9 @@ def use_sample(request, name: str):
     except KeyError:
         messages.error(request, f"There is no sample called {name!r}.")
         return redirect("datasets:list")
+    except QuotaExceeded as exceeded:
+        messages.error(request, exceeded.message)
+        return redirect("datasets:list")
+    record(request, Action.DATASET_UPLOADED, request.team, describe("dataset", dataset) + " (a sample)")
     messages.success(request, f"Added the sample “{dataset.name}”: validating it now.")
     return redirect("datasets:detail", pk=dataset.pk)

@@ -32,9 +32,9 @@ class JobEventInline(admin.TabularInline):
 
 @admin.register(Job)
 class JobAdmin(ReadOnlyAdmin):
-    list_display = ["name", "team", "state", "task", "base_model", "worker_class", "worker_name", "created_at",
-                    "finished_at"]
-    list_filter = ["state", "task", "team"]
+    list_display = ["name", "team", "state", "priority", "task", "base_model", "worker_class", "worker_name",
+                    "gpu_seconds", "created_at", "finished_at"]
+    list_filter = ["state", "priority", "task", "team"]
     search_fields = ["name", "team__name", "worker_name"]
     list_select_related = ["team", "base_model"]
     inlines = [JobEventInline]

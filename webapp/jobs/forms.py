@@ -17,6 +17,7 @@ from trainer.config import (DTYPE_CHOICES, KEEP, MAX_RANK, METHODS, QUANTIZE_CHO
 from trainer.errors import ConfigError, TrainerError
 from webapp.catalog.models import BaseModel
 from webapp.jobs import routing, states
+from webapp.jobs.priority import NORMAL, PRIORITIES
 from webapp.ops import checks
 
 CUSTOM = "custom"
@@ -58,6 +59,10 @@ class JobForm(forms.Form):
                   "live worker are offered.",
         error_messages={"invalid_choice": "No live worker serves the class “%(value)s” right now: pick a class "
                                           "listed here, or any training worker."})
+    priority = forms.ChoiceField(
+        choices=[(p, p) for p in PRIORITIES], initial=NORMAL, required=False,
+        help_text="Which of your team's waiting jobs starts first: high before normal before low (first come, "
+                  "first served within a priority).")
     rank = forms.IntegerField(initial=DEFAULTS.lora.rank,
                               help_text=f"r: width of the low-rank update. Higher learns more, costs more. A whole "
                                         f"number from 1 to {MAX_RANK:,}; 4 to 64 suits most jobs.")
@@ -154,6 +159,9 @@ class JobForm(forms.Form):
 
     def clean_dtype(self):
         return self.cleaned_data["dtype"] or DEFAULTS.dtype
+
+    def clean_priority(self):
+        return self.cleaned_data["priority"] or NORMAL
 
     def _worker_class_choices(self) -> list[tuple[str, str]]:
         workers = self._live_workers()
@@ -310,7 +318,7 @@ def initial_from(job) -> dict:
     targets = lora.get("targets", LoraSettings().targets)
     initial.update({"targets": targets} if targets in TARGET_PRESETS else {"targets": CUSTOM, "custom_targets": targets})
     initial.update(name=f"{job.name} (copy)"[:200], base_model=job.base_model_id, dataset=job.dataset_id,
-                   eval_dataset=job.eval_dataset_id, task=job.task, worker_class=job.worker_class,
+                   eval_dataset=job.eval_dataset_id, task=job.task, worker_class=job.worker_class, priority=job.priority,
                    start_from=job.start_from_id)
     return initial
 

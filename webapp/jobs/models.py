@@ -27,6 +27,12 @@ class Job(TeamOwned):
     # The worker class it asked for (webapp.jobs.routing): blank = any training worker. worker_name: who ran it.
     worker_class = models.CharField(max_length=100, blank=True)
     worker_name = models.CharField(max_length=200, blank=True)
+    # Which of a team's waiting jobs starts first (webapp.jobs.priority); the broker hands out high before normal.
+    priority = models.CharField(max_length=10, choices=[(p, p) for p in state_names.PRIORITIES],
+                                default=state_names.NORMAL)
+    # Accounting (workers.progress.Heartbeat): the GPUs the job's worker gives it, and worker seconds × gpus so far.
+    gpus = models.PositiveSmallIntegerField(default=1)
+    gpu_seconds = models.FloatField(default=0)
     # step, total_steps, loss, lr, tokens_per_s, eta_s, elapsed_s
     progress = models.JSONField(default=dict, blank=True)
     # [{"step", "loss", "lr"}] train points and [{"step", "eval": {...}}] eval points

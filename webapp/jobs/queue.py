@@ -20,7 +20,7 @@ from django.db import transaction
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerUnreachable  # what enqueue raises when Redis is down
 
-from webapp.jobs import conf, live, routing, states
+from webapp.jobs import conf, live, priority, routing, states
 
 QUEUES = ("default", "train", "infer")  # declared by every worker; train.<class> ones are made on first use
 TRAIN_TASK = "workers.jobs.train"  # workers.training_tasks
@@ -34,9 +34,9 @@ app = Celery("loraworks")
 app.config_from_object("django.conf:settings", namespace="CELERY")  # read on first use, not at import
 
 
-def enqueue(task_name: str, args: Sequence, on: str, task_id: str | None = None):
-    """Send the task `task_name` with `args` to queue `on`; returns its AsyncResult."""
-    return app.send_task(task_name, args=list(args), queue=on, task_id=task_id)
+def enqueue(task_name: str, args: Sequence, on: str, task_id: str | None = None, priority: int | None = None):
+    """Send the task `task_name` with `args` to queue `on` (at broker `priority`, 0 first); returns its AsyncResult."""
+    return app.send_task(task_name, args=list(args), queue=on, task_id=task_id, priority=priority)
 
 
 def submit(job) -> None:
@@ -63,12 +63,13 @@ def _send_or_leave_for_the_sweep(job_id: int, task_id: str) -> None:
 
 
 def send(job_id: int, task_id: str | None = None) -> None:
-    """Send (or send again, to resume) the job's task to its class's queue, read from the row so no caller can
-    route a job elsewhere."""
+    """Send (or send again, to resume) the job's task to its class's queue at its priority, both read from the row
+    so no caller can route a job elsewhere."""
     from webapp.jobs.models import Job
 
-    worker_class = Job.objects.filter(pk=job_id).values_list("worker_class", flat=True).first() or ""
-    enqueue(TRAIN_TASK, [job_id], on=routing.queue_for(worker_class), task_id=task_id)
+    worker_class, level = Job.objects.filter(pk=job_id).values_list("worker_class", "priority").first() or ("", "")
+    enqueue(TRAIN_TASK, [job_id], on=routing.queue_for(worker_class), task_id=task_id,
+            priority=priority.broker_priority(level))
 
 
 def cancel(job, who: str) -> str:
@@ -126,10 +127,10 @@ def silent_worker(job) -> dict | None:
 
 def queue_position(job) -> int | None:
     """1 for the next queued job to start on its queue (its worker class's), counting every team's queued jobs
-    (only the number is shown)."""
+    (only the number is shown): those of a higher priority, and those of its own queued before it, go first, as the
+    broker hands them out (webapp.jobs.priority)."""
     from webapp.jobs.models import Job
 
     if job.state != states.QUEUED or job.queued_at is None:
         return None
-    return Job.objects.filter(state=states.QUEUED, worker_class=job.worker_class,
-                              queued_at__lt=job.queued_at).count() + 1
+    return Job.objects.filter(priority.ahead_of(job), state=states.QUEUED, worker_class=job.worker_class).count() + 1

@@ -9,3 +9,5 @@ CHOICES = [(s, s.capitalize()) for s in (VALIDATING, QUEUED, RUNNING, SUCCEEDED,
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
 ACTIVE = frozenset({VALIDATING, QUEUED, RUNNING})
 TASKS = ("causal-lm", "classification")
+LOW, NORMAL, HIGH = "low", "normal", "high"
+PRIORITIES = (LOW, NORMAL, HIGH)

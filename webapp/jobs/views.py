@@ -10,6 +10,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from trainer.config import DTYPE_CHOICES, QUANTIZE_CHOICES
+from webapp.audit.record import Action, describe, record
 from webapp.catalog.models import BaseModel
 from webapp.datasets.models import Dataset
 from webapp.jobs import live, queue, services, states
@@ -20,6 +21,7 @@ from webapp.jobs.stream import progress_snapshot, sse_response
 from webapp.ops import checks
 from webapp.paging import paged
 from webapp.results.summary import setting_rows
+from webapp.teams.quotas import QuotaExceeded
 from webapp.teams.scoping import get_team_object_or_404, team_queryset
 
 STATE_FILTERS = [s for s, _ in states.CHOICES]
@@ -53,12 +55,18 @@ def job_create(request):
     if request.team is None:
         raise Http404("no team")
     datasets = _datasets(request)
+    status, refused = 200, None
     if request.method == "POST":
         form = JobForm(request.POST, datasets=datasets, jobs=services.continuable_jobs(request))
         if form.is_valid():
-            job = _create(request, form)
-            messages.success(request, f"Created job “{job.name}”.")  # its state lives in the badge, kept current
-            return redirect("jobs:detail", pk=job.pk)
+            try:
+                job = services.create_job(request.team, request.user, form)
+            except QuotaExceeded as exceeded:  # the form stays filled in, with the reason on top
+                status, refused = exceeded.status, exceeded
+            else:
+                record(request, Action.JOB_CREATED, request.team, describe("job", job))
+                messages.success(request, f"Created job “{job.name}”.")  # its state lives in the badge, kept current
+                return redirect("jobs:detail", pk=job.pk)
     else:
         initial = {}
         if request.GET.get("clone"):
@@ -71,7 +79,8 @@ def job_create(request):
     if request.method != "POST":
         initial.setdefault("base_model", fitting_model(models, datasets, initial.get("dataset")))
         form = JobForm(initial=initial, datasets=datasets, jobs=services.continuable_jobs(request))
-    return render(request, "jobs/create.html", {"form": form, "models": models, "datasets": datasets})
+    return render(request, "jobs/create.html", {"form": form, "models": models, "datasets": datasets,
+                                                "refused": refused}, status=status)
 
 
 def fitting_model(models, datasets, dataset_pk=None) -> int | None:
@@ -80,10 +89,6 @@ def fitting_model(models, datasets, dataset_pk=None) -> int | None:
     if dataset is None or not dataset.task:
         return None
     return next((m.pk for m in models if not m.task_types or dataset.task in m.task_types), None)
-
-
-def _create(request, form) -> Job:
-    return services.create_job(request.team, request.user, form)
 
 
 @login_required
@@ -159,6 +164,8 @@ def _cancel_flag(job) -> bool:
 def job_cancel(request, pk: int):
     job = get_team_object_or_404(request, Job, pk=pk)
     outcome = queue.cancel(job, request.user.username)
+    if outcome in ("cancelled", "stopping"):
+        record(request, Action.JOB_CANCELLED, request.team, describe("job", job))
     if outcome == "cancelled":
         messages.success(request, "Job cancelled.")
     elif outcome == "stopping":
@@ -172,11 +179,13 @@ def job_cancel(request, pk: int):
 @require_POST
 def job_delete(request, pk: int):
     job = get_team_object_or_404(request, Job, pk=pk)
+    target = describe("job", job)  # before the row (and its pk) is gone
     try:
         delete_job(job, request.user.username)
     except JobStillStopping as stopping:
         messages.info(request, str(stopping))
         return redirect("jobs:detail", pk=pk)
+    record(request, Action.JOB_DELETED, request.team, target)
     messages.success(request, f"Deleted job “{job.name}” and its files.")
     return redirect("jobs:list")
 

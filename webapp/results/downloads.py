@@ -5,6 +5,7 @@ from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404, StreamingHttpResponse
 from django.utils.text import slugify
 
+from webapp.audit.record import Action, describe, record
 from webapp.jobs import states
 from webapp.jobs.models import Job
 from webapp.results.artifacts import has_files, walk
@@ -38,6 +39,7 @@ def download(request, job_id: int, kind: str):
         name = artifacts.get("metrics")
         if not name or not default_storage.exists(name):
             raise Http404("this job has no metrics.json")
+        _record(request, job, kind)
         return FileResponse(default_storage.open(name, "rb"), as_attachment=True, filename=f"{folder}.json",
                             content_type="application/json")
     prefix = artifacts.get(kind)
@@ -45,5 +47,10 @@ def download(request, job_id: int, kind: str):
         raise Http404(f"this job has no {kind} model files")
     entries = [(f"{folder}/{relative}", stored) for relative, stored in walk(prefix) if relative != "README.md"]
     entries.append((f"{folder}/README.md", model_card(job, folder, kind).encode()))
+    _record(request, job, kind)
     return _zip_response(entries, f"{folder}.zip")
+
+
+def _record(request, job, kind: str) -> None:
+    record(request, Action.DOWNLOAD, job.team, f"{kind} of {describe('job', job)}")
 

@@ -1,4 +1,5 @@
-"""Team and Membership, and TeamOwned: the abstract base of every model a team owns."""
+"""Team (with its quotas, set in the admin), Membership, MonthlyUsage (GPU-seconds a team used in a month) and
+TeamOwned: the abstract base of every model a team owns."""
 from django.conf import settings
 from django.db import models
 
@@ -8,6 +9,16 @@ class Team(models.Model):
     slug = models.SlugField(max_length=100, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="teams")
+    # Quotas (webapp.teams.quotas), checked when a job or a dataset is submitted; empty means no limit.
+    max_running_jobs = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Jobs of this team running at once; a new job is refused at the limit.")
+    max_queued_jobs = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Jobs of this team waiting to start (queued or validating) at once.")
+    gpu_hours_per_month = models.FloatField(
+        null=True, blank=True, help_text="GPU-hours (worker hours × GPUs) a month; no new job once they are used.")
+    max_storage_bytes = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="Bytes of datasets and job files (1 GB = 1000000000); uploads and new "
+                                         "jobs are refused at the limit.")
 
     class Meta:
         ordering = ["name"]
@@ -44,3 +55,19 @@ class TeamOwned(models.Model):
 
     class Meta:
         abstract = True
+
+
+class MonthlyUsage(models.Model):
+    """GPU-seconds (worker seconds × the job's GPUs) a team's jobs used in one calendar month (UTC). Kept apart
+    from the jobs so that deleting a job does not give its hours back."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="monthly_usage")
+    month = models.DateField(help_text="The first day of the month.")
+    gpu_seconds = models.FloatField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["team", "month"], name="one_usage_row_per_team_month")]
+        ordering = ["-month"]
+
+    def __str__(self):
+        return f"{self.team} {self.month:%Y-%m}: {self.gpu_seconds / 3600:.2f} GPU-hours"

@@ -1,13 +1,20 @@
-"""Team pages: switch the current team, and a team's page with its members and the storage it uses."""
+"""Team pages: switch the current team, and a team's page with its members, the storage and GPU-hours it uses
+against its quotas, and (for its owners) its audit log, paged."""
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
+from webapp.audit.models import AuditEvent
+from webapp.paging import paged
 from webapp.teams.middleware import SESSION_KEY
 from webapp.teams.models import Membership, Team
+from webapp.teams.quotas import quota_rows
 from webapp.teams.storage_usage import team_storage
+from webapp.teams.usage import month_of
+
+AUDIT_PER_PAGE = 25
 
 
 @login_required
@@ -28,5 +35,9 @@ def team_detail(request, team_id: int):
     # A team's page is visible to its members only; to anyone else it does not exist.
     team = get_object_or_404(Team, pk=team_id, members=request.user)
     memberships = team.memberships.select_related("user").order_by("user__username")
-    return render(request, "teams/detail.html", {"team": team, "memberships": memberships,
-                                                 "usage": team_storage(team)})
+    usage = team_storage(team)
+    context = {"team": team, "memberships": memberships, "usage": usage,
+               "quotas": quota_rows(team, usage["total_bytes"]), "month": month_of()}
+    if memberships.filter(user=request.user, role=Membership.Role.OWNER).exists():
+        context["audit"] = paged(request, AuditEvent.objects.filter(team=team), per_page=AUDIT_PER_PAGE)
+    return render(request, "teams/detail.html", context)

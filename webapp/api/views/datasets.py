@@ -12,10 +12,12 @@ from webapp.api.decorators import api_view
 from webapp.api.errors import ApiError
 from webapp.api.pagination import page_response
 from webapp.api.serialize import dataset_json
+from webapp.audit.record import Action, describe, record
 from webapp.datasets.forms import UploadForm, mapping_problem
 from webapp.datasets.models import Dataset
 from webapp.datasets.services import DatasetInUse, create_dataset, delete_dataset
 from webapp.datasets.uploads import SizeLimitedUploadHandler, declared_too_large, label, too_large_message
+from webapp.teams.quotas import QuotaExceeded
 from webapp.teams.scoping import get_team_object_or_404, team_queryset
 
 # The multipart parts an upload takes: the page form's fields and the column mapping (the schema lists the same).
@@ -55,7 +57,11 @@ def upload(request):
         for uploaded in files.values():
             uploaded.close()  # a temporary upload file is removed when closed
         raise
-    dataset = create_dataset(request.team, request.user, form.cleaned_data, column_mapping=mapping)
+    try:
+        dataset = create_dataset(request.team, request.user, form.cleaned_data, column_mapping=mapping)
+    except QuotaExceeded as exceeded:
+        raise ApiError.over_quota(exceeded) from None
+    record(request, Action.DATASET_UPLOADED, request.team, describe("dataset", dataset))
     return JsonResponse({"id": dataset.pk, "status": dataset.status}, status=201)
 
 
@@ -79,10 +85,12 @@ def column_mapping(raw: str | None) -> dict:
 def dataset(request, dataset_id: int):
     obj = get_team_object_or_404(request, Dataset, pk=dataset_id)
     if request.method == "DELETE":
+        target = describe("dataset", obj)  # before the row (and its pk) is gone
         try:
             delete_dataset(obj)
         except DatasetInUse as refused:
             raise ApiError(409, str(refused)) from None
+        record(request, Action.DATASET_DELETED, request.team, target)
         return HttpResponse(status=204)
     return JsonResponse(dataset_json(obj))
 

@@ -11,6 +11,7 @@ from webapp.api.decorators import api_view, read_json
 from webapp.api.errors import ApiError
 from webapp.api.pagination import int_param, page_response
 from webapp.api.serialize import event_json, job_json
+from webapp.audit.record import Action, describe, record
 from webapp.catalog.models import BaseModel
 from webapp.datasets.models import Dataset
 from webapp.jobs import queue, states
@@ -18,11 +19,12 @@ from webapp.jobs.deletion import JobStillStopping, delete_job
 from webapp.jobs.forms import CUSTOM, LORA_FIELDS, TRAINING_FIELDS, JobForm
 from webapp.jobs.models import Job, JobEvent
 from webapp.jobs.services import continuable_jobs, create_job, selectable_datasets
+from webapp.teams.quotas import QuotaExceeded
 from webapp.teams.scoping import get_team_object_or_404, team_queryset
 
 DEFAULTS = TrainConfig(model="", data="", out="")
-TOP_FIELDS = {"name", "base_model", "dataset", "eval_dataset", "start_from", "task", "worker_class", "lora",
-              "training"}
+TOP_FIELDS = {"name", "base_model", "dataset", "eval_dataset", "start_from", "task", "worker_class", "priority",
+              "lora", "training"}
 
 
 @api_view("GET", "POST", rate={"POST": "jobs"})
@@ -41,7 +43,11 @@ def create(request):
         field, errors = next(iter(form.errors.items()))
         field = api_field(field)
         raise ApiError(400, f"{field + ': ' if field else ''}{' '.join(errors)}", field=field)
-    job = create_job(request.team, request.user, form)
+    try:
+        job = create_job(request.team, request.user, form)
+    except QuotaExceeded as exceeded:
+        raise ApiError.over_quota(exceeded) from None
+    record(request, Action.JOB_CREATED, request.team, describe("job", job))
     return JsonResponse({"id": job.pk, "status": job.state}, status=201)
 
 
@@ -53,7 +59,7 @@ def form_data(request, body: dict) -> dict:
                        field=unknown[0])
     lora, training = section(body, "lora", LORA_FIELDS + ("targets",)), section(body, "training", TRAINING_FIELDS)
     data = {"name": scalar(body, "name", ""), "task": scalar(body, "task", ""),
-            "worker_class": scalar(body, "worker_class", "")}
+            "worker_class": scalar(body, "worker_class", ""), "priority": scalar(body, "priority", "")}
     data["base_model"] = base_model_id(body.get("base_model"))
     data["dataset"] = dataset_id(request, body.get("dataset"), "dataset")
     if body.get("eval_dataset") is not None:
@@ -153,12 +159,15 @@ def team_job(request, job_id: int) -> Job:
 def job(request, job_id: int):
     found = team_job(request, job_id)
     if request.method == "DELETE":
+        target = describe("job", found)  # before the row (and its pk) is gone
         try:
             delete_job(found, request.user.username)
         except JobStillStopping as stopping:
             raise ApiError(409, str(stopping)) from None
+        record(request, Action.JOB_DELETED, request.team, target)
         return HttpResponse(status=204)
-    return JsonResponse(job_json(found))
+    # The position costs a query: given on one job's detail, not in the list.
+    return JsonResponse({**job_json(found), "queue_position": queue.queue_position(found)})
 
 
 @api_view("GET")
@@ -179,6 +188,7 @@ def cancel(request, job_id: int):
     outcome = queue.cancel(found, request.user.username)
     if outcome not in ("cancelled", "stopping"):
         raise ApiError(409, f"nothing to cancel: {outcome}")
+    record(request, Action.JOB_CANCELLED, request.team, describe("job", found))
     found.refresh_from_db()
     return JsonResponse({"id": found.pk, "status": found.state, "outcome": outcome})
 
