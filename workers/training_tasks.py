@@ -95,8 +95,9 @@ def train_job(self, job_id: int) -> str:
             _fail(job, None, lost_worker_message(job, resume_count(job)))
             return states.FAILED
         try:
+            # Booked for accounting: the worker holds all its GPUs for the job, even one that trains on fewer.
             states.move(job, states.RUNNING, worker_name=self.request.hostname or "", error="",
-                        celery_task_id=self.request.id or job.celery_task_id,
+                        gpus=capacity.processes_per_job(), celery_task_id=self.request.id or job.celery_task_id,
                         reason=f"resumed on {self.request.hostname} after its worker was lost" if resuming
                         else f"started on {self.request.hostname}")
         except states.TransitionRefused:

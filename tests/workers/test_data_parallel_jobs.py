@@ -58,6 +58,7 @@ def test_a_job_of_a_two_gpu_class_trains_as_two_processes_like_one_process_with_
     queue.submit(job)
     job = finished(job, worker)
     assert job.worker_name == worker.name
+    assert job.gpus == 2  # what its GPU-seconds are booked at
     assert job.metrics["processes"] == 2 and job.metrics["global_batch_size"] == 8 and job.metrics["steps"] == 6
     assert [p["step"] for p in job.history if "loss" in p] == [1, 2, 3, 4, 5, 6]  # rank 0 reported every step once
     assert_same_adapter(adapter_of(job), one_process_adapter(job, tmp_path / "one-process"))
