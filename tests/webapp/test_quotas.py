@@ -80,9 +80,15 @@ def llama_live(tiny_dirs, transactional_db):
     return tiny_entry("llama", tiny_dirs / "llama")
 
 
+def waiting_dataset(team):
+    """A dataset still validating: jobs on it wait (and count as queued) without reaching the broker, so the
+    session's worker, if an earlier test started it, cannot run them and free their place meanwhile."""
+    return stored_dataset(team, completion_rows(), task="causal-lm", status="validating")
+
+
 def test_a_job_passes_under_the_limit_and_the_next_one_is_refused(api, llama_live):
     team = limit(Team.objects.get(name="Team A"), max_queued_jobs=1)
-    dataset = stored_dataset(team, completion_rows(), task="causal-lm")
+    dataset = waiting_dataset(team)
     body = {"base_model": llama_live.pk, "dataset": dataset.pk, "name": "first", "priority": "high",
             "training": {"max_steps": 2, "max_length": 64}}
     first = api("POST", "/api/jobs", json_body=body)
@@ -90,7 +96,7 @@ def test_a_job_passes_under_the_limit_and_the_next_one_is_refused(api, llama_liv
     assert Job.objects.get(pk=first.json()["id"]).priority == "high"
     detail = api("GET", f"/api/jobs/{first.json()['id']}")
     assert_matches_schema(detail, "/api/jobs/{job_id}")
-    assert detail.json()["priority"] == "high" and detail.json()["queue_position"] == 1
+    assert detail.json()["priority"] == "high" and detail.json()["status"] == "validating"
     second = api("POST", "/api/jobs", json_body={**body, "name": "second"})
     assert second.status_code == 429 and second.json()["error"]["limit"] == "queued_jobs"
     cancelled = api("POST", f"/api/jobs/{first.json()['id']}/cancel")
@@ -100,7 +106,7 @@ def test_a_job_passes_under_the_limit_and_the_next_one_is_refused(api, llama_liv
 
 def test_two_submits_at_once_cannot_both_take_the_last_place(api, llama_live):
     team = limit(Team.objects.get(name="Team A"), max_queued_jobs=1)
-    dataset = stored_dataset(team, completion_rows(), task="causal-lm")
+    dataset = waiting_dataset(team)
     body = {"base_model": llama_live.pk, "dataset": dataset.pk, "name": "racer",
             "training": {"max_steps": 2, "max_length": 64}}
     start = threading.Barrier(2)
