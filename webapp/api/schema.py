@@ -107,7 +107,12 @@ SCHEMAS = {
         "worker_class": {"type": "string", "description": "run it on a worker of this class (such as gpu-large): "
                                                           "one a live worker serves; empty or absent: any "
                                                           "training worker"},
-        "lora": ref("LoraSettings"), "training": ref("TrainingSettings")},
+        "lora": ref("LoraSettings"), "training": ref("TrainingSettings"),
+        "defaults": {"type": "string", "enum": ["engine", "advised"],
+                     "description": "what settings left out take: the engine's defaults (engine, the default), or "
+                                    "the settings advisor's proposal for this model, dataset and worker class "
+                                    "(advised: epochs, lr, rank, alpha, targets, batch_size, max_length), as the "
+                                    "job form starts from"}},
         ("name", "base_model", "dataset"), extra=False),
     "Progress": obj({"step": nullable(INT), "total_steps": nullable(INT), "loss": nullable(NUM),
                      "tokens_per_s": nullable(NUM), "eta_s": nullable(NUM)},

@@ -2,10 +2,12 @@
 (through the jobs app's queue.cancel), downloads (the results app's own download view), metrics, playground.
 
 A JSON body maps onto the page form's fields one to one, so the API accepts and refuses exactly what the page
-does, with the engine's own range checks (trainer.config) and messages.
+does, with the engine's own range checks (trainer.config) and messages. Settings left out take the engine's
+defaults, or with `"defaults": "advised"` the settings advisor's (webapp.jobs.advice), as the page's form does.
 """
 from django.http import HttpResponse, JsonResponse
 
+from trainer.advice import values
 from trainer.config import TARGET_PRESETS, TrainConfig
 from webapp.api.decorators import api_view, read_json
 from webapp.api.errors import ApiError
@@ -14,6 +16,7 @@ from webapp.api.serialize import event_json, job_json
 from webapp.catalog.models import BaseModel
 from webapp.datasets.models import Dataset
 from webapp.jobs import queue, states
+from webapp.jobs.advice import advice_for
 from webapp.jobs.deletion import JobStillStopping, delete_job
 from webapp.jobs.forms import CUSTOM, LORA_FIELDS, TRAINING_FIELDS, JobForm
 from webapp.jobs.models import Job, JobEvent
@@ -21,7 +24,9 @@ from webapp.jobs.services import create_job, selectable_datasets
 from webapp.teams.scoping import get_team_object_or_404, team_queryset
 
 DEFAULTS = TrainConfig(model="", data="", out="")
-TOP_FIELDS = {"name", "base_model", "dataset", "eval_dataset", "task", "worker_class", "lora", "training"}
+TOP_FIELDS = {"name", "base_model", "dataset", "eval_dataset", "task", "worker_class", "lora", "training",
+              "defaults"}
+DEFAULTS_CHOICES = ("engine", "advised")
 
 
 @api_view("GET", "POST", rate={"POST": "jobs"})
@@ -58,6 +63,10 @@ def form_data(request, body: dict) -> dict:
         data["eval_dataset"] = dataset_id(request, body["eval_dataset"], "eval_dataset")
     defaults = {**{name: getattr(DEFAULTS.lora, name) for name in LORA_FIELDS + ("targets",)},
                 **{name: getattr(DEFAULTS, name) for name in TRAINING_FIELDS}}
+    if scalar(body, "defaults", "engine") == "advised":
+        defaults.update(advised(request, data, training))
+    elif body.get("defaults") not in (None, *DEFAULTS_CHOICES):
+        raise ApiError(400, f"defaults must be one of {', '.join(DEFAULTS_CHOICES)}", field="defaults")
     for name, default in defaults.items():
         value = {**lora, **training}.get(name, default)
         if value is not None:
@@ -65,6 +74,18 @@ def form_data(request, body: dict) -> dict:
     if data["targets"] not in TARGET_PRESETS:
         data["targets"], data["custom_targets"] = CUSTOM, data["targets"]
     return data
+
+
+def advised(request, data: dict, training: dict) -> dict:
+    """The settings advisor's values (webapp.jobs.advice) for the body's model, dataset, task and worker class."""
+    model = BaseModel.objects.get(pk=data["base_model"])
+    if not model.is_ready:
+        return {}  # the form refuses the model and says why
+    dataset = team_queryset(request, Dataset).get(pk=data["dataset"])
+    eval_fraction = training.get("eval_fraction", DEFAULTS.eval_fraction)
+    return values(advice_for(model, dataset, task=data["task"] or None, worker_class=data["worker_class"],
+                             eval_fraction=eval_fraction if isinstance(eval_fraction, (int, float)) else
+                             DEFAULTS.eval_fraction, separate_eval="eval_dataset" in data))
 
 
 def section(body: dict, name: str, allowed: tuple) -> dict:

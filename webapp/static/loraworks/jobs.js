@@ -80,11 +80,36 @@ function setupJobForm(form) {
     show("memory", `≈ ${fmt.bytes(data.memory.total)}`);
     panel.querySelector('[data-estimate="bar"]').setAttribute("width", Math.max(1, 200 * Math.min(data.ratio, 1)));
   }
+  // The settings advisor proposes again for the new model, dataset, task or worker class, with its reasons.
+  let adviceSequence = 0;
+  async function advise() {
+    const params = new URLSearchParams({
+      base_model: field("base_model").value, dataset: field("dataset").value, task: field("task").value,
+      worker_class: field("worker_class").value, eval_dataset: field("eval_dataset").value,
+    });
+    const mine = ++adviceSequence;
+    let data;
+    try {
+      const response = await fetch(`${form.getAttribute("data-advice-url")}?${params}`, { headers: { Accept: "application/json" } });
+      data = await response.json();
+    } catch (e) { return; }
+    if (mine !== adviceSequence || data.error) return;
+    for (const [name, item] of Object.entries(data)) {
+      field(name).value = item.value;
+      const reason = form.querySelector(`[data-advice-for="${name}"]`);
+      reason.textContent = `Advised: ${item.reason}`;
+      reason.hidden = false;
+    }
+    toggleCustom();
+    schedule();
+  }
+  const ADVICE_INPUTS = ["dataset", "base_model", "task", "worker_class", "eval_dataset"];
   const schedule = () => { clearTimeout(timer); timer = setTimeout(refresh, 150); };
   form.addEventListener("input", schedule);
   form.addEventListener("change", (event) => {
     if (event.target.name === "dataset") { presetTask(); fitModels(); }
     if (event.target.name === "targets") toggleCustom();
+    if (ADVICE_INPUTS.includes(event.target.name)) advise();
     schedule();
   });
   toggleCustom();
