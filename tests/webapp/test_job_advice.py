@@ -5,26 +5,12 @@ import pytest
 from django.urls import reverse
 
 from jobs_helpers import classification_rows, completion_rows, make_job, stored_dataset, tiny_entry
+from test_jobs_pages import bert, team, tiny_dirs  # noqa: F401  (fixtures)
 from trainer.advice import ADVISED_FIELDS, advise
 from webapp.teams.models import Team
 
 REPORT = {"valid_rows": 300, "labels": {"billing": 100, "bug": 100, "other": 100},
           "token_stats": {"min": 5, "median": 20, "p95": 40, "max": 44, "mean": 21.0, "estimated": False}}
-
-
-@pytest.fixture(scope="module")
-def tiny_dirs(tmp_path_factory):
-    return tmp_path_factory.mktemp("advice-models")
-
-
-@pytest.fixture
-def team(member_client):
-    return member_client.user.teams.get()
-
-
-@pytest.fixture
-def bert(tiny_dirs, db):
-    return tiny_entry("bert", tiny_dirs / "bert")
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from trainer.advice import values
 from trainer.config import DTYPE_CHOICES, QUANTIZE_CHOICES
+from trainer.errors import TrainerError
 from webapp.catalog.models import BaseModel
 from webapp.datasets.models import Dataset
 from webapp.jobs import live, queue, services, states
@@ -76,7 +77,12 @@ def _first_advice(models, datasets, initial: dict) -> dict:
     """The advisor's settings for the model and dataset the form opens with ({} when there is none)."""
     dataset = _pick(datasets, initial.get("dataset"))
     model = _pick(models, initial.get("base_model"))
-    return advice_for(model, dataset) if model is not None and dataset is not None else {}
+    if model is None or dataset is None:
+        return {}
+    try:
+        return advice_for(model, dataset)
+    except TrainerError:  # a model that cannot train this dataset: the form says so on submit
+        return {}
 
 
 def _pick(queryset, pk):
@@ -93,9 +99,13 @@ def advice(request):
     dataset = _datasets(request).filter(pk=pk).first() if pk.isdigit() else None
     if model is None or dataset is None:
         return JsonResponse({"error": "pick a base model that is ready and one of your datasets"}, status=400)
-    return JsonResponse(as_json(advice_for(model, dataset, task=request.GET.get("task") or None,
-                                           worker_class=request.GET.get("worker_class", ""),
-                                           separate_eval=bool(request.GET.get("eval_dataset")))))
+    try:
+        advised = advice_for(model, dataset, task=request.GET.get("task") or None,
+                             worker_class=request.GET.get("worker_class", ""),
+                             separate_eval=bool(request.GET.get("eval_dataset")))
+    except TrainerError as error:
+        return JsonResponse({"error": str(error)}, status=400)
+    return JsonResponse(as_json(advised))
 
 
 def fitting_model(models, datasets, dataset_pk=None) -> int | None:
@@ -115,7 +125,6 @@ def _create(request, form) -> Job:
 def estimate(request):
     """The live estimate for the form: parameter counts, sizes and peak memory (on a GPU, for the chosen quantize,
     dtype and gradient checkpointing), from the model's recorded shapes."""
-    from trainer.errors import TrainerError
     from trainer.estimate import estimate as compute
 
     model = BaseModel.objects.filter(pk=request.GET.get("base_model") or 0, status=BaseModel.Status.READY).first()

@@ -9,6 +9,7 @@ from django.http import HttpResponse, JsonResponse
 
 from trainer.advice import values
 from trainer.config import TARGET_PRESETS, TrainConfig
+from trainer.errors import TrainerError
 from webapp.api.decorators import api_view, read_json
 from webapp.api.errors import ApiError
 from webapp.api.pagination import int_param, page_response
@@ -83,9 +84,13 @@ def advised(request, data: dict, training: dict) -> dict:
         return {}  # the form refuses the model and says why
     dataset = team_queryset(request, Dataset).get(pk=data["dataset"])
     eval_fraction = training.get("eval_fraction", DEFAULTS.eval_fraction)
-    return values(advice_for(model, dataset, task=data["task"] or None, worker_class=data["worker_class"],
-                             eval_fraction=eval_fraction if isinstance(eval_fraction, (int, float)) else
-                             DEFAULTS.eval_fraction, separate_eval="eval_dataset" in data))
+    if not isinstance(eval_fraction, (int, float)) or not 0 <= eval_fraction < 1:
+        eval_fraction = DEFAULTS.eval_fraction  # the form refuses it, naming the field
+    try:
+        return values(advice_for(model, dataset, task=data["task"] or None, worker_class=data["worker_class"],
+                                 eval_fraction=eval_fraction, separate_eval="eval_dataset" in data))
+    except TrainerError:  # a model that cannot train this dataset: the form refuses it and says why
+        return {}
 
 
 def section(body: dict, name: str, allowed: tuple) -> dict:
