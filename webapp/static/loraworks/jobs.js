@@ -106,7 +106,7 @@ function setupJobForm(form) {
       reason.textContent = `Advised: ${item.reason}`;
       reason.hidden = false;
     }
-    form.dataset.advised = String(adviceRequests);  // the advice asked for so far is in (tests wait on it)
+    form.setAttribute("data-advised", adviceRequests);  // the advice asked for so far is in (tests wait on it)
     toggleCustom();
     schedule();
   }
