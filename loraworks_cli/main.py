@@ -146,6 +146,8 @@ def cmd_job_create(args):
             "base_model": int(args.model) if args.model.isdigit() else args.model, "dataset": args.dataset}
     if args.eval_dataset:
         body["eval_dataset"] = args.eval_dataset
+    if args.start_from:
+        body["start_from"] = args.start_from
     if args.task:
         body["task"] = args.task
     if args.worker_class:
@@ -270,6 +272,8 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--model", required=True, help="catalog id or source name, e.g. demo/tiny-lm")
     create.add_argument("--dataset", required=True, type=int)
     create.add_argument("--eval-dataset", type=int)
+    create.add_argument("--start-from", type=int, metavar="JOB",
+                        help="continue the adapter of this succeeded job (same base model and task)")
     create.add_argument("--name")
     create.add_argument("--task", choices=["causal-lm", "classification"])
     create.add_argument("--worker-class", help="run on a worker of this class (a queue train.CLASS some live "

@@ -90,6 +90,16 @@ def test_a_whole_job_from_upload_to_playground_through_the_cli(cli, token, tmp_p
     code, _, err = cli("jobs", "cancel", job_id)
     assert code == 5 and "already succeeded" in err
 
+    code, _, err = cli("jobs", "create", "--model", llama.source, "--dataset", dataset_id, "--start-from", 999999)
+    assert code == 4 and "[start_from]" in err and "no job 999999 in your team" in err
+    code, child_id, err = cli("jobs", "create", "--model", llama.source, "--dataset", dataset_id, "--start-from",
+                              job_id, "--max-steps", 1, "--batch-size", 4, "--max-length", 64)
+    assert code == 0 and child_id.isdigit(), err
+    code, _, err = cli("jobs", "watch", child_id, "--interval", "0.5")
+    assert code == 0 and "continuing from the adapter in start_from" in err, err
+    code, out, _ = cli("jobs", "show", child_id, "--json")
+    assert json.loads(out)["start_from"] == int(job_id)
+
     code, out, _ = cli("jobs", "show", job_id, "--json")
     shown = json.loads(out)
     assert shown["status"] == "succeeded" and shown["final_eval"] is not None

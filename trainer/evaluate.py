@@ -57,13 +57,14 @@ def batch_loss_sum(model, batch: dict, task: str, device) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(model, batches: Iterable[dict], task: str, *, label_names: list[str] | None = None,
-             device="cpu", autocast=nullcontext) -> dict:
-    """Metrics of `model` over `batches` (dicts of CPU tensors: input_ids, attention_mask, labels)."""
+             device="cpu", autocast=nullcontext, predictions: list[int] | None = None) -> dict:
+    """Metrics of `model` over `batches` (dicts of CPU tensors: input_ids, attention_mask, labels). For
+    classification, a `predictions` list given gets each example's predicted label id, in batch order."""
     was_training = model.training
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
-    predictions: list[torch.Tensor] = []
+    guesses: list[torch.Tensor] = []
     truths: list[torch.Tensor] = []
     try:
         for batch in batches:
@@ -75,7 +76,7 @@ def evaluate(model, batches: Iterable[dict], task: str, *, label_names: list[str
             with autocast():
                 logits = forward_logits(model, batch, device)
             total += loss_sum(logits, batch["labels"].to(device), task)
-            predictions.append(logits.argmax(-1).cpu())
+            guesses.append(logits.argmax(-1).cpu())
             truths.append(batch["labels"])
     finally:
         model.train(was_training)
@@ -85,7 +86,10 @@ def evaluate(model, batches: Iterable[dict], task: str, *, label_names: list[str
     if task != "classification":
         return {"eval_loss": loss, "perplexity": _safe_exp(loss), "eval_tokens": count}
     names = label_names or [str(i) for i in range(logits.shape[-1])]
-    metrics = classification_metrics(torch.cat(predictions).tolist(), torch.cat(truths).tolist(), names)
+    guessed = torch.cat(guesses).tolist()
+    if predictions is not None:
+        predictions.extend(guessed)
+    metrics = classification_metrics(guessed, torch.cat(truths).tolist(), names)
     return {"eval_loss": loss, **metrics, "eval_examples": count}
 
 

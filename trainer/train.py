@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from trainer import best, checkpoint, sample_answers
+from trainer import best, checkpoint, prediction_changes, sample_answers
 from trainer.adapter_io import load_adapter, read_adapter_config, save_adapter
 from trainer.config import LoraSettings, TrainConfig
 from trainer.data.batching import batch_order, collate
@@ -90,6 +90,7 @@ class _Run:
         self.checkpoints = self.out / "checkpoints"
         self.step_metrics: dict = {}  # figures of the last step besides its loss (see trainer.dpo)
         self.merged_dtype = None  # the merged model's dtype, once written
+        self.eval_predictions: list[int] = []  # classification: the last eval's label id for each eval feature
 
     def run(self) -> dict:
         config, reporter = self.config, self.reporter
@@ -113,6 +114,7 @@ class _Run:
                                if config.task == "causal-lm" and config.sample_answers else ([], []))
         if state["base_eval"] is None and self.eval_features:
             state["base_eval"] = self._evaluate()
+            state["base_predictions"] = self.eval_predictions or None
             reporter.on_eval({"stage": "base", **state["base_eval"]})
         if state["samples"] is None:
             self._write_samples(state, "base")
@@ -182,7 +184,7 @@ class _Run:
         """Fresh run state, or the newest checkpoint's when resuming."""
         state = {"step": 0, "epoch": 0, "batch": 0, "history": [], "eval_history": [], "base_eval": None,
                  "train_tokens": 0, "padded_tokens": 0, "runtime_s": 0.0, "wall_s": 0.0, "resumed_from_step": None,
-                 "best": None, "stop_reason": None, "samples": None}
+                 "best": None, "stop_reason": None, "samples": None, "base_predictions": None}
         if not self.config.resume:
             return state
         found = checkpoint.latest_checkpoint(self.checkpoints)
@@ -298,8 +300,13 @@ class _Run:
         order = sorted(range(len(self.eval_features)), key=lambda i: len(self.eval_features[i]["input_ids"]))
         batches = (collate([self.eval_features[i] for i in order[start:start + size]], self.tokenizer.pad_token_id)
                    for start in range(0, len(order), size))
-        return evaluate(self.model, batches, self.config.task, label_names=self.label_mapping or None,
-                        device=self.device, autocast=self.autocast)
+        guessed: list[int] = []
+        metrics = evaluate(self.model, batches, self.config.task, label_names=self.label_mapping or None,
+                           device=self.device, autocast=self.autocast, predictions=guessed)
+        self.eval_predictions = [0] * len(guessed)
+        for index, label in zip(order, guessed):  # back from length order to eval-feature order
+            self.eval_predictions[index] = label
+        return metrics
 
     def _write_samples(self, state: dict, stage: str) -> None:
         """Answer the sample prompts with the model as it is now (see trainer.sample_answers)."""
@@ -335,7 +342,8 @@ class _Run:
 
     def _checkpoint(self, state: dict) -> None:
         kept = {key: state[key] for key in ("eval_history", "base_eval", "train_tokens", "padded_tokens",
-                                            "runtime_s", "wall_s", "best", "stop_reason", "samples")}
+                                            "runtime_s", "wall_s", "best", "stop_reason", "samples",
+                                            "base_predictions")}
         checkpoint.save_checkpoint(self.checkpoints, state["step"], self.model, self.optimizer, self.scheduler,
                                    position={"epoch": state["epoch"], "batch": state["batch"]},
                                    history=state["history"],
@@ -419,10 +427,19 @@ class _Run:
             "resumed_from_step": state["resumed_from_step"],
             "history": state["history"],
             "samples": state["samples"],
+            "prediction_changes": self._prediction_changes(state, final_eval),
             "label_mapping": dict(enumerate(self.label_mapping)) if self.label_mapping else None,
             "data": self.data_stats,
             "config": self.config.to_dict(),
         }
+
+
+    def _prediction_changes(self, state: dict, final_eval: dict | None) -> dict | None:
+        """Classification: the held-out rows whose prediction the kept adapter changed (trainer.prediction_changes)."""
+        if final_eval is None or not state.get("base_predictions") or not self.eval_predictions:
+            return None
+        return prediction_changes.compare(state["base_predictions"], self.eval_predictions, self.eval_features,
+                                          self.label_mapping, self.tokenizer)
 
 
 def data_summary(stats: dict, max_length: int) -> str:

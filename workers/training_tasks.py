@@ -7,7 +7,8 @@ went silent.
 adapter, the merged model and metrics.json before marking the job succeeded; when storage fills up (or fails) part way,
 what was uploaded of them is deleted, so no half-written adapter is ever offered. Late acknowledgement means a task
 whose worker was killed is handed out again: the new delivery finds the job `running`, downloads the last
-checkpoint and continues (`resume=True`). The job lease (workers.progress) keeps two deliveries from both training.
+checkpoint and continues (`resume=True`). With MLFLOW_TRACKING_URI set, the run is also logged to MLflow
+(workers.tracking). The job lease (workers.progress) keeps two deliveries from both training.
 
 The sweeper (a thread in every worker) finds running jobs with no heartbeat for JOB_HEARTBEAT_TIMEOUT_S and
 enqueues their resumption, or fails them when they were already resumed JOB_MAX_RESUMES times; and it sends again
@@ -33,6 +34,7 @@ from django.utils import timezone
 from webapp.jobs import conf, live, queue, routing, states
 from webapp.jobs.storage import (delete_file, delete_tree, get_file, job_prefix, put_bytes, put_file, put_tree,
                                  read_bytes)
+from workers import tracking
 from workers.celery_app import app
 from workers.progress import Heartbeat, JobReporter, job_lease, retry_db
 
@@ -145,9 +147,11 @@ def _run(job, lease_token: str, resuming: bool) -> str:
     reporter = JobReporter(job)
     heartbeat = Heartbeat(job.pk, lease_token)
     heartbeat.start()
+    tracker = tracking.start(job, resuming=resuming, warn=reporter.on_log)
     root = conf.work_dir()
     root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"job-{job.pk}-", dir=root))
+    outcome = states.FAILED  # what the tracker records unless the run gets further
     try:
         checkpoints = CheckpointSync(job, work / "out" / "checkpoints", before_pointer=reporter.flush)
         reporter.after_step = checkpoints.sync
@@ -160,9 +164,10 @@ def _run(job, lease_token: str, resuming: bool) -> str:
                             else "worker lost before any checkpoint: starting again from the beginning")
         reporter.flush()
         config = train_config(job, work, resume=resuming)
-        metrics = train(config, reporter)
+        metrics = train(config, tracker.tee(reporter))
         checkpoints.sync()
-        return _finish(job, reporter, metrics, work / "out")
+        outcome = _finish(job, reporter, metrics, work / "out")
+        return outcome
     except (TrainerError, StorageFull) as error:
         return _fail(job, reporter, str(error))
     except FileNotFoundError as error:
@@ -177,6 +182,7 @@ def _run(job, lease_token: str, resuming: bool) -> str:
         return _fail(job, reporter, f"the worker hit an unexpected error: {type(error).__name__}: {error}. "
                                     "The log has the details; if it happens again, tell an administrator.")
     finally:
+        tracker.end(outcome, work / "out")
         heartbeat.stop()
         shutil.rmtree(work, ignore_errors=True)
 

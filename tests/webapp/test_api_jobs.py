@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 import finished_jobs
-from jobs_helpers import completion_rows, make_job, stored_dataset, tiny_entry
+from jobs_helpers import completion_rows, make_job, stored_dataset, tiny_entry, wait_for
 from test_api_schema import api, assert_matches_schema, other_api  # noqa: F401  (fixtures)
 from webapp.env import Rate
 from webapp.jobs.models import Job
@@ -124,6 +124,49 @@ def test_invalid_settings_are_400_naming_the_field(api, llama, dataset, change, 
     assert response.json()["error"]["field"] == field
     assert_matches_schema(response, "/api/jobs", "post")
     assert not Job.objects.exists()
+
+
+def succeeded_parent(team, model, data_set, run):
+    """A succeeded job of `team` on `model` whose adapter in storage is the tiny run's (same tiny llama layout)."""
+    parent = make_job(team, model, data_set, state="succeeded", name="sft first")
+    parent.artifacts = finished_jobs.upload(run, parent.pk)
+    parent.save(update_fields=["artifacts"])
+    return parent
+
+
+def test_a_job_continues_from_a_succeeded_job_given_as_start_from(api, team, llama, dataset, finished_run):
+    parent = succeeded_parent(team, llama, dataset, finished_run)
+    created = api("POST", "/api/jobs", json_body=body(llama, dataset, start_from=parent.pk))
+    assert created.status_code == 201, created.content
+    child = Job.objects.get(pk=created.json()["id"])
+    assert child.start_from_id == parent.pk
+    detail = api("GET", f"/api/jobs/{child.pk}")
+    assert_matches_schema(detail, "/api/jobs/{job_id}")
+    assert detail.json()["start_from"] == parent.pk
+    assert api("GET", f"/api/jobs/{parent.pk}").json()["start_from"] is None
+    wait_for(lambda: Job.objects.get(pk=child.pk).is_terminal, what="the continued job to end")
+    child.refresh_from_db()
+    assert child.state == "succeeded", child.error
+    assert "continuing from the adapter in start_from" in child.log_tail  # the worker loaded the parent's adapter
+
+
+def test_start_from_refusals_name_the_field(api, other_api, team, llama, dataset, tiny_dirs):
+    running = make_job(team, llama, dataset, state="running")
+    other_base = tiny_entry("llama", tiny_dirs / "other-llama")
+    on_other_base = make_job(team, other_base, dataset, state="succeeded", name="elsewhere")
+    team_b = Team.objects.get(name="Team B")
+    theirs = make_job(team_b, llama, stored_dataset(team_b, completion_rows(), task="causal-lm"), state="succeeded")
+    cases = [(running.pk, 400, "is running; only a succeeded job's adapter can be continued"),
+             (on_other_base.pk, 400, "an adapter can only continue on the same base model"),
+             ("seven", 400, "start_from must be a job id"),
+             (theirs.pk, 404, f"no job {theirs.pk} in your team"),
+             (10**6, 404, "no job 1000000 in your team")]
+    for reference, status, words in cases:
+        response = api("POST", "/api/jobs", json_body=body(llama, dataset, start_from=reference))
+        assert response.status_code == status, (reference, response.content)
+        assert response.json()["error"]["field"] == "start_from" and words in response.json()["error"]["message"]
+        assert_matches_schema(response, "/api/jobs", "post")
+    assert Job.objects.filter(start_from__isnull=False).count() == 0
 
 
 def test_a_body_that_is_not_a_json_object_is_400(api):

@@ -61,3 +61,40 @@ def test_a_job_trained_by_a_real_worker_has_results_downloads_and_a_playground(
         "max_new_tokens": "8"})
     stream = b"".join(member_client.get(started.json()["stream_url"]).streaming_content).decode()
     assert stream.count('"probs"') == 2 and '"end": true' in stream
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_classification_jobs_results_list_the_held_out_rows_whose_prediction_changed(
+        celery_worker, member_client, tmp_path):
+    from django.utils.html import escape
+
+    from webapp.teams.models import Team
+
+    team = Team.objects.get(name="Team A")
+    job = make_job(team, tiny_entry("bert", tmp_path / "bert"),
+                   stored_dataset(team, classification_rows(), task="classification"),
+                   settings={**SETTINGS, "lr": 3e-2, "max_steps": 12}, name="Ticket router")
+    queue.submit(job)
+    job = wait_for(lambda: Job.objects.filter(pk=job.pk, state__in=["succeeded", "failed"]).first(), 240,
+                   what="the job to finish")
+    assert job.state == "succeeded", job.error
+
+    changes = job.metrics["prediction_changes"]  # stored on the job row from the run's metrics.json
+    assert changes["compared"] == job.metrics["final_eval"]["eval_examples"] == 12
+    assert 0 < changes["changed"] == len(changes["rows"])
+    # The rows reconcile with the confusion matrices: each fixed row adds one to the diagonal, each broken one
+    # takes one away.
+    diagonal = [sum(m[i][i] for i in range(len(m))) for m in
+                (job.metrics[stage]["confusion_matrix"]["matrix"] for stage in ("base_eval", "final_eval"))]
+    assert diagonal[1] - diagonal[0] == changes["fixed"] - changes["broken"]
+    for row in changes["rows"]:
+        assert row["text"].startswith("my ") and row["before"] != row["after"]
+
+    page = member_client.get(reverse("results:job", args=[job.pk])).content.decode()
+    table = page.split('<div id="prediction-changes">')[1].split("</div>")[0]
+    assert (f"{changes['changed']} of 12 held-out rows are predicted differently after\n      tuning: "
+            f"{changes['fixed']} fixed (wrong → right), {changes['broken']} broken (right → wrong).") in table
+    shown = re.findall(r"<tr class=\"(\w*)\"><td>([^<]*)</td>\s*<td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td></tr>",
+                       table)
+    assert shown == [("fixed" if r["after"] == r["label"] else "broken" if r["before"] == r["label"] else "",
+                      escape(r["text"]), r["label"], r["before"], r["after"]) for r in changes["rows"]]

@@ -4,7 +4,6 @@ teams on one training worker. The shared Redis and PostgreSQL servers are never 
 Redis is a throwaway redis-server of this test's own, the database outage a proxy between the worker and PostgreSQL,
 the full disk a 4 KiB tmpfs over the job's adapter folder."""
 import json
-import os
 import socket
 import subprocess
 import threading
@@ -19,7 +18,7 @@ from django.test import override_settings
 from capability import has_cap_sys_admin, missing
 from jobs_helpers import completion_rows, make_job, stored_dataset, tiny_entry, wait_for
 from tcp_proxy import TcpProxy
-from worker_process import WorkerProcess, database_url
+from worker_process import database_url, train_worker, wait_terminal
 
 from webapp import localrun
 from webapp.jobs import queue, states
@@ -42,39 +41,6 @@ def tiny_run(**changes) -> dict:
 @pytest.fixture
 def llama(tmp_path_factory, db):
     return tiny_entry("llama", tmp_path_factory.getbasetemp() / "faults-llama")
-
-
-@contextmanager
-def train_worker(celery_worker, log_path: Path, **env):
-    """A `train` worker of concurrency 1 beside the session's, with the session worker's environment plus `env`."""
-    worker = WorkerProcess(dict(celery_worker.env, **env), log_path, queues="train", concurrency=1,
-                           name=f"faults-{log_path.stem}-{os.getpid()}@localhost")
-    try:
-        yield worker.start()
-        # Stopping it mid-task would requeue that task's message for the session worker to find later.
-        wait_for(lambda: is_idle(worker), 30, what="the worker to finish its last task")
-    finally:
-        worker.stop()
-
-
-def is_idle(worker) -> bool:
-    from workers.celery_app import app
-
-    try:
-        return (app.control.inspect([worker.name], timeout=1).active() or {}).get(worker.name) == []
-    except app.connection_for_read().connection_errors:  # a pooled connection from before a Redis restart
-        return False
-
-
-def wait_terminal(job, worker, timeout_s: float = 300):
-    """The job once it has ended. The limit only bounds a hang: a 1,500-step job takes ~20 s on a quiet machine
-    but minutes on a loaded one, and a busy machine must not fail the test."""
-    try:
-        return wait_for(lambda: (row := Job.objects.get(pk=job.pk)).is_terminal and row, timeout_s,
-                        what=f"job {job.pk} to finish")
-    except AssertionError:
-        row = Job.objects.get(pk=job.pk)
-        raise AssertionError(f"job is {row.state}: {row.error}\n{row.log_tail}\n{worker.log()[-4000:]}") from None
 
 
 def transitions(job) -> list[tuple[str, str]]:

@@ -103,7 +103,10 @@ SCHEMAS = {
     "JobCreate": obj({
         "name": {"type": "string", "minLength": 1, "maxLength": 200},
         "base_model": {"oneOf": [INT, STR], "description": "catalog id, or its source name such as demo/tiny-lm"},
-        "dataset": INT, "eval_dataset": nullable(INT), "task": {"type": "string", "enum": TASKS},
+        "dataset": INT, "eval_dataset": nullable(INT),
+        "start_from": nullable({"type": "integer", "description": "a succeeded job of your team on the same base "
+                                                                 "model and task: continue training its adapter"}),
+        "task": {"type": "string", "enum": TASKS},
         "worker_class": {"type": "string", "description": "run it on a worker of this class (such as gpu-large): "
                                                           "one a live worker serves; empty or absent: any "
                                                           "training worker"},
@@ -121,7 +124,9 @@ SCHEMAS = {
                   ("trainable", "total", "adapter_bytes")),
     "Job": obj({
         "id": INT, "name": STR, "status": {"type": "string", "enum": JOB_STATES},
-        "base_model": INT, "dataset": INT, "eval_dataset": nullable(INT), "task": STR,
+        "base_model": INT, "dataset": INT, "eval_dataset": nullable(INT),
+        "start_from": nullable({"type": "integer", "description": "the job whose adapter this one continued"}),
+        "task": STR,
         "worker_class": nullable({"type": "string", "description": "the class it asked for; null: any worker"}),
         "worker_name": nullable({"type": "string", "description": "the worker that ran (or runs) it"}),
         "settings": {"type": "object", "description": "the job's lora and training settings"},

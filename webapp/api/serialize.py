@@ -40,7 +40,8 @@ def job_json(job) -> dict:
     metrics = job.metrics or {}
     return {
         "id": job.pk, "name": job.name, "status": job.state, "base_model": job.base_model_id,
-        "dataset": job.dataset_id, "eval_dataset": job.eval_dataset_id, "task": job.task,
+        "dataset": job.dataset_id, "eval_dataset": job.eval_dataset_id, "start_from": job.start_from_id,
+        "task": job.task,
         "worker_class": job.worker_class or None, "worker_name": job.worker_name or None,
         "settings": job.settings,
         "progress": {key: progress.get(key) for key in ("step", "total_steps", "loss", "tokens_per_s", "eta_s")},

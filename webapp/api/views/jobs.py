@@ -21,12 +21,12 @@ from webapp.jobs.advice import advice_for
 from webapp.jobs.deletion import JobStillStopping, delete_job
 from webapp.jobs.forms import CUSTOM, LORA_FIELDS, TRAINING_FIELDS, JobForm
 from webapp.jobs.models import Job, JobEvent
-from webapp.jobs.services import create_job, selectable_datasets
+from webapp.jobs.services import continuable_jobs, create_job, selectable_datasets
 from webapp.teams.scoping import get_team_object_or_404, team_queryset
 
 DEFAULTS = TrainConfig(model="", data="", out="")
-TOP_FIELDS = {"name", "base_model", "dataset", "eval_dataset", "task", "worker_class", "lora", "training",
-              "defaults"}
+TOP_FIELDS = {"name", "base_model", "dataset", "eval_dataset", "start_from", "task", "worker_class", "lora",
+              "training", "defaults"}
 DEFAULTS_CHOICES = ("engine", "advised")
 
 
@@ -40,7 +40,8 @@ def jobs(request):
 
 def create(request):
     body = read_json(request)
-    form = JobForm(form_data(request, body), datasets=selectable_datasets(request))
+    form = JobForm(form_data(request, body), datasets=selectable_datasets(request),
+                   jobs=continuable_jobs(request))
     if not form.is_valid():
         field, errors = next(iter(form.errors.items()))
         field = api_field(field)
@@ -62,6 +63,8 @@ def form_data(request, body: dict) -> dict:
     data["dataset"] = dataset_id(request, body.get("dataset"), "dataset")
     if body.get("eval_dataset") is not None:
         data["eval_dataset"] = dataset_id(request, body["eval_dataset"], "eval_dataset")
+    if body.get("start_from") is not None:
+        data["start_from"] = start_from_id(request, body["start_from"])
     defaults = {**{name: getattr(DEFAULTS.lora, name) for name in LORA_FIELDS + ("targets",)},
                 **{name: getattr(DEFAULTS, name) for name in TRAINING_FIELDS}}
     if scalar(body, "defaults", "engine") == "advised":
@@ -141,6 +144,19 @@ def dataset_id(request, reference, field: str) -> int:
         raise ApiError(409, f"dataset {reference} did not pass validation: {dataset.error or 'see its report'}",
                        field=field)
     return dataset.pk
+
+
+def start_from_id(request, reference) -> int:
+    """A succeeded job of the team whose adapter the new job continues (same base and task: the form checks)."""
+    if isinstance(reference, bool) or not isinstance(reference, int):
+        raise ApiError(400, "start_from must be a job id", field="start_from")
+    parent = team_queryset(request, Job).filter(pk=reference).first()
+    if parent is None:
+        raise ApiError(404, f"no job {reference} in your team", field="start_from")
+    if parent.state != states.SUCCEEDED:
+        raise ApiError(400, f"start_from: job {reference} is {parent.state}; only a succeeded job's adapter can be "
+                            "continued", field="start_from")
+    return parent.pk
 
 
 def api_field(form_field: str) -> str | None:
