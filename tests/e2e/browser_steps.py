@@ -19,9 +19,14 @@ def signed_in_page(browser, base_url: str, username: str, password: str, timeout
 
 
 def upload_sample(page, shoot, sample: str, folder) -> None:
+    upload_file(page, shoot, write_sample(sample, folder), f"{sample} sample")
+
+
+def upload_file(page, shoot, path, name: str) -> None:
+    """Upload the file at `path` as dataset `name` and wait for its validation to pass."""
     page.goto("/datasets/upload/")
-    page.set_input_files("#id_file", str(write_sample(sample, folder)))
-    page.fill("#id_name", f"{sample} sample")
+    page.set_input_files("#id_file", str(path))
+    page.fill("#id_name", name)
     shoot(page, "upload")
     with page.expect_navigation(url="**/datasets/*/"):
         page.click("#upload-form button[type=submit]")
@@ -46,10 +51,13 @@ def watch_to_the_end(page, shoot) -> list[str]:
 
 
 def submit_job_form(page, shoot, model_label: str, name: str, training: dict, tick: tuple[str, ...] = ()) -> None:
-    """Fill in the new job form (waiting for its live estimate) and submit it; the page is then the job's page."""
+    """Fill in the new job form (waiting for its live estimate, and for the settings advisor's answer when choosing
+    the model asked it again) and submit it; the page is then the job's page."""
     page.goto("/jobs/new/")
     page.fill("#id_name", name)
-    page.select_option("#id_base_model", label=model_label)
+    if page.eval_on_selector("#id_base_model", "(select) => select.selectedOptions[0].label") != model_label:
+        page.select_option("#id_base_model", label=model_label)
+        page.wait_for_selector("#job-form[data-advised]", state="attached")
     for field, value in training.items():
         page.fill(f"#id_{field}", value)
     for box in tick:

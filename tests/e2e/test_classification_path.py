@@ -2,7 +2,9 @@
 upload a sample dataset, read its validation report, create a job, watch it train to the end, read its results,
 download the adapter (PEFT loads it) and ask the playground. One test per task: classification, then causal LM
 with the answer streaming in. Base models are the built-in demo models a fresh install lists (the pretrained
-MiniLM-L6 encoder and the tiny demo LM), trained on this machine's CPU with settings that suit them."""
+MiniLM-L6 encoder and the tiny demo LM), trained on this machine's CPU: the classifier with settings that suit the
+ticket sample, the LM with the form's advised defaults on a chat set in a pirate's voice (tests/advice_samples.py),
+whose greedy answer to a question unlike the training rows must open in that voice, and the base's must not."""
 import json
 import re
 import zipfile
@@ -10,16 +12,19 @@ import zipfile
 import pytest
 import torch
 
-from browser_steps import submit_job_form, upload_sample, watch_to_the_end
+from advice_samples import HELD_OUT_PROMPTS, STYLE_OPENING, pirate_chat_rows, write_jsonl
+from browser_steps import submit_job_form, upload_file, upload_sample, watch_to_the_end
 from webapp.jobs.models import Job
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-# One epoch over the ticket sample is enough for MiniLM to route tickets well; the demo LM takes a few steps.
+# One epoch over the ticket sample is enough for MiniLM to route tickets well; the demo LM trains with the form's
+# advised settings as they are (trainer.advice).
 CLASSIFIER_TRAINING = {"epochs": "1", "max_steps": "", "batch_size": "16", "max_length": "64",
                        "eval_fraction": "0.1", "lr": "0.003", "rank": "8", "alpha": "16"}
-LM_TRAINING = {"max_steps": "12", "batch_size": "8", "max_length": "128", "eval_fraction": "0.1", "lr": "0.002",
-               "rank": "4", "alpha": "8"}
+ADVISED = {"epochs": "epochs", "lr": "lr", "batch_size": "batch_size", "max_length": "max_length",
+           "rank": "lora.rank", "alpha": "lora.alpha", "targets": "lora.targets"}
+GREEDY = {"temperature": 0, "max_new_tokens": 16, "seed": 0}
 # Sampled answers in the playground: the seed is picked by the test (see `a_seed_that_streams`), so what streams is
 # known before the request is sent.
 LM_SAMPLING = {"temperature": 1.0, "top_p": 0.95, "max_new_tokens": 24}
@@ -191,14 +196,33 @@ def a_seed_that_streams(job: Job, base_source: str, adapter, prompt: str) -> tup
     raise AssertionError("no seed in 0-99 gives two answers of 3 pieces or more")
 
 
+def advised_form_values(page) -> dict[str, str]:
+    """The advised settings the new job form shows, each with its reason."""
+    shown = {}
+    for name in ADVISED:
+        assert page.inner_text(f'[data-advice-for="{name}"]').startswith("Advised: "), name
+        shown[name] = page.input_value(f"#id_{name}")
+    return shown
+
+
+def stored_setting(job: Job, dotted: str):
+    section, _, name = dotted.rpartition(".")
+    return (job.settings[section] if section else job.settings)[name]
+
+
 def test_a_new_user_trains_a_causal_lm_and_watches_its_answer_stream(signed_in, shoot, demo_models, tmp_path):
     base = demo_models["demo/tiny-lm"]
     shoot.tour = {"new-job": "new-job", "results": "results", "playground": "playground"}  # the README's tour
     page = signed_in("omar", "Team Omar")
-    upload_sample(page, shoot, "instructions", tmp_path / "sample")
-    assert "alpaca" in page.inner_text("main")
+    upload_file(page, shoot, write_jsonl(pirate_chat_rows(), tmp_path / "pirate.jsonl"), "pirate chat")
+    assert "chat" in page.inner_text("main")
 
-    job = create_job(page, shoot, f"{base.name} (demo)", "Instruction follower", LM_TRAINING, tick=("merge",))
+    page.goto("/jobs/new/")
+    advised = advised_form_values(page)
+    job = create_job(page, shoot, f"{base.name} (demo)", "Pirate voice", {}, tick=("merge",))
+    for name, dotted in ADVISED.items():  # the job trains with the settings the form proposed, untouched
+        assert str(stored_setting(job, dotted)) == advised[name] or \
+            float(stored_setting(job, dotted)) == float(advised[name]), name
     widths = watch_to_the_end(page, shoot)
     job.refresh_from_db()
     assert job.state == "succeeded", job.error
@@ -212,7 +236,7 @@ def test_a_new_user_trains_a_causal_lm_and_watches_its_answer_stream(signed_in, 
     adapter = download_adapter(page, tmp_path)
     merged = download_adapter(page, tmp_path, "merged")
     config = json.loads((adapter / "adapter_config.json").read_text())
-    assert config["peft_type"] == "LORA" and config["r"] == 4
+    assert config["peft_type"] == "LORA" and config["r"] == job.settings["lora"]["rank"]
     check_the_adapter_against_the_merged_download(base.source, adapter, merged)
 
     # Sampling at temperature 1 with a seed the test chose: each side streams exactly the pieces computed here (at
@@ -228,3 +252,10 @@ def test_a_new_user_trains_a_causal_lm_and_watches_its_answer_stream(signed_in, 
         assert 3 <= len(streamed[side]) <= tokens[side], (side, streamed[side], tokens[side])
     for side in ("base", "tuned"):
         assert page.text_content(f'[data-side="{side}"]') == "".join(expected[side])
+
+    # Greedy answers to questions none of the training rows asks: the tuned model speaks like a pirate, the base not.
+    for question in HELD_OUT_PROMPTS:
+        ask_playground(page, job, question, GREEDY)
+        answers = {side: page.text_content(f'[data-side="{side}"]') for side in ("base", "tuned")}
+        assert answers["tuned"].startswith(STYLE_OPENING) and "matey" not in answers["base"].lower(), answers
+    shoot(page, "playground-style")

@@ -34,6 +34,7 @@ def test_the_form_offers_fitting_models_and_lists_every_error_with_labels(signed
     assert page.input_value("#id_base_model") == str(encoder.pk)
     assert page.locator("#id_base_model option:disabled").all_inner_texts() == ["tiny llama"]
     page.select_option("#id_dataset", str(chat.pk))
+    page.wait_for_selector('#job-form[data-advised="2"]', state="attached")  # the advisor's values are in
     assert page.inner_text("#id_base_model option:checked").startswith("tiny llama")
     assert "A whole number from 1 to 1,024" in page.inner_text("#field-rank .help")
 

@@ -82,6 +82,23 @@ def test_a_job_takes_quantize_and_dtype_and_defaults_them(api, llama, dataset):
     assert (settings[plain.json()["id"]]["quantize"], settings[plain.json()["id"]]["dtype"]) == ("none", "auto")
 
 
+def test_advised_defaults_fill_the_settings_a_body_leaves_out(api, llama, dataset):
+    from trainer.advice import advise, values
+
+    created = api("POST", "/api/jobs", json_body={"name": "advised", "base_model": llama.pk, "dataset": dataset.pk,
+                                                  "defaults": "advised", "training": {"lr": 1e-3}})
+    assert created.status_code == 201, created.content
+    settings = Job.objects.get(pk=created.json()["id"]).settings
+    advised = values(advise(llama.info, task="causal-lm", rows=dataset.rows))
+    assert settings["lr"] == 1e-3  # given in the body
+    assert {name: settings[name] for name in ("epochs", "batch_size", "max_length")} == \
+        {name: advised[name] for name in ("epochs", "batch_size", "max_length")}
+    assert {name: settings["lora"][name] for name in ("rank", "alpha", "targets")} == \
+        {name: advised[name] for name in ("rank", "alpha", "targets")}
+    refused = api("POST", "/api/jobs", json_body=body(llama, dataset, defaults="clever"))
+    assert refused.status_code == 400 and refused.json()["error"]["field"] == "defaults"
+
+
 def test_a_model_can_be_named_by_its_source(api, llama, dataset):
     created = api("POST", "/api/jobs", json_body=body(llama, dataset, base_model=llama.source))
     assert created.status_code == 201 and Job.objects.get(pk=created.json()["id"]).base_model == llama

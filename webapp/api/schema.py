@@ -121,7 +121,12 @@ SCHEMAS = {
                                                           "training worker"},
         "priority": {"type": "string", "enum": list(PRIORITIES),
                      "description": "which of the team's waiting jobs starts first; default normal"},
-        "lora": ref("LoraSettings"), "training": ref("TrainingSettings")},
+        "lora": ref("LoraSettings"), "training": ref("TrainingSettings"),
+        "defaults": {"type": "string", "enum": ["engine", "advised"],
+                     "description": "what settings left out take: the engine's defaults (engine, the default), or "
+                                    "the settings advisor's proposal for this model, dataset and worker class "
+                                    "(advised: epochs, lr, rank, alpha, targets, batch_size, max_length), as the "
+                                    "job form starts from"}},
         ("name", "base_model", "dataset"), extra=False),
     "Progress": obj({"step": nullable(INT), "total_steps": nullable(INT), "loss": nullable(NUM),
                      "tokens_per_s": nullable(NUM), "eta_s": nullable(NUM)},

@@ -12,6 +12,7 @@ from __future__ import annotations
 from django import forms
 from django.db.models import Q
 
+from trainer.advice import ADVISED_FIELDS
 from trainer.config import (DTYPE_CHOICES, KEEP, MAX_RANK, METHODS, QUANTIZE_CHOICES, TARGET_PRESETS, LoraSettings,
                             TrainConfig)
 from trainer.errors import ConfigError, TrainerError
@@ -147,6 +148,13 @@ class JobForm(forms.Form):
         self._workers = None
         # A callable: evaluated only to render the choices or check a chosen class, never for "any worker".
         self.fields["worker_class"].choices = self._worker_class_choices
+        for name in ADVISED_FIELDS:
+            self.fields[name].advice = ""  # the page shows the advisor's reason under the field (see show_advice)
+
+    def show_advice(self, advice: dict) -> None:
+        """Put the advisor's reasons (webapp.jobs.advice) under their fields; the values are the form's initial."""
+        for name, item in advice.items():
+            self.fields[name].advice = item.reason
 
     def _live_workers(self) -> dict[str, dict]:
         if self._workers is None:

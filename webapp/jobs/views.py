@@ -1,4 +1,5 @@
-"""Job pages: list (paged, filtered by state, searched by name), create (with the live estimate and Clone), detail,
+"""Job pages: list (paged, filtered by state, searched by name), create (with the live estimate, the settings
+advisor's proposal and Clone), detail,
 cancel, delete, and the progress feeds the detail page listens to (server-sent events from Redis, and a JSON
 snapshot for polling)."""
 from __future__ import annotations
@@ -9,11 +10,14 @@ from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from trainer.advice import values
 from trainer.config import DTYPE_CHOICES, QUANTIZE_CHOICES
+from trainer.errors import TrainerError
 from webapp.audit.record import Action, describe, record
 from webapp.catalog.models import BaseModel
 from webapp.datasets.models import Dataset
 from webapp.jobs import live, queue, services, states
+from webapp.jobs.advice import advice_for, as_json
 from webapp.jobs.deletion import JobStillStopping, delete_job
 from webapp.jobs.forms import JobForm, continuing, initial_from
 from webapp.jobs.models import Job
@@ -78,14 +82,54 @@ def job_create(request):
     models = BaseModel.objects.filter(status=BaseModel.Status.READY)
     if request.method != "POST":
         initial.setdefault("base_model", fitting_model(models, datasets, initial.get("dataset")))
-        form = JobForm(initial=initial, datasets=datasets, jobs=services.continuable_jobs(request))
+        # A clone or a continuation carries its job's settings; only a fresh form starts from the advice.
+        carried = request.GET.get("clone") or request.GET.get("continue")
+        advice = {} if carried else _first_advice(models, datasets, initial)
+        form = JobForm(initial={**values(advice), **initial}, datasets=datasets,
+                       jobs=services.continuable_jobs(request))
+        form.show_advice(advice)
     return render(request, "jobs/create.html", {"form": form, "models": models, "datasets": datasets,
                                                 "refused": refused}, status=status)
 
 
+def _first_advice(models, datasets, initial: dict) -> dict:
+    """The advisor's settings for the model and dataset the form opens with ({} when there is none)."""
+    dataset = _pick(datasets, initial.get("dataset"))
+    model = _pick(models, initial.get("base_model"))
+    if model is None or dataset is None:
+        return {}
+    try:
+        return advice_for(model, dataset)
+    except TrainerError:  # a model that cannot train this dataset: the form says so on submit
+        return {}
+
+
+def _pick(queryset, pk):
+    """The row `pk` names, else the queryset's first (what a select shows selected)."""
+    return queryset.filter(pk=pk).first() if str(pk or "").isdigit() else queryset.first()
+
+
+@login_required
+@require_GET
+def advice(request):
+    """The advisor's settings and reasons for the form's base model, dataset, task and worker class."""
+    model = BaseModel.objects.filter(pk=request.GET.get("base_model") or 0, status=BaseModel.Status.READY).first()
+    pk = request.GET.get("dataset", "")
+    dataset = _datasets(request).filter(pk=pk).first() if pk.isdigit() else None
+    if model is None or dataset is None:
+        return JsonResponse({"error": "pick a base model that is ready and one of your datasets"}, status=400)
+    try:
+        advised = advice_for(model, dataset, task=request.GET.get("task") or None,
+                             worker_class=request.GET.get("worker_class", ""),
+                             separate_eval=bool(request.GET.get("eval_dataset")))
+    except TrainerError as error:
+        return JsonResponse({"error": str(error)}, status=400)
+    return JsonResponse(as_json(advised))
+
+
 def fitting_model(models, datasets, dataset_pk=None) -> int | None:
     """The first ready model that can learn the form's first dataset's task (None: the form's first model)."""
-    dataset = datasets.filter(pk=dataset_pk).first() if str(dataset_pk or "").isdigit() else datasets.first()
+    dataset = _pick(datasets, dataset_pk)
     if dataset is None or not dataset.task:
         return None
     return next((m.pk for m in models if not m.task_types or dataset.task in m.task_types), None)
@@ -96,7 +140,6 @@ def fitting_model(models, datasets, dataset_pk=None) -> int | None:
 def estimate(request):
     """The live estimate for the form: parameter counts, sizes and peak memory (on a GPU, for the chosen quantize,
     dtype and gradient checkpointing), from the model's recorded shapes."""
-    from trainer.errors import TrainerError
     from trainer.estimate import estimate as compute
 
     model = BaseModel.objects.filter(pk=request.GET.get("base_model") or 0, status=BaseModel.Status.READY).first()

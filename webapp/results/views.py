@@ -5,6 +5,7 @@ from django.shortcuts import render
 from webapp.jobs import states
 from webapp.jobs.models import Job
 from webapp.results import charts, summary
+from webapp.results.suggestions import suggestions
 from webapp.results.forms import CompareForm
 from webapp.serving.snippets import code_panel
 from webapp.teams.scoping import get_team_object_or_404, team_queryset
@@ -44,6 +45,7 @@ def job_results(request, job_id: int):
         "confusion_after": summary.confusion(metrics.get("final_eval")),
         "loss_chart": charts.line_chart(summary.loss_series(job, mark_kept=True), title=f"Loss of {job.name}"),
         "stop_summary": summary.stop_summary(metrics),
+        "next_steps": suggestions(job) if job.state == states.SUCCEEDED else [],
         "samples": summary.sample_answers(metrics, request.GET.get("answers")),
         "settings_rows": summary.flat_settings(job).items(),
         "has_merged": bool((job.artifacts or {}).get("merged")),

@@ -2,11 +2,14 @@
 (through the jobs app's queue.cancel), downloads (the results app's own download view), metrics, playground.
 
 A JSON body maps onto the page form's fields one to one, so the API accepts and refuses exactly what the page
-does, with the engine's own range checks (trainer.config) and messages.
+does, with the engine's own range checks (trainer.config) and messages. Settings left out take the engine's
+defaults, or with `"defaults": "advised"` the settings advisor's (webapp.jobs.advice), as the page's form does.
 """
 from django.http import HttpResponse, JsonResponse
 
+from trainer.advice import values
 from trainer.config import TARGET_PRESETS, TrainConfig
+from trainer.errors import TrainerError
 from webapp.api.decorators import api_view, read_json
 from webapp.api.errors import ApiError
 from webapp.api.pagination import int_param, page_response
@@ -15,6 +18,7 @@ from webapp.audit.record import Action, describe, record
 from webapp.catalog.models import BaseModel
 from webapp.datasets.models import Dataset
 from webapp.jobs import queue, states
+from webapp.jobs.advice import advice_for
 from webapp.jobs.deletion import JobStillStopping, delete_job
 from webapp.jobs.forms import CUSTOM, LORA_FIELDS, TRAINING_FIELDS, JobForm
 from webapp.jobs.models import Job, JobEvent
@@ -24,7 +28,8 @@ from webapp.teams.scoping import get_team_object_or_404, team_queryset
 
 DEFAULTS = TrainConfig(model="", data="", out="")
 TOP_FIELDS = {"name", "base_model", "dataset", "eval_dataset", "start_from", "task", "worker_class", "priority",
-              "lora", "training"}
+              "lora", "training", "defaults"}
+DEFAULTS_CHOICES = ("engine", "advised")
 
 
 @api_view("GET", "POST", rate={"POST": "jobs"})
@@ -68,6 +73,10 @@ def form_data(request, body: dict) -> dict:
         data["start_from"] = start_from_id(request, body["start_from"])
     defaults = {**{name: getattr(DEFAULTS.lora, name) for name in LORA_FIELDS + ("targets",)},
                 **{name: getattr(DEFAULTS, name) for name in TRAINING_FIELDS}}
+    if scalar(body, "defaults", "engine") == "advised":
+        defaults.update(advised(request, data, training))
+    elif body.get("defaults") not in (None, *DEFAULTS_CHOICES):
+        raise ApiError(400, f"defaults must be one of {', '.join(DEFAULTS_CHOICES)}", field="defaults")
     for name, default in defaults.items():
         value = {**lora, **training}.get(name, default)
         if value is not None:
@@ -75,6 +84,22 @@ def form_data(request, body: dict) -> dict:
     if data["targets"] not in TARGET_PRESETS:
         data["targets"], data["custom_targets"] = CUSTOM, data["targets"]
     return data
+
+
+def advised(request, data: dict, training: dict) -> dict:
+    """The settings advisor's values (webapp.jobs.advice) for the body's model, dataset, task and worker class."""
+    model = BaseModel.objects.get(pk=data["base_model"])
+    if not model.is_ready:
+        return {}  # the form refuses the model and says why
+    dataset = team_queryset(request, Dataset).get(pk=data["dataset"])
+    eval_fraction = training.get("eval_fraction", DEFAULTS.eval_fraction)
+    if not isinstance(eval_fraction, (int, float)) or not 0 <= eval_fraction < 1:
+        eval_fraction = DEFAULTS.eval_fraction  # the form refuses it, naming the field
+    try:
+        return values(advice_for(model, dataset, task=data["task"] or None, worker_class=data["worker_class"],
+                                 eval_fraction=eval_fraction, separate_eval="eval_dataset" in data))
+    except TrainerError:  # a model that cannot train this dataset: the form refuses it and says why
+        return {}
 
 
 def section(body: dict, name: str, allowed: tuple) -> dict:

@@ -23,12 +23,27 @@ const fmt = {
 
 // --- the create form ------------------------------------------------------------------------------------------
 
+// A JSON endpoint asked again as the form changes: only the newest request's answer counts (null for an older one,
+// or when the request failed).
+function newestAnswer(url) {
+  let sequence = 0;
+  return async (params) => {
+    const mine = ++sequence;
+    try {
+      const data = await (await fetch(`${url}?${params}`, { headers: { Accept: "application/json" } })).json();
+      return mine === sequence ? data : null;
+    } catch (e) { return null; }
+  };
+}
+
 function setupJobForm(form) {
   const field = (name) => form.elements[name];
   const panel = document.getElementById("estimate");
   const show = (key, text) => { panel.querySelector(`[data-estimate="${key}"]`).textContent = text; };
   const error = panel.querySelector('[data-estimate="error"]');
-  let timer = null, sequence = 0;
+  const askEstimate = newestAnswer(form.getAttribute("data-estimate-url"));
+  const askAdvice = newestAnswer(form.getAttribute("data-advice-url"));
+  let timer = null;
 
   function toggleCustom() {
     document.getElementById("field-custom_targets").hidden = field("targets").value !== "custom";
@@ -63,13 +78,8 @@ function setupJobForm(form) {
       gradient_checkpointing: field("gradient_checkpointing").checked ? "1" : "",
     });
     for (const name of ["quantize", "dtype"]) if (field(name)) params.set(name, field(name).value);
-    const mine = ++sequence;
-    let data;
-    try {
-      const response = await fetch(`${form.getAttribute("data-estimate-url")}?${params}`, { headers: { Accept: "application/json" } });
-      data = await response.json();
-    } catch (e) { return; }
-    if (mine !== sequence) return;  // a newer request has been sent: its answer wins
+    const data = await askEstimate(params);
+    if (!data) return;
     error.hidden = !data.error;
     error.textContent = data.error || "";
     if (data.error) return;
@@ -80,11 +90,33 @@ function setupJobForm(form) {
     show("memory", `≈ ${fmt.bytes(data.memory.total)}`);
     panel.querySelector('[data-estimate="bar"]').setAttribute("width", Math.max(1, 200 * Math.min(data.ratio, 1)));
   }
+  // The settings advisor proposes again for the new model, dataset, task or worker class, with its reasons.
+  let adviceRequests = 0;
+  async function advise() {
+    const params = new URLSearchParams({
+      base_model: field("base_model").value, dataset: field("dataset").value, task: field("task").value,
+      worker_class: field("worker_class").value, eval_dataset: field("eval_dataset").value,
+    });
+    adviceRequests += 1;
+    const data = await askAdvice(params);
+    if (!data) return;
+    for (const [name, item] of Object.entries(data.error ? {} : data)) {
+      field(name).value = item.value;
+      const reason = form.querySelector(`[data-advice-for="${name}"]`);
+      reason.textContent = `Advised: ${item.reason}`;
+      reason.hidden = false;
+    }
+    form.setAttribute("data-advised", adviceRequests);  // the advice asked for so far is in (tests wait on it)
+    toggleCustom();
+    schedule();
+  }
+  const ADVICE_INPUTS = ["dataset", "base_model", "task", "worker_class", "eval_dataset"];
   const schedule = () => { clearTimeout(timer); timer = setTimeout(refresh, 150); };
   form.addEventListener("input", schedule);
   form.addEventListener("change", (event) => {
     if (event.target.name === "dataset") { presetTask(); fitModels(); }
     if (event.target.name === "targets") toggleCustom();
+    if (ADVICE_INPUTS.includes(event.target.name)) advise();
     schedule();
   });
   toggleCustom();
