@@ -46,11 +46,14 @@ PAGES = {
     "datasets:status": ("GET", lambda o: f"/datasets/{o.dataset.pk}/status/", True, 200),
     "datasets:analyse": ("POST", lambda o: f"/datasets/{o.dataset.pk}/analysis/", True, 302),
     "datasets:column_mapping": ("POST", lambda o: f"/datasets/{o.dataset.pk}/columns/", True, 302),
+    "datasets:confirm_rows": ("POST", lambda o: f"/datasets/{o.dataset.pk}/confirm-rows/", True, 302),
     "datasets:delete": ("POST", lambda o: f"/datasets/{o.spare_dataset.pk}/delete/", True, 302),
     "jobs:list": ("GET", lambda o: "/jobs/", False, 200),
     "jobs:create": ("GET", lambda o: "/jobs/new/", False, 200),
     # Without rank, batch size and max length: the estimate's own 400 naming them (the catalog is global).
     "jobs:estimate": ("GET", lambda o: f"/jobs/estimate/?base_model={o.job.base_model.pk}", False, 400),
+    "jobs:advice": ("GET", lambda o: f"/jobs/advice/?base_model={o.job.base_model.pk}&dataset={o.dataset.pk}", True,
+                    200),
     "jobs:detail": ("GET", lambda o: f"/jobs/{o.job.pk}/", True, 200),
     "jobs:cancel": ("POST", lambda o: f"/jobs/{o.job.pk}/cancel/", True, 302),
     "jobs:delete": ("POST", lambda o: f"/jobs/{o.spare_job.pk}/delete/", True, 302),
@@ -74,6 +77,8 @@ API = {
     "api:model": ("GET", lambda o: f"/api/models/{o.job.base_model.pk}", False, 200),
     "api:datasets": ("GET", lambda o: "/api/datasets", False, 200),
     "api:dataset": ("GET", lambda o: f"/api/datasets/{o.dataset.pk}", True, 200),
+    # The job's dataset was never validated here: confirming its good rows is the owner's 409.
+    "api:dataset_confirm_rows": ("POST", lambda o: f"/api/datasets/{o.dataset.pk}/confirm-rows", True, 409),
     "api:jobs": ("GET", lambda o: "/api/jobs", False, 200),
     "api:job": ("GET", lambda o: f"/api/jobs/{o.job.pk}", True, 200),
     "api:job_events": ("GET", lambda o: f"/api/jobs/{o.job.pk}/events", True, 200),

@@ -43,7 +43,7 @@ def test_the_advice_endpoint_answers_for_the_teams_datasets_only(member_client, 
     assert own_eval["epochs"]["value"] <= answer["epochs"]["value"]  # every row trains: no fewer steps an epoch
     theirs = stored_dataset(Team.objects.create(name="Team B"), classification_rows(), task="classification")
     refused = member_client.get(reverse("jobs:advice"), {"base_model": bert.pk, "dataset": theirs.pk})
-    assert refused.status_code == 400 and "one of your datasets" in refused.json()["error"]
+    assert refused.status_code == 404 and refused.json()["error"] == f"dataset {theirs.pk} is not one of your team's"
 
 
 def test_clone_keeps_the_cloned_jobs_settings_not_the_advice(member_client, team, bert, tickets):

@@ -115,9 +115,11 @@ def advice(request):
     """The advisor's settings and reasons for the form's base model, dataset, task and worker class."""
     model = BaseModel.objects.filter(pk=request.GET.get("base_model") or 0, status=BaseModel.Status.READY).first()
     pk = request.GET.get("dataset", "")
-    dataset = _datasets(request).filter(pk=pk).first() if pk.isdigit() else None
-    if model is None or dataset is None:
+    if model is None or not pk.isdigit():
         return JsonResponse({"error": "pick a base model that is ready and one of your datasets"}, status=400)
+    dataset = _datasets(request).filter(pk=pk).first()
+    if dataset is None:  # another team's, or gone: as every team object, not found
+        return JsonResponse({"error": f"dataset {pk} is not one of your team's"}, status=404)
     try:
         advised = advice_for(model, dataset, task=request.GET.get("task") or None,
                              worker_class=request.GET.get("worker_class", ""),
