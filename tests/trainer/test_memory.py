@@ -95,6 +95,8 @@ import torch
 from trainer.memory import MemoryMeter, code_bytes
 from trainer.models import load_model
 
+with torch.no_grad():  # modules imported and forward's code run before the mark: the share is then the model's
+    load_model(sys.argv[1], "causal-lm")[0](torch.tensor([[1, 2, 3]]))
 meter = MemoryMeter("cpu")
 meter.mark_before_model()
 code_at_mark = code_bytes()
