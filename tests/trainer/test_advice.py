@@ -8,8 +8,8 @@ import math
 import pytest
 
 import tiny_models
-from trainer.advice import (ADVISED_FIELDS, HEADROOM, MAX_EPOCHS, MIN_STEPS_PER_EPOCH, TARGET_STEPS, advise,
-                            values)
+from trainer.advice import (ADVISED_FIELDS, DPO_TARGET_STEPS, HEADROOM, MAX_EPOCHS, MIN_STEPS_PER_EPOCH, TARGET_STEPS,
+                            advise, values)
 from trainer.estimate import estimate
 from trainer.inspect_model import inspect
 
@@ -36,6 +36,15 @@ def test_the_run_reaches_the_tasks_step_target_with_no_epoch_more_than_needed(ll
     assert steps >= TARGET_STEPS[task]
     assert advice["epochs"] == 1 or steps - per_epoch < TARGET_STEPS[task]
     assert per_epoch >= MIN_STEPS_PER_EPOCH
+
+
+@pytest.mark.parametrize("rows", [240, 2000])
+def test_a_dpo_run_reaches_dpos_smaller_step_target_with_no_epoch_more_than_needed(llama, rows):
+    advice = advise(llama, task="causal-lm", rows=rows, token_stats=STATS, method="dpo")
+    steps, per_epoch = planned_steps(values(advice), math.floor(rows * 0.9))
+    assert DPO_TARGET_STEPS <= steps < TARGET_STEPS["causal-lm"]
+    assert advice["epochs"].value == 1 or steps - per_epoch < DPO_TARGET_STEPS
+    assert f"about {DPO_TARGET_STEPS} steps" in advice["epochs"].reason or advice["epochs"].value == 1
 
 
 def test_a_tiny_dataset_is_capped_at_the_most_epochs(llama):

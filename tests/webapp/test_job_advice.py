@@ -81,3 +81,19 @@ def test_the_results_page_suggests_what_to_change_after_a_run_that_improved_litt
     for text in expected:
         assert text in section, (text, section)
     assert f"clone={job.pk}" in section
+
+
+def test_a_preference_dataset_is_advised_dpos_fewer_steps_and_sft_its_own(member_client, team, tiny_dirs):
+    llama = tiny_entry("llama", tiny_dirs / "llama")
+    report = {"valid_rows": 240, "token_stats": REPORT["token_stats"]}
+    rows = [{"prompt": f"Q{i}:", "chosen": " yes", "rejected": " NO"} for i in range(240)]
+    prefs = stored_dataset(team, rows, task="causal-lm", format="preference", report=report)
+    asked = {"base_model": llama.pk, "dataset": prefs.pk}
+    dpo = member_client.get(reverse("jobs:advice"), asked).json()
+    sft = member_client.get(reverse("jobs:advice"), {**asked, "method": "sft"}).json()
+    for method, answer in (("dpo", dpo), ("sft", sft)):  # the form's preset for this dataset is dpo
+        expected = advise(llama.info, task="causal-lm", rows=240, token_stats=REPORT["token_stats"], method=method)
+        assert answer == {name: {"value": item.value, "reason": item.reason} for name, item in expected.items()}
+    assert dpo["epochs"]["value"] < sft["epochs"]["value"]
+    page = member_client.get(reverse("jobs:create"), {"dataset": prefs.pk}).content.decode()
+    assert float(field_value(page, "epochs")) == dpo["epochs"]["value"]

@@ -10,20 +10,23 @@ from __future__ import annotations
 
 from trainer.advice import Advice, advise
 from webapp.jobs import routing
+from webapp.jobs.forms import PREFERENCE_FORMAT
 from webapp.ops import checks
 
 
 def advice_for(model, dataset, *, task: str | None = None, worker_class: str = "", eval_fraction: float = 0.1,
-               separate_eval: bool = False) -> dict[str, Advice]:
-    """The advised settings for training `model` on `dataset`. The workers are asked for their memory only when a
-    worker class is named (asking takes up to a second)."""
+               separate_eval: bool = False, method: str | None = None) -> dict[str, Advice]:
+    """The advised settings for training `model` on `dataset` with `method` (by default dpo for a preference
+    dataset, as the form presets it, else sft). The workers are asked for their memory only when a worker class
+    is named (asking takes up to a second)."""
     report = dataset.report or {}
     task = task or dataset.task or model.default_task
     labels = report.get("labels") if task == "classification" else None
     capacity = routing.class_capacity(checks.workers(), worker_class) if worker_class else None
     return advise(model.info, task=task, rows=report.get("valid_rows") or dataset.rows or 0,
                   token_stats=report.get("token_stats"), eval_fraction=0.0 if separate_eval else eval_fraction,
-                  num_labels=len(labels) if labels else None, capacity=capacity)
+                  num_labels=len(labels) if labels else None, capacity=capacity,
+                  method=method or ("dpo" if dataset.format == PREFERENCE_FORMAT else "sft"))
 
 
 def as_json(advice: dict[str, Advice]) -> dict:

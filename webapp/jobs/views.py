@@ -123,7 +123,8 @@ def advice(request):
     try:
         advised = advice_for(model, dataset, task=request.GET.get("task") or None,
                              worker_class=request.GET.get("worker_class", ""),
-                             separate_eval=bool(request.GET.get("eval_dataset")))
+                             separate_eval=bool(request.GET.get("eval_dataset")),
+                             method=request.GET.get("method") or None)
     except TrainerError as error:
         return JsonResponse({"error": str(error)}, status=400)
     return JsonResponse(as_json(advised))

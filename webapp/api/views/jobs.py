@@ -8,7 +8,7 @@ defaults, or with `"defaults": "advised"` the settings advisor's (webapp.jobs.ad
 from django.http import HttpResponse, JsonResponse
 
 from trainer.advice import values
-from trainer.config import TARGET_PRESETS, TrainConfig
+from trainer.config import METHODS, TARGET_PRESETS, TrainConfig
 from trainer.errors import TrainerError
 from webapp.api.decorators import api_view, read_json
 from webapp.api.errors import ApiError
@@ -87,7 +87,8 @@ def form_data(request, body: dict) -> dict:
 
 
 def advised(request, data: dict, training: dict) -> dict:
-    """The settings advisor's values (webapp.jobs.advice) for the body's model, dataset, task and worker class."""
+    """The settings advisor's values (webapp.jobs.advice) for the body's model, dataset, task, worker class and
+    method."""
     model = BaseModel.objects.get(pk=data["base_model"])
     if not model.is_ready:
         return {}  # the form refuses the model and says why
@@ -97,7 +98,8 @@ def advised(request, data: dict, training: dict) -> dict:
         eval_fraction = DEFAULTS.eval_fraction  # the form refuses it, naming the field
     try:
         return values(advice_for(model, dataset, task=data["task"] or None, worker_class=data["worker_class"],
-                                 eval_fraction=eval_fraction, separate_eval="eval_dataset" in data))
+                                 eval_fraction=eval_fraction, separate_eval="eval_dataset" in data,
+                                 method=training.get("method") if training.get("method") in METHODS else None))
     except TrainerError:  # a model that cannot train this dataset: the form refuses it and says why
         return {}
 

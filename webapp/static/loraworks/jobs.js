@@ -97,6 +97,7 @@ function setupJobForm(form) {
       base_model: field("base_model").value, dataset: field("dataset").value, task: field("task").value,
       worker_class: field("worker_class").value, eval_dataset: field("eval_dataset").value,
     });
+    if (field("method")) params.set("method", field("method").value);
     adviceRequests += 1;
     const data = await askAdvice(params);
     if (!data) return;
@@ -110,7 +111,7 @@ function setupJobForm(form) {
     toggleCustom();
     schedule();
   }
-  const ADVICE_INPUTS = ["dataset", "base_model", "task", "worker_class", "eval_dataset"];
+  const ADVICE_INPUTS = ["dataset", "base_model", "task", "worker_class", "eval_dataset", "method"];
   const schedule = () => { clearTimeout(timer); timer = setTimeout(refresh, 150); };
   form.addEventListener("input", schedule);
   form.addEventListener("change", (event) => {
