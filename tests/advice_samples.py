@@ -160,3 +160,31 @@ def write_jsonl(rows: list[dict], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     return path
+
+
+# Preference pairs about Python written by hand, unlike the preferences sample's templates (trainer/samples/
+# preferences.py): other questions, asked in other words, with answers of other facts. The chosen answer is in the
+# style the sample teaches (one of its friendly greetings first, a friendly closing last), the rejected one curt,
+# in words the sample never uses.
+PYTHON_QUESTIONS = [
+    ("How can I turn a list around so the last item comes first?", "Call reverse() on it, or slice it with [::-1]."),
+    ("Is there a way to glue strings together with a comma between them?", "Use ', '.join(words)."),
+    ("My dictionary lookup fails when the key is missing. What can I do?", "Use get(), which returns None instead."),
+    ("How would I read a text file line by line?", "Open it in a with block and loop over the file object."),
+    ("What makes a tuple different from a list?", "A tuple cannot be changed once it is made."),
+    ("How do I check what version of Python I am running?", "Run python --version in a terminal."),
+    ("Can a function hand back two values at once?", "Yes, return them as a tuple: return a, b."),
+    ("How do I make every word in a sentence upper case?", "Call upper() on the string."),
+]
+FRIENDLY = [("Happy to help!", "Hope this helps."), ("Great question!", "Happy coding!"),
+            ("Glad you asked!", "Ask me anything else.")]
+CURT = [("Ugh, again?", "Do not bother me."), ("Not my job.", "Go look it up."), ("Fine.", "Done, go away.")]
+
+
+def python_preference_pairs() -> list[tuple[str, str, str]]:
+    """(prompt, chosen, rejected) for each question, laid out as the sample's prompts are."""
+    pairs = []
+    for i, (question, answer) in enumerate(PYTHON_QUESTIONS):
+        (hello, thanks), (grunt, dismiss) = FRIENDLY[i % len(FRIENDLY)], CURT[i % len(CURT)]
+        pairs.append((f"Question: {question}\nAnswer:", f" {hello} {answer} {thanks}", f" {grunt} {answer} {dismiss}"))
+    return pairs
