@@ -1,10 +1,10 @@
 """A DPO job as a newcomer runs it, in Chromium against a live server and a real Celery worker: sign in, take the
 "preferences" sample (Python questions, a friendly chosen and a curt rejected answer) with "Use sample", open the
-job form (it switches the method to dpo and starts from the advised settings), submit it untouched, watch it to
-the end, and read held-out preference accuracy rising on the results page, in the database and in the downloaded
-metrics. The claim is checked on pairs the sample's templates did not make: the downloaded adapter, loaded with
-PEFT in this process, prefers the friendly answer of hand-written pairs (tests/advice_samples.py) that the base
-does not."""
+job form (it switches the method to dpo and starts from the settings advised for DPO, which it proposes again when
+the method changes), submit it untouched, watch it to the end, and read held-out preference accuracy rising on the
+results page, in the database and in the downloaded metrics. The claim is checked on pairs the sample's templates
+did not make: the downloaded adapter, loaded with PEFT in this process, prefers the friendly answer of hand-written
+pairs (tests/advice_samples.py) that the base does not."""
 import pytest
 import torch
 
@@ -59,6 +59,12 @@ def test_a_dpo_job_on_the_preferences_sample_raises_preference_accuracy(signed_i
     assert page.input_value("#id_method") == "dpo"
     advised = advised_form_values(page)
     assert page.inner_text('[data-advice-for="epochs"]').startswith("Advised: 42 steps in all")  # 216 pairs, batch 16
+    page.select_option("#id_method", "sft")  # SFT is advised its own, longer run; back to DPO, DPO's again
+    page.wait_for_selector('#job-form[data-advised="2"]', state="attached")
+    assert page.inner_text('[data-advice-for="epochs"]').startswith("Advised: 154 steps in all")
+    page.select_option("#id_method", "dpo")
+    page.wait_for_selector('#job-form[data-advised="3"]', state="attached")
+    assert advised_form_values(page) == advised
     page.fill("#id_name", "Friendly answers")
     page.wait_for_function("document.querySelector('#estimate').innerText.includes('%')")
     shoot(page, "new-job")
