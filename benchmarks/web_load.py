@@ -2,8 +2,9 @@
 --database-url names, e.g. PostgreSQL), gunicorn on loopback, C concurrent clients for a bounded time. Prints
 requests/s, p50/p95 latency, errors, the SQL queries per page at N/10 and N jobs (equal counts: no N+1), the
 machine's load average before and after (the clients run on the same machine as the server), and the CPU each side
-spent per request under load (after a few seconds of warm-up, not counted): the gunicorn processes, the database's server processes for this database
-(PostgreSQL), and the load generator. Those CPU figures hold on a busy shared machine, where wall figures do not.
+spent per request under load (after a few seconds of warm-up, not counted): the gunicorn processes, PostgreSQL's
+server processes for this database, and the load generator. On a busy shared machine those say more than the wall
+figures do.
 
 On PostgreSQL the job table is vacuumed and analyzed after the bulk insert, as autovacuum does to a table within a
 minute or so of such a change: without statistics the planner takes 10,000 rows for a handful and sorts them all

@@ -190,13 +190,15 @@ def dataset_label_count(request) -> int | None:
 
 
 # What the job page shows of the rows a job points to (their large JSON, such as a model's layer shapes, is left out).
-DETAIL_RELATED = ("base_model__name", "base_model__is_demo", "dataset__name", "eval_dataset__name", "start_from__name")
+DETAIL_RELATED = ("base_model__name", "base_model__is_demo", "dataset__name", "eval_dataset__name",
+                  "start_from__name")
 
 
 @login_required
 def job_detail(request, pk: int):
-    job = get_team_object_or_404(request, Job.objects.select_related("base_model", "dataset", "eval_dataset", "start_from")
-                                 .only(*(field.name for field in Job._meta.concrete_fields), *DETAIL_RELATED), pk=pk)
+    job = get_team_object_or_404(request, Job.objects.select_related(
+        "base_model", "dataset", "eval_dataset", "start_from").only(
+        *(field.name for field in Job._meta.concrete_fields), *DETAIL_RELATED), pk=pk)
     snapshot = progress_snapshot(job)
     context = {"job": job, "snapshot": snapshot, "settings_rows": setting_rows(job),
                "log_text": "\n".join(snapshot["log"]),
