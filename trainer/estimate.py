@@ -39,7 +39,7 @@ ATTENTION_SCORE_COPIES = 3  # scores, softmax and dropped probabilities, in comp
 SCORE_MASK_BYTES = 1  # attention dropout's mask, per score
 CHECKPOINT_LAYERS = 2.2  # of one layer's activations, live while a checkpointed layer is recomputed
 BACKWARD_LAYERS = 0.35  # of one layer's activations, the backward pass's gradients in flight
-EVAL_BATCH_FACTOR = 2  # trainer.train.EVAL_BATCH_SIZE_FACTOR
+EVAL_BATCH_FACTOR = 2  # trainer.evaluate.EVAL_BATCH_SIZE_FACTOR
 EVAL_VALUES = (4, 2)  # per token in eval, one layer's tensors in flight (hidden sizes, intermediate sizes)
 LOSS_CHUNK_BYTES = 2 * (1 << 25)  # trainer.lm_loss: a 32 MiB float32 logits chunk and its log-softmax
 # On a CPU the peak is resident memory, which follows the tensors: a run fixes glibc's mmap threshold

@@ -10,6 +10,9 @@ those micro-batches (tokens with a label for causal LM, examples for classificat
 the same gradient as one big batch. The loop syncs with the device once a step (the loss for the reporter).
 Throughput, ETA and `train_runtime_s` count training time only: periodic evals and checkpoints are timed apart
 (`train_wall_s` is the loop's wall time with them).
+
+Here: setup, the step loop and the end. What the run does between steps (periodic evals, the best checkpoint,
+early stopping, checkpoints) and resuming: trainer.run_checkpoints; metrics.json's content: trainer.run_metrics.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from trainer import best, checkpoint, prediction_changes, sample_answers
+from trainer import best, sample_answers
 from trainer.adapter_io import load_adapter, read_adapter_config, save_adapter
 from trainer.config import LoraSettings, TrainConfig
 from trainer.cpu_allocator import return_freed_memory_promptly
@@ -31,13 +34,15 @@ from trainer.data.dataset import prepare
 from trainer.data.render import ensure_chat_template
 from trainer.errors import ConfigError, OutOfMemoryError
 from trainer.estimate import out_of_memory_advice
-from trainer.evaluate import EVAL_BATCH_SIZE_FACTOR, batch_loss_sum, evaluate, target_count
+from trainer.evaluate import batch_loss_sum, target_count
 from trainer.inject import LoraHandle, apply_lora, lora_modules
 from trainer.memory import MemoryMeter
 from trainer.models import load_model, load_tokenizer, pick_device, resolve_model_path
 from trainer.params import parameter_report
 from trainer.quantized import DTYPE_NAMES, import_quantization_library, keep_trainable_in_float32, resolve_dtype
 from trainer.reporter import NullReporter, Reporter
+from trainer.run_checkpoints import RunCheckpoints
+from trainer.run_metrics import run_metrics
 from trainer.schedule import make_scheduler, warmup_steps_for
 
 METRICS_FILE = "metrics.json"
@@ -86,7 +91,7 @@ def precision(device: str, dtype: torch.dtype = torch.float32):
     return nullcontext, None
 
 
-class _Run:
+class _Run(RunCheckpoints):
     def __init__(self, config: TrainConfig, reporter: Reporter):
         self.config, self.reporter = config, reporter
         self.out = Path(config.out)
@@ -187,34 +192,6 @@ class _Run:
         config = self.config
         return batch_order(self.train_features, config.batch_size, seed=config.seed, epoch=epoch)
 
-    def _start(self) -> dict:
-        """Fresh run state, or the newest checkpoint's when resuming."""
-        state = {"step": 0, "epoch": 0, "batch": 0, "history": [], "eval_history": [], "base_eval": None,
-                 "train_tokens": 0, "padded_tokens": 0, "runtime_s": 0.0, "wall_s": 0.0, "resumed_from_step": None,
-                 "best": None, "stop_reason": None, "samples": None, "base_predictions": None}
-        if not self.config.resume:
-            return state
-        found = checkpoint.latest_checkpoint(self.checkpoints)
-        if found is None:
-            self.reporter.on_log("no checkpoint to resume from: starting from the beginning")
-            return state
-        restored = checkpoint.load_checkpoint(found, self.model, self.optimizer, self.scheduler, self.scaler)
-        extra = restored["extra"]
-        if extra.get("total_steps") != self.total_steps:
-            raise ConfigError(f"{found} was written for a run of {extra.get('total_steps')} steps, this one has "
-                              f"{self.total_steps}: resume with the same data and settings", "resume")
-        saved_batch, batch = extra.get("global_batch_size"), self.config.batch_size * self.processes
-        if saved_batch not in (None, batch):  # None: written before data-parallel runs existed
-            raise ConfigError(f"{found} was written by a run of {extra.get('processes', 1)} process(es) with "
-                              f"{saved_batch} rows a batch in all; this one has {self.processes} x "
-                              f"{self.config.batch_size} = {batch}: resume with processes x batch size = "
-                              f"{saved_batch}", "resume")
-        state.update(extra["state"], step=restored["step"], history=restored["history"],
-                     epoch=restored["position"]["epoch"], batch=restored["position"]["batch"],
-                     resumed_from_step=restored["step"])
-        self.reporter.on_log(f"resumed from {found.name}")
-        return state
-
     # --- the loop ----------------------------------------------------------------------------------------
 
     def _windows(self, epoch: int, batch: int):
@@ -231,8 +208,8 @@ class _Run:
         return collate(features, self.tokenizer.pad_token_id)
 
     def _loop(self, state: dict) -> bool:
-        """Train until total_steps or a stop request; returns True when stopped early."""
-        config, reporter = self.config, self.reporter
+        """Train until total_steps, early stopping or a stop request; returns True when stopped on request."""
+        reporter = self.reporter
         started, tokens_at_start = time.perf_counter(), state["train_tokens"]
         runtime_before, wall_before = state["runtime_s"], state.get("wall_s", state["runtime_s"])
         paused = 0.0  # seconds spent in periodic evals and checkpoints, left out of the throughput
@@ -257,24 +234,9 @@ class _Run:
             reporter.on_step(state["step"], self.total_steps, loss, lr, tokens_per_s, eta_s,
                              **({"metrics": self.step_metrics} if self.step_metrics else {}))
             pause_started = time.perf_counter()
-            if (config.eval_every and self.eval_features and state["step"] % config.eval_every == 0
-                    and state["step"] < self.total_steps):
-                metrics = self._evaluate()
-                state["eval_history"].append({"step": state["step"], **metrics})
-                reporter.on_eval({"stage": "during", "step": state["step"], **metrics})
-                self._write_samples(state, "during")
-                if self._judge(state, metrics):
-                    state["stop_reason"] = "early_stopping"
-                    reporter.on_log(f"early stopping at step {state['step']}: {config.early_stopping_patience} "
-                                    f"evals without a better {state['best']['metric']} than step "
-                                    f"{state['best']['step']}'s")
-                    return False
-            if reporter.should_stop():
-                self._checkpoint(state)
-                reporter.on_log(f"stopped at step {state['step']}; checkpoint saved")
-                return True
-            if config.checkpoint_every and state["step"] % config.checkpoint_every == 0:
-                self._checkpoint(state)
+            ended = self._between_steps(state)
+            if ended is not None:
+                return ended
             paused += time.perf_counter() - pause_started
             state["wall_s"] = wall_before + time.perf_counter() - started
         return False
@@ -315,65 +277,6 @@ class _Run:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
 
-    def _evaluate(self) -> dict | None:
-        if not self.eval_features:
-            return None
-        size = self.config.batch_size * EVAL_BATCH_SIZE_FACTOR
-        order = sorted(range(len(self.eval_features)), key=lambda i: len(self.eval_features[i]["input_ids"]))
-        batches = (collate([self.eval_features[i] for i in order[start:start + size]], self.tokenizer.pad_token_id)
-                   for start in range(0, len(order), size))
-        guessed: list[int] = []
-        metrics = evaluate(self.model, batches, self.config.task, label_names=self.label_mapping or None,
-                           device=self.device, autocast=self.autocast, predictions=guessed)
-        self.eval_predictions = [0] * len(guessed)
-        for index, label in zip(order, guessed):  # back from length order to eval-feature order
-            self.eval_predictions[index] = label
-        return metrics
-
-    def _write_samples(self, state: dict, stage: str) -> None:
-        """Answer the sample prompts with the model as it is now (see trainer.sample_answers)."""
-        texts, ids = self.sample_prompts
-        if not ids:
-            return
-        if state["samples"] is None:
-            state["samples"] = {"prompts": texts, "checkpoints": []}
-        state["samples"]["checkpoints"].append(
-            {"step": state["step"], "stage": stage,
-             "answers": sample_answers.answers(self.model, self.tokenizer, ids)})
-
-    def _judge(self, state: dict, metrics: dict) -> bool:
-        """Record a periodic eval for best-checkpoint selection; True when early stopping's patience is spent."""
-        state["best"], improved = best.record(state["best"], state["step"], metrics, self.config.task)
-        if improved and self.keep_best:
-            best.save_weights(self.out, self.model)
-        patience = self.config.early_stopping_patience
-        return bool(patience) and state["best"] is not None and state["best"]["evals_without_improvement"] >= patience
-
-    def _keep_best(self, state: dict, final_eval: dict | None) -> dict | None:
-        """Judge the final eval too; with keep_best and an earlier best, put its weights back and evaluate them."""
-        if final_eval is None:
-            return None
-        state["best"], improved = best.record(state["best"], state["step"], final_eval, self.config.task)
-        if not self.keep_best or improved or state["best"]["step"] == state["step"]:
-            return final_eval
-        kept = state["best"]
-        best.restore_weights(self.out, self.model)
-        self.reporter.on_log(f"keeping the adapter of step {kept['step']}: its {kept['metric']} "
-                             f"{kept['value']:.4f} is the best of the run")
-        return self._evaluate()
-
-    def _checkpoint(self, state: dict) -> None:
-        kept = {key: state[key] for key in ("eval_history", "base_eval", "train_tokens", "padded_tokens",
-                                            "runtime_s", "wall_s", "best", "stop_reason", "samples",
-                                            "base_predictions")}
-        checkpoint.save_checkpoint(self.checkpoints, state["step"], self.model, self.optimizer, self.scheduler,
-                                   position={"epoch": state["epoch"], "batch": state["batch"]},
-                                   history=state["history"],
-                                   extra={"state": kept, "total_steps": self.total_steps,
-                                          "processes": self.processes,
-                                          "global_batch_size": self.config.batch_size * self.processes},
-                                   scaler=self.scaler)
-
     # --- the end -----------------------------------------------------------------------------------------
 
     def _finish(self, state: dict, stopped: bool) -> dict:
@@ -397,7 +300,7 @@ class _Run:
         self.memory_figures = self.memory.figures()
         if not stopped and config.merge:
             self._merge()
-        metrics = self._metrics(state, final_eval, stopped)
+        metrics = run_metrics(self, state, final_eval, stopped)
         (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=str) + "\n")
         return metrics
 
@@ -412,62 +315,6 @@ class _Run:
                                                             f"{self.merged_dtype}, its own dtype, then merged"
                                                             if quantize != "none" else ""))
         merge_to_folder(self.config.model, self.out / "adapter", self.out / "merged", quantize=quantize)
-
-    def _metrics(self, state: dict, final_eval: dict | None, stopped: bool) -> dict:
-        params = self.params
-        return {
-            "status": "stopped" if stopped else "completed",
-            # why the loop ended: all steps done, early stopping, or a stop request
-            "stop_reason": "stopped" if stopped else (state["stop_reason"] or "completed"),
-            "keep": "best" if self.keep_best else "last",
-            "best_step": (state["best"] or {}).get("step"),
-            # the step whose adapter OUT/adapter holds
-            "kept_step": (state["best"] or {}).get("step") if self.keep_best and not stopped else state["step"],
-            "task": self.config.task,
-            "device": self.device,
-            "quantize": self.config.quantize,
-            "dtype": DTYPE_NAMES[self.dtype],
-            "merged_dtype": self.merged_dtype,
-            "trainable_params": params["trainable"],
-            "total_params": params["total"],
-            "trainable_percent": params["percent"],
-            "adapter_bytes": params["adapter_bytes"],
-            "base_model_bytes": params["base_model_bytes"],
-            "size_ratio": params["ratio"],
-            **self.memory_figures,
-            "target_modules": self.lora.target_modules,
-            "modules_to_save": self.lora.modules_to_save,
-            "base_eval": state["base_eval"],
-            "final_eval": final_eval,
-            "eval_history": state["eval_history"],
-            "train_examples": len(self.train_features),
-            "eval_examples": len(self.eval_features),
-            "train_tokens": state["train_tokens"],
-            "train_runtime_s": state["runtime_s"],
-            "train_wall_s": state["wall_s"],
-            "tokens_per_s": state["train_tokens"] / max(state["runtime_s"], 1e-9),
-            "steps": state["step"],
-            "total_steps": self.total_steps,
-            "steps_per_epoch": self.steps_per_epoch,
-            "processes": self.processes,
-            "global_batch_size": self.config.batch_size * self.processes,
-            "padding_fraction": 1 - state["train_tokens"] / max(state["padded_tokens"], 1),
-            "resumed_from_step": state["resumed_from_step"],
-            "history": state["history"],
-            "samples": state["samples"],
-            "prediction_changes": self._prediction_changes(state, final_eval),
-            "label_mapping": dict(enumerate(self.label_mapping)) if self.label_mapping else None,
-            "data": self.data_stats,
-            "config": self.config.to_dict(),
-        }
-
-
-    def _prediction_changes(self, state: dict, final_eval: dict | None) -> dict | None:
-        """Classification: the held-out rows whose prediction the kept adapter changed (trainer.prediction_changes)."""
-        if final_eval is None or not state.get("base_predictions") or not self.eval_predictions:
-            return None
-        return prediction_changes.compare(state["base_predictions"], self.eval_predictions, self.eval_features,
-                                          self.label_mapping, self.tokenizer)
 
 
 def data_summary(stats: dict, max_length: int) -> str:

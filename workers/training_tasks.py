@@ -2,10 +2,11 @@
 went silent.
 
 `train_job` copies the dataset from storage to a local scratch folder, runs `trainer.train.train` with a
-`JobReporter`, uploads checkpoints to storage as they appear (`jobs/<id>/checkpoints/step-N/`, then a
-`latest.json` pointer written last, so a half-uploaded checkpoint is never used), and at the end uploads the
-adapter, the merged model and metrics.json before marking the job succeeded; when storage fills up (or fails) part way,
-what was uploaded of them is deleted, so no half-written adapter is ever offered. Late acknowledgement means a task
+`JobReporter` (on all of the worker's GPUs, and again after a lost process: workers.data_parallel_jobs), uploads
+checkpoints to storage as they appear (`jobs/<id>/checkpoints/step-N/`, then a `latest.json` pointer written
+last, so a half-uploaded checkpoint is never used), and at the end uploads the adapter, the merged model and
+metrics.json before marking the job succeeded; when storage fills up (or fails) part way, what was uploaded of
+them is deleted, so no half-written adapter is ever offered. Late acknowledgement means a task
 whose worker was killed is handed out again: the new delivery finds the job `running`, downloads the last
 checkpoint and continues (`resume=True`). With MLFLOW_TRACKING_URI set, the run is also logged to MLflow
 (workers.tracking). The job lease (workers.progress) keeps two deliveries from both training.
@@ -36,6 +37,7 @@ from webapp.jobs.storage import (delete_file, delete_tree, get_file, job_prefix,
                                  read_bytes)
 from workers import capacity, tracking
 from workers.celery_app import app
+from workers.data_parallel_jobs import train_on_processes
 from workers.progress import Heartbeat, JobReporter, job_lease, retry_db
 
 log = logging.getLogger(__name__)
@@ -91,8 +93,8 @@ def train_job(self, job_id: int) -> str:
         if job is None or job.is_terminal:
             return "nothing to do"
         resuming = job.state == states.RUNNING
-        if resuming and resume_count(job) >= conf.MAX_RESUMES:
-            _fail(job, None, lost_worker_message(job, resume_count(job)))
+        if resuming and states.resume_count(job) >= conf.MAX_RESUMES:
+            _fail(job, None, lost_worker_message(job, states.resume_count(job)))
             return states.FAILED
         try:
             # Booked for accounting: the worker holds all its GPUs for the job, even one that trains on fewer.
@@ -131,10 +133,6 @@ def _dataset_gate(job) -> str:
     return "ready"
 
 
-def resume_count(job) -> int:
-    return job.events.filter(from_state=states.RUNNING, to_state=states.RUNNING).count()
-
-
 def lost_worker_message(job, resumes: int) -> str:
     return (f"the worker running this job ({job.worker_name or 'unknown'}) stopped sending heartbeats, and the job "
             f"was already resumed {resumes} time(s) after losing its worker, so it is not resumed again. Workers "
@@ -167,7 +165,7 @@ def _run(job, lease_token: str, resuming: bool) -> str:
                             else "worker lost before any checkpoint: starting again from the beginning")
         reporter.flush()
         config = train_config(job, work, resume=resuming)
-        metrics = _train_on_processes(job, config, reporter, tracker.tee(reporter))
+        metrics = train_on_processes(job, config, reporter, tracker.tee(reporter))
         checkpoints.sync()
         outcome = _finish(job, reporter, metrics, work / "out")
         return outcome
@@ -188,39 +186,6 @@ def _run(job, lease_token: str, resuming: bool) -> str:
         tracker.end(outcome, work / "out")
         heartbeat.stop()
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _train_on_processes(job, config, reporter: JobReporter, tracked) -> dict:
-    """Train on this worker's WORKER_GPUS processes (rank 0 here, reporting to `tracked`, the job's reporter as the
-    tracker sees it: progress, cancel and the heartbeat work as for one). A lost process stops the run; it then
-    continues from its last checkpoint, as after a lost worker, until the job has been resumed JOB_MAX_RESUMES
-    times."""
-    from trainer.checkpoint import latest_checkpoint
-    from trainer.distributed import train_data_parallel
-    from trainer.errors import ProcessLost
-
-    processes = capacity.processes_per_job()
-    if processes > 1 and config.method != "sft":
-        reporter.on_log(f"{config.method} jobs train in one process: this worker's other {processes - 1} stay idle")
-        processes = 1
-    while True:
-        try:
-            return train_data_parallel(config, tracked, processes=processes, timeout_s=conf.COLLECTIVE_TIMEOUT_S)
-        except ProcessLost as lost:
-            resumes = resume_count(job)
-            if resumes >= conf.MAX_RESUMES:
-                raise ProcessLost(f"{lost}; the job was already resumed {resumes} time(s), so it is not resumed "
-                                  "again") from lost
-            newest = latest_checkpoint(Path(config.out) / "checkpoints")
-            step = int(newest.name.rsplit("-", 1)[-1]) if newest else 0
-            reporter.resume_from(step)
-            reporter.on_log(f"{lost}: resuming from the checkpoint at step {step}" if step
-                            else f"{lost}: starting again from the beginning (no checkpoint yet)")
-            try:
-                states.move(job, states.RUNNING, reason=f"resumed after a training process was lost: {lost}")
-            except states.TransitionRefused:  # cancelled meanwhile: nothing to resume
-                raise lost from None
-            config.resume = True
 
 
 def train_config(job, work: Path, *, resume: bool):
@@ -399,7 +364,7 @@ def sweep_stale_jobs(now=None) -> dict:
         if not Job.objects.filter(pk=job.pk, state=states.RUNNING, heartbeat_at=job.heartbeat_at).update(
                 heartbeat_at=now):
             continue
-        resumes = resume_count(job)
+        resumes = states.resume_count(job)
         if resumes >= conf.MAX_RESUMES:
             _fail(job, None, lost_worker_message(job, resumes))
             outcome["failed"].append(job.pk)

@@ -6,7 +6,7 @@ import os
 import pytest
 from django.urls import reverse
 
-from jobs_helpers import completion_rows, stored_dataset, tiny_entry
+from jobs_helpers import completion_rows, stored_dataset
 from test_api_schema import api  # noqa: F401  (fixture)
 from worker_process import WorkerProcess
 from trainer.estimate import estimate, readable_bytes
@@ -29,11 +29,6 @@ def small_worker(celery_worker, tmp_path_factory):
                            concurrency=1, name=f"{CLASS}-{os.getpid()}@localhost")
     yield worker.start()
     worker.stop()
-
-
-@pytest.fixture
-def llama(tmp_path, db):
-    return tiny_entry("llama", tmp_path / "llama")
 
 
 @pytest.fixture

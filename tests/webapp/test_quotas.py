@@ -21,16 +21,6 @@ from webapp.teams.models import MonthlyUsage, Team
 from webapp.teams.usage import month_gpu_seconds, month_of
 
 
-@pytest.fixture(scope="module")
-def tiny_dirs(tmp_path_factory):
-    return tmp_path_factory.mktemp("quota-tiny-models")
-
-
-@pytest.fixture
-def llama(tiny_dirs, db):
-    return tiny_entry("llama", tiny_dirs / "llama")
-
-
 def limit(team, **quotas) -> Team:
     Team.objects.filter(pk=team.pk).update(**quotas)
     team.refresh_from_db()

@@ -10,7 +10,7 @@ import redis
 from django.conf import settings
 from django.urls import reverse
 
-from jobs_helpers import completion_rows, make_job, stored_dataset, tiny_entry
+from jobs_helpers import completion_rows, make_job, stored_dataset
 from test_api_schema import api, assert_matches_schema  # noqa: F401  (fixtures)
 from worker_process import WorkerProcess
 from webapp.jobs import queue
@@ -29,16 +29,6 @@ def class_worker(celery_worker, tmp_path_factory):
                            queues=f"train.{CLASS}", concurrency=1, name=f"{CLASS}-{os.getpid()}@localhost")
     yield worker.start()
     worker.stop()
-
-
-@pytest.fixture(scope="module")
-def tiny_dirs(tmp_path_factory):
-    return tmp_path_factory.mktemp("class-tiny-models")
-
-
-@pytest.fixture
-def llama(tiny_dirs, db):
-    return tiny_entry("llama", tiny_dirs / "llama")
 
 
 @pytest.fixture

@@ -37,6 +37,18 @@ def authenticated(request):
     return token
 
 
+def admit(request, methods: tuple[str, ...], rate_action: str | None = None) -> None:
+    """What a token endpoint checks before its view runs (/api/ and /v1 alike): the method is one of `methods`
+    (405), the Bearer token is valid (401; sets request.user, .team and .api_token) and, given `rate_action`, the
+    token is within that action's rate (429). Raises ApiError; /v1 answers it in OpenAI's shape."""
+    if request.method not in methods:
+        raise ApiError(405, f"{request.method} is not allowed here; use {', '.join(methods)}",
+                       headers={"Allow": ", ".join(methods)})
+    token = authenticated(request)
+    if rate_action:
+        check_rate(token.pk, rate_action)
+
+
 def api_view(*methods: str, rate: dict[str, str] | None = None):
     """Wrap a function view as an API endpoint answering `methods`; `rate` maps a method to its rate-limit action."""
 
@@ -45,12 +57,7 @@ def api_view(*methods: str, rate: dict[str, str] | None = None):
         @wraps(view)
         def wrapper(request, *args, **kwargs):
             try:
-                if request.method not in methods:
-                    raise ApiError(405, f"{request.method} is not allowed here; use {', '.join(methods)}",
-                                   headers={"Allow": ", ".join(methods)})
-                token = authenticated(request)
-                if rate and request.method in rate:
-                    check_rate(token.pk, rate[request.method])
+                admit(request, methods, (rate or {}).get(request.method))
                 return view(request, *args, **kwargs)
             except ApiError as error:
                 return error_response(error)

@@ -43,6 +43,11 @@ def can_move(current: str, target: str) -> bool:
     return target in ALLOWED.get(current, frozenset())
 
 
+def resume_count(job) -> int:
+    """How many times `job` was resumed (its `running -> running` moves: a lost worker's or a lost process's)."""
+    return job.events.filter(from_state=RUNNING, to_state=RUNNING).count()
+
+
 def initial_state(waiting_for_dataset: bool) -> str:
     return VALIDATING if waiting_for_dataset else QUEUED
 

@@ -6,9 +6,8 @@ from functools import wraps
 from django.http import Http404
 from django.views.decorators.csrf import csrf_exempt
 
-from webapp.api.decorators import authenticated
+from webapp.api.decorators import admit
 from webapp.api.errors import ApiError
-from webapp.api.ratelimit import check_rate
 from webapp.serving.errors import OpenAIError, error_response
 
 log = logging.getLogger(__name__)
@@ -21,16 +20,11 @@ def openai_view(*methods: str, rate_limited: bool = False):
         @wraps(view)
         def wrapper(request, *args, **kwargs):
             try:
-                if request.method not in methods:
-                    raise OpenAIError(405, f"{request.method} is not allowed here; use {', '.join(methods)}",
-                                      headers={"Allow": ", ".join(methods)})
-                token = authenticated(request)
-                if rate_limited:
-                    check_rate(token.pk, RATE_ACTION)
+                admit(request, methods, RATE_ACTION if rate_limited else None)
                 return view(request, *args, **kwargs)
             except OpenAIError as error:
                 return error_response(error)
-            except ApiError as error:  # from the shared token and rate checks: same status, OpenAI's shape
+            except ApiError as error:  # from the shared method, token and rate checks: same status, OpenAI's shape
                 return error_response(OpenAIError(error.status, error.message, headers=error.headers))
             except Http404:
                 return error_response(OpenAIError(404, f"no route {request.path}", code="not_found"))
