@@ -1,7 +1,14 @@
 """Load on the job list and a job page: N jobs in a temporary SQLite database (or the empty database
 --database-url names, e.g. PostgreSQL), gunicorn on loopback, C concurrent clients for a bounded time. Prints
-requests/s, p50/p95 latency, errors, the SQL queries per page at N/10 and N jobs (equal counts: no N+1), and the
-machine's load average before and after (the clients run on the same machine as the server).
+requests/s, p50/p95 latency, errors, the SQL queries per page at N/10 and N jobs (equal counts: no N+1), the
+machine's load average before and after (the clients run on the same machine as the server), and the CPU each side
+spent per request under load (after a few seconds of warm-up, not counted): the gunicorn processes, PostgreSQL's
+server processes for this database, and the load generator. On a busy shared machine those say more than the wall
+figures do.
+
+On PostgreSQL the job table is vacuumed and analyzed after the bulk insert, as autovacuum does to a table within a
+minute or so of such a change: without statistics the planner takes 10,000 rows for a handful and sorts them all
+for every page.
 
   .venv/bin/python benchmarks/web_load.py [--jobs 1000] [--clients 50] [--seconds 20] [--workers 2]
                                           [--database-url postgres://postgres@127.0.0.1:5432/web_load]
@@ -11,6 +18,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -20,7 +28,10 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
+
 ROOT = Path(__file__).resolve().parents[1]
+WARM_UP_S = 3  # of load before the measured run, not counted
 
 
 def setup_django(folder: Path, database_url: str | None = None) -> dict:
@@ -47,6 +58,43 @@ def make_jobs(team, count: int, start: int) -> None:
     Job.objects.bulk_create(Job(team=team, name=f"job {i}", base_model=model, dataset=dataset, task="causal-lm",
                                 settings={}, state=states[i % len(states)], progress={"step": 3, "total_steps": 10})
                             for i in range(start, start + count))
+
+
+def analyze_jobs() -> None:
+    """Vacuum and analyze the job table on PostgreSQL (what autovacuum does soon after a bulk insert)."""
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("VACUUM ANALYZE jobs_job")
+
+
+def cpu_seconds(processes) -> dict[int, float]:
+    """{pid: user + system CPU seconds} of the processes still alive."""
+    seconds = {}
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        seconds[process.pid] = times.user + times.system
+    return seconds
+
+
+def database_processes(database: str) -> list:
+    """PostgreSQL's server processes for connections to `database` (their title names it)."""
+    title = re.compile(rf"^postgres: .*\b{re.escape(database)}\b")
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if title.match(cmdline):
+            found.append(process)
+    return found
+
+
+def spent(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds used between two cpu_seconds() readings (a process that started in between counts whole)."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
 
 
 def queries_per_page(client, job_id: int) -> tuple[int, int]:
@@ -137,6 +185,7 @@ def main() -> None:
     first = Job.objects.order_by("pk").first().pk
     before = queries_per_page(client, first)
     make_jobs(team, args.jobs - small, small)
+    analyze_jobs()
     after = queries_per_page(client, first)
     cpu_ms = [cpu_ms_per_page(client, url) for url in ("/jobs/", f"/jobs/{first}/")]
     cookie = f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
@@ -153,9 +202,19 @@ def main() -> None:
             except OSError:
                 time.sleep(0.2)
         urls = ["/jobs/", f"/jobs/{first}/"]
-        load_before = os.getloadavg()
+        web = psutil.Process(server.pid)
+        while len(web.children()) < args.workers and server.poll() is None:
+            time.sleep(0.2)
+        load(port, cookie, urls, args.clients, WARM_UP_S)  # every worker booted, connected and warm
+        web = [web, *web.children(recursive=True)]
+        database = settings.DATABASES["default"]["NAME"] if "postgresql" in settings.DATABASES["default"]["ENGINE"] \
+            else None
+        web_cpu, db_cpu = cpu_seconds(web), cpu_seconds(database_processes(database) if database else [])
+        load_before, clients_cpu = os.getloadavg(), time.process_time()
         latencies, errors = load(port, cookie, urls, args.clients, args.seconds)
-        load_after = os.getloadavg()
+        load_after, clients_cpu = os.getloadavg(), time.process_time() - clients_cpu
+        web_cpu = spent(web_cpu, cpu_seconds(web))
+        db_cpu = spent(db_cpu, cpu_seconds(database_processes(database) if database else []))
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -171,6 +230,10 @@ def main() -> None:
     print(f"{'requests':>10}{'req/s':>10}{'p50 ms':>10}{'p95 ms':>10}{'errors':>8}")
     print(f"{len(latencies):>10}{len(latencies) / args.seconds:>10.1f}"
           f"{statistics.median(latencies) * 1000 if latencies else float('nan'):>10.1f}{p95 * 1000:>10.1f}{errors:>8}")
+    served = max(1, len(latencies) + errors)
+    print(f"CPU ms per request under load: server (gunicorn) {web_cpu / served * 1000:.1f}, database "
+          f"{db_cpu / served * 1000:.1f}{'' if database else ' (SQLite: inside the server)'}, "
+          f"load generator {clients_cpu / served * 1000:.1f}")
 
 
 if __name__ == "__main__":

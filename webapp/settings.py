@@ -5,6 +5,7 @@ first run. PRODUCTION=1 turns on the strict checks (SECRET_KEY and ALLOWED_HOSTS
 """
 from pathlib import Path
 
+from webapp.cache import redis_cache
 from webapp.env import (LOG_LEVELS, allowed_hosts, database_from_url, env_bool, env_choice, env_int, env_list,
                         env_rate, env_str, env_url, secret_key)
 from webapp.storage import default_storage_from_env
@@ -25,6 +26,8 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_url("REDIS_URL", "redis://127.0.0.1:6379/0", ("redis", "rediss", "unix"))
+# Rendered fragments (webapp.fragments), keyed by what they show, live in the same Redis.
+CACHES = redis_cache(REDIS_URL)
 
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
 MEDIA_URL = "/media/"

@@ -10,6 +10,14 @@ from webapp.jobs import state_names
 from webapp.teams.models import TeamOwned
 
 
+def percent_done(state: str, progress: dict) -> float:
+    """How far a job in `state` with `progress` ({"step", "total_steps"}) is, in percent (0.0 to 100.0)."""
+    total = progress.get("total_steps") or 0
+    if state == state_names.SUCCEEDED:
+        return 100.0
+    return round(100.0 * min(progress.get("step", 0) / total, 1.0), 1) if total else 0.0
+
+
 class Job(TeamOwned):
     name = models.CharField(max_length=200)
     base_model = models.ForeignKey("catalog.BaseModel", on_delete=models.PROTECT, related_name="jobs")
@@ -63,10 +71,7 @@ class Job(TeamOwned):
 
     @property
     def percent(self) -> float:
-        total = self.progress.get("total_steps") or 0
-        if self.state == state_names.SUCCEEDED:
-            return 100.0
-        return round(100.0 * min(self.progress.get("step", 0) / total, 1.0), 1) if total else 0.0
+        return percent_done(self.state, self.progress)
 
     def recorded_progress(self) -> dict:
         """The stored progress, without an ETA once the job has ended (a cancelled run has nothing left to wait for)."""

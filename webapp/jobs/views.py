@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.db.models import F
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
@@ -16,11 +17,12 @@ from trainer.errors import TrainerError
 from webapp.audit.record import Action, describe, record
 from webapp.catalog.models import BaseModel
 from webapp.datasets.models import Dataset
+from webapp.fragments import render_each
 from webapp.jobs import live, queue, services, states
 from webapp.jobs.advice import advice_for, as_json
 from webapp.jobs.deletion import JobStillStopping, delete_job
 from webapp.jobs.forms import JobForm, continuing, initial_from
-from webapp.jobs.models import Job
+from webapp.jobs.models import Job, percent_done
 from webapp.jobs.stream import progress_snapshot, sse_response
 from webapp.ops import checks
 from webapp.paging import paged
@@ -31,23 +33,35 @@ from webapp.teams.scoping import get_team_object_or_404, team_queryset
 STATE_FILTERS = [s for s, _ in states.CHOICES]
 
 
-# What a row of the job list shows: the rest (history, metrics, reports, layer shapes) is large JSON that each row
-# would otherwise decode for nothing.
-LIST_FIELDS = ("name", "task", "state", "progress", "worker_name", "worker_class", "started_at", "finished_at",
-               "created_at", "team_id", "base_model__name", "base_model__is_demo", "dataset__name")
+# What a row of the job list shows, read as plain values: the rest (history, metrics, reports, layer shapes) is
+# large JSON that each row would otherwise decode for nothing, and a row needs no model instance.
+LIST_FIELDS = ("pk", "name", "task", "state", "progress", "worker_name", "worker_class", "started_at",
+               "finished_at")
+LIST_RELATED = {"base_model_name": F("base_model__name"), "base_model_is_demo": F("base_model__is_demo"),
+                "dataset_name": F("dataset__name")}
 
 
 @login_required
 def job_list(request):
-    jobs = team_queryset(request, Job).select_related("base_model", "dataset").only(*LIST_FIELDS)
+    jobs = team_queryset(request, Job)
     state, search = request.GET.get("state", ""), request.GET.get("q", "").strip()
     if state in STATE_FILTERS:
         jobs = jobs.filter(state=state)
     if search:
         jobs = jobs.filter(name__icontains=search)
-    listing = paged(request, jobs)
-    return render(request, "jobs/list.html", {"jobs": listing["page"].object_list, **listing, "state": state,
-                                              "search": search, "states": STATE_FILTERS})
+    listing = paged(request, jobs)  # counted without the joins the rows need
+    shown = listing["page"].object_list.values(*LIST_FIELDS, **LIST_RELATED)
+    rows = render_each("jobs/_row.html", "job", [_row(job) for job in shown],
+                       scope=request.team.pk if request.team else None)
+    return render(request, "jobs/list.html", {"rows": rows, **listing, "state": state, "search": search,
+                                              "states": STATE_FILTERS})
+
+
+def _row(job: dict) -> dict:
+    """A job list row: only the progress it shows (a running job's loss and rate change with every write)."""
+    progress = job["progress"] or {}
+    return {**job, "progress": {k: progress[k] for k in ("step", "total_steps") if k in progress},
+            "percent": percent_done(job["state"], progress)}
 
 
 def _datasets(request):
@@ -176,10 +190,16 @@ def dataset_label_count(request) -> int | None:
     return len(labels) if labels else None
 
 
+# What the job page shows of the rows a job points to (their large JSON, such as a model's layer shapes, is left out).
+DETAIL_RELATED = ("base_model__name", "base_model__is_demo", "dataset__name", "eval_dataset__name",
+                  "start_from__name")
+
+
 @login_required
 def job_detail(request, pk: int):
-    job = get_team_object_or_404(request, Job.objects.select_related("base_model", "dataset", "eval_dataset", "start_from"),
-                                pk=pk)
+    job = get_team_object_or_404(request, Job.objects.select_related(
+        "base_model", "dataset", "eval_dataset", "start_from").only(
+        *(field.name for field in Job._meta.concrete_fields), *DETAIL_RELATED), pk=pk)
     snapshot = progress_snapshot(job)
     context = {"job": job, "snapshot": snapshot, "settings_rows": setting_rows(job),
                "log_text": "\n".join(snapshot["log"]),
@@ -188,7 +208,7 @@ def job_detail(request, pk: int):
                "silent": queue.silent_worker(job),
                "class_unserved": _class_unserved(job),
                # the chain of adapters, within the team (a job started from is always the same team's)
-               "continued_by": team_queryset(request, Job).filter(start_from=job)}
+               "continued_by": team_queryset(request, Job).filter(start_from=job).only("name")}
     return render(request, "jobs/detail.html", context)
 
 
