@@ -6,6 +6,15 @@ import pytest
 from worker_process import WorkerProcess, database_url
 
 
+@pytest.fixture(autouse=True, scope="session")
+def fast_password_hashing():
+    """Passwords hash at 1,000 PBKDF2 iterations in the test process (see fast_password_hasher)."""
+    from django.test.utils import override_settings
+
+    with override_settings(PASSWORD_HASHERS=["fast_password_hasher.FastPBKDF2PasswordHasher"]):
+        yield
+
+
 @pytest.fixture
 def make_member(db):
     """make_member("alice", "Team A") -> a user who belongs to that team (created if needed)."""
