@@ -9,8 +9,13 @@ The rules, and why:
 - a run needs enough optimizer steps to move the adapter: the epochs are those that reach TARGET_STEPS for the
   task (between 1 and MAX_EPOCHS), so a 120-row set trains many epochs and a 50,000-row one a single pass; DPO
   needs fewer (DPO_TARGET_STEPS): its loss saturates within tens of steps, and further steps only push both
-  answers down together (on the demo LM, 42 steps take held-out preference accuracy from none to nearly
-  all: tests/e2e/test_preference_path.py);
+  answers down together;
+- DPO alone only ranks the two answers: on the demo LM it makes the tuned model prefer the chosen ones but not
+  write them (both answers' log-probabilities fall). An SFT term on the chosen answers (rpo_alpha, TRL's former
+  knob of that name) keeps them likely; a small model needs it strong (SMALL_MODEL_RPO_ALPHA) and, with DPO's
+  few steps, a larger learning rate (SMALL_MODEL_DPO_LR) before its greedy answers open like the chosen ones
+  (on the demo LM, 70 such steps: tests/e2e/test_preference_path.py). Larger models get RPO's usual weight 1;
+  SFT jobs get 0, which they ignore anyway;
 - small models need large steps: the learning rate falls with the parameter count (LR_BY_SIZE);
 - LoRA on a small model costs almost nothing, so rank 16 there; on big models 8, or 16 with plenty of data;
 - a causal LM learns a style in its MLPs as much as in attention, so attention+mlp; a classifier trains its new
@@ -30,9 +35,11 @@ from dataclasses import dataclass
 
 from trainer.estimate import estimate, readable_bytes
 
-ADVISED_FIELDS = ("epochs", "lr", "rank", "alpha", "targets", "batch_size", "max_length")
+ADVISED_FIELDS = ("epochs", "lr", "rank", "alpha", "targets", "batch_size", "max_length", "rpo_alpha")
 TARGET_STEPS = {"causal-lm": 150, "classification": 60}
-DPO_TARGET_STEPS = 40
+DPO_TARGET_STEPS = 70
+SMALL_MODEL_RPO_ALPHA, RPO_ALPHA = 10.0, 1.0
+SMALL_MODEL_DPO_LR = 1e-2
 MAX_EPOCHS = 20
 MIN_STEPS_PER_EPOCH = 8
 BATCH_SIZES = (16, 8, 4, 2, 1)
@@ -68,7 +75,8 @@ def advise(info: dict, *, task: str, rows: int, token_stats: dict | None = None,
     advice["rank"] = _rank(params, rows)
     advice["alpha"] = Advice(float(2 * advice["rank"].value), "twice the rank, the usual scaling")
     advice["targets"] = _targets(task)
-    advice["lr"] = _lr(params)
+    advice["lr"] = _dpo_lr(params) if method == "dpo" and params <= SMALL_MODEL_PARAMS else _lr(params)
+    advice["rpo_alpha"] = _rpo_alpha(params, method)
     advice["batch_size"] = _batch_size(info, task, train_rows, advice, num_labels, capacity)
     advice["epochs"] = _epochs(target_steps(task, method), train_rows, advice["batch_size"].value)
     return {name: advice[name] for name in ADVISED_FIELDS}
@@ -116,6 +124,20 @@ def _lr(params: int) -> Advice:
     if lr > 2e-4:
         return Advice(lr, f"a {size}-parameter model needs larger steps than LoRA's usual 2e-4 to change visibly")
     return Advice(lr, f"LoRA's usual rate for a {size}-parameter model")
+
+
+def _dpo_lr(params: int) -> Advice:
+    return Advice(SMALL_MODEL_DPO_LR, f"DPO's few steps on a {params / 1e6:.1f} M-parameter model need larger ones "
+                                      "still for the chosen answers' style to show")
+
+
+def _rpo_alpha(params: int, method: str) -> Advice:
+    if method != "dpo":
+        return Advice(0.0, "only DPO jobs use it")
+    if params <= SMALL_MODEL_PARAMS:
+        return Advice(SMALL_MODEL_RPO_ALPHA, "a model this small needs a strong pull towards writing the chosen "
+                                             "answers, or DPO only ranks them")
+    return Advice(RPO_ALPHA, "RPO's usual weight: keeps the chosen answers likely while DPO ranks them")
 
 
 def _batch_size(info: dict, task: str, train_rows: int, advice: dict, num_labels: int | None,

@@ -85,6 +85,7 @@ def _add_train_parser(commands) -> None:
     train.add_argument("--task", choices=TASKS, help="default: the task of the data's format")
     flag("--method", choices=METHODS, help="sft: learn the answers; dpo: prefer chosen over rejected answers")
     flag("--beta", type=float, help="dpo: how close the tuned model stays to the base (higher: closer)")
+    flag("--rpo-alpha", type=float, help="dpo: weight of an SFT term on the chosen answers (0: plain DPO)")
     flag("--format", help="auto | text | prompt_completion | alpaca | chat | classification | preference")
     flag("--eval-data", help="a separate eval file (instead of splitting off --eval-fraction)")
     flag("--eval-fraction", type=float)

@@ -66,6 +66,7 @@ class TrainConfig:
     task: str = "causal-lm"
     method: str = "sft"
     beta: float = 0.1  # DPO: how far the policy may move from the reference (higher: closer to it)
+    rpo_alpha: float = 0.0  # DPO: weight of an SFT term on the chosen answers (TRL's rpo_alpha); 0: plain DPO
     format: str = "auto"
     eval_data: str | None = None
     eval_fraction: float = 0.1
@@ -123,6 +124,8 @@ class TrainConfig:
                  "method")
         _require(_finite(self.beta) and 0 < self.beta <= 100, "beta must be a number above 0 and at most 100",
                  "beta")
+        _require(_finite(self.rpo_alpha) and 0 <= self.rpo_alpha <= 100,
+                 "rpo_alpha must be a number from 0 to 100", "rpo_alpha")
         _require(not (self.method == "dpo" and self.packing), "dpo cannot pack examples: each answer is scored "
                  "after its own prompt", "packing")
         self.lora.check()

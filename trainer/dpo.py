@@ -5,11 +5,16 @@ For a prompt x with a chosen answer c and a rejected one r, the policy π is bas
 
     reward(y) = β · (log π(y|x) − log π_ref(y|x))          the implicit reward of an answer
     loss      = −log σ(reward(c) − reward(r))              mean over pairs (TRL's loss_type="sigmoid")
+              + rpo_alpha · NLL(c)                         optional SFT term (TRL's loss_type=["sigmoid", "sft"],
+                                                           loss_weights=[1, rpo_alpha]; its former `rpo_alpha`)
     margin    = reward(c) − reward(r);   reward accuracy = share of pairs with margin > 0
 
 log π(y|x) is the sum of the answer tokens' log-probabilities (`trainer.lm_loss.answer_log_probs`): only the
 hidden states of answer positions go through the output layer, so no full-vocabulary logits are formed for the
 prompt (a (B, T, V) tensor is only built for heads that `supports_hidden_state_loss` refuses).
+NLL(c) is the mean −log-probability of the chosen answers' tokens, averaged over all of the batch's chosen tokens
+(not per answer), as in TRL. Pure DPO may push both answers down and give the freed probability to junk tokens;
+the SFT term keeps the chosen answers likely, which a small model needs before its greedy answers show the style.
 A batch of B pairs is one forward of 2B rows (chosen rows first), and one more without gradients for π_ref.
 
 Held-out metrics: `preference_accuracy` is the share of pairs where the model itself gives the chosen answer a
@@ -85,11 +90,22 @@ def pair_log_probs(model, batch: dict, device, autocast=nullcontext) -> tuple[to
     return policy, reference
 
 
-def pair_sums(policy: torch.Tensor, reference: torch.Tensor, beta: float) -> tuple[torch.Tensor, dict]:
-    """(summed loss over the pairs, with gradients; {name: summed value} of the loss and the logged metrics)."""
+def chosen_tokens(batch: dict) -> torch.Tensor:
+    """The number of answer tokens in the batch's chosen rows (its first half)."""
+    labels = batch["labels"]
+    return (labels[: labels.shape[0] // 2, 1:] != -100).sum()
+
+
+def pair_sums(policy: torch.Tensor, reference: torch.Tensor, beta: float, rpo_alpha: float = 0.0,
+              tokens: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """(summed loss over the pairs, with gradients; {name: summed value} of the loss and the logged metrics).
+    With `rpo_alpha`, `tokens` is `chosen_tokens(batch)`: each pair's loss gains rpo_alpha times the batch's mean
+    NLL per chosen token."""
     chosen, rejected = policy.chunk(2)
     ref_chosen, ref_rejected = reference.chunk(2)
     losses, chosen_rewards, rejected_rewards = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta)
+    if rpo_alpha:
+        losses = losses + rpo_alpha * -chosen.sum() / tokens.to(chosen.device).clamp(min=1)
     margins = chosen_rewards - rejected_rewards
     sums = {"loss": losses.detach().sum(), "reward_margin": margins.sum(), "reward_accuracy": (margins > 0).sum(),
             "chosen_logp": chosen.detach().sum(), "rejected_logp": rejected.detach().sum(),
@@ -98,7 +114,8 @@ def pair_sums(policy: torch.Tensor, reference: torch.Tensor, beta: float) -> tup
 
 
 @torch.no_grad()
-def evaluate_pairs(model, batches, beta: float, *, device="cpu", autocast=nullcontext) -> dict:
+def evaluate_pairs(model, batches, beta: float, rpo_alpha: float = 0.0, *, device="cpu",
+                   autocast=nullcontext) -> dict:
     """Held-out DPO metrics over `batches` (from `collate_pairs`); {} when there is no pair."""
     was_training = model.training
     model.eval()
@@ -106,7 +123,7 @@ def evaluate_pairs(model, batches, beta: float, *, device="cpu", autocast=nullco
     count = 0
     try:
         for batch in batches:
-            _, sums = pair_sums(*pair_log_probs(model, batch, device, autocast), beta)
+            _, sums = pair_sums(*pair_log_probs(model, batch, device, autocast), beta, rpo_alpha, chosen_tokens(batch))
             count += batch["input_ids"].shape[0] // 2
             for key, value in sums.items():
                 totals[key] = totals.get(key, 0.0) + float(value)
@@ -188,7 +205,7 @@ class DpoMethod:
         totals = dict.fromkeys(("loss",) + STEP_KEYS, 0.0)
         for batch in window:
             policy, reference = pair_log_probs(self.model, batch, self.device, self.autocast)
-            loss, sums = pair_sums(policy, reference, self.config.beta)
+            loss, sums = pair_sums(policy, reference, self.config.beta, self.config.rpo_alpha, chosen_tokens(batch))
             loss = loss / pairs
             (self.scaler.scale(loss) if self.scaler else loss).backward()
             for key in totals:
@@ -205,4 +222,5 @@ class DpoMethod:
         size = self.config.batch_size * EVAL_BATCH_SIZE_FACTOR
         batches = (collate_pairs(self.eval_features[start:start + size], self.tokenizer.pad_token_id)
                    for start in range(0, len(self.eval_features), size))
-        return evaluate_pairs(self.model, batches, self.config.beta, device=self.device, autocast=self.autocast)
+        return evaluate_pairs(self.model, batches, self.config.beta, self.config.rpo_alpha, device=self.device,
+                              autocast=self.autocast)

@@ -100,3 +100,14 @@ def test_bigger_models_get_smaller_learning_rates_and_classifiers_only_attention
     big = {**llama, "total_params": 7_000_000_000}
     assert advise(big, task="causal-lm", rows=500, token_stats=STATS)["rank"].value == 8
     assert advise(big, task="causal-lm", rows=5000, token_stats=STATS)["rank"].value == 16
+
+
+def test_dpo_adds_an_sft_term_strong_for_small_models_with_larger_steps_and_sft_none(llama):
+    def advised(size, method):
+        return values(advise({**llama, "total_params": size}, task="causal-lm", rows=500, token_stats=STATS,
+                             method=method))
+
+    small, big = advised(1_000_000, "dpo"), advised(7_000_000_000, "dpo")
+    assert (small["rpo_alpha"], small["lr"]) == (10.0, 1e-2)
+    assert (big["rpo_alpha"], big["lr"]) == (1.0, advised(7_000_000_000, "sft")["lr"]) == (1.0, 2e-4)
+    assert advised(1_000_000, "sft")["rpo_alpha"] == 0.0 and advised(1_000_000, "sft")["lr"] == 2e-3

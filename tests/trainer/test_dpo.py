@@ -2,6 +2,7 @@
 off; only answer positions reach the output layer; a run raises held-out preference accuracy; the CLI writes it."""
 import json
 
+import pytest
 import torch
 
 import tiny_models
@@ -59,13 +60,17 @@ def _trl_rows(pairs):
     return rows
 
 
-def test_dpo_loss_and_gradients_equal_trls_on_the_same_batch_model_and_reference(tmp_path):
+@pytest.mark.parametrize("rpo_alpha", [0.0, 0.7])
+def test_dpo_loss_and_gradients_equal_trls_on_the_same_batch_model_and_reference(tmp_path, rpo_alpha):
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
     model, tokenizer, settings, handle = _lora_llama()
     twin = tiny_models.peft_twin(model, tiny_models.tiny_llama()[0], settings, "causal-lm", handle)
-    trl = DPOTrainer(model=twin, args=DPOConfig(output_dir=str(tmp_path), beta=BETA, report_to="none", use_cpu=True),
+    # TRL's former `rpo_alpha` is now the "sft" loss weighted beside "sigmoid".
+    losses = {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, rpo_alpha]} if rpo_alpha else {}
+    trl = DPOTrainer(model=twin, args=DPOConfig(output_dir=str(tmp_path), beta=BETA, report_to="none", use_cpu=True,
+                                                **losses),
                      train_dataset=Dataset.from_list([{"prompt": "a", "chosen": "b", "rejected": "c"}]),
                      processing_class=tokenizer)
     # TRL keeps a copy of a given adapter as its reference; without it, its reference is the adapter disabled.
@@ -78,11 +83,17 @@ def test_dpo_loss_and_gradients_equal_trls_on_the_same_batch_model_and_reference
 
     theirs = trl.compute_loss(twin, inputs)
     theirs.backward()
-    loss_sum, sums = dpo.pair_sums(*dpo.pair_log_probs(model, batch, "cpu"), BETA)
+    policy, reference = dpo.pair_log_probs(model, batch, "cpu")
+    loss_sum, sums = dpo.pair_sums(policy, reference, BETA, rpo_alpha, dpo.chosen_tokens(batch))
     ours = loss_sum / len(pairs)
     ours.backward()
     assert abs(ours.item() - theirs.item()) < 1e-5
-    assert abs(ours.item() - 0.693147) > 0.005  # the policy really differs from the reference
+    dpo_only = dpo.pair_sums(policy.detach(), reference, BETA)[0].item() / len(pairs)
+    assert abs(dpo_only - 0.693147) > 0.005  # the policy really differs from the reference
+    # The SFT term: rpo_alpha times the mean NLL per chosen answer token, the tokens counted here independently.
+    tokens = sum(sum(label != -100 for label in pair["chosen"]["labels"]) for pair in pairs)
+    nll = -policy.detach().chunk(2)[0].sum().item() / tokens
+    assert abs(ours.item() - (dpo_only + rpo_alpha * nll)) < 1e-5 and nll > 0.1
     their_grads = {name.replace("base_model.model.", "").replace(".default", ""): p.grad
                    for name, p in twin.named_parameters() if p.requires_grad}
     for name, p in model.named_parameters():
@@ -157,8 +168,9 @@ def test_cli_train_method_dpo_writes_the_sft_metrics_shape_plus_preference_accur
     for method, path in (("dpo", data), ("sft", sft_data)):
         out = tmp_path / method
         # In process (a subprocess would spend seconds importing torch); main() is what `python -m trainer` runs.
+        extra = ["--rpo-alpha", "0.5"] if method == "dpo" else []
         assert cli.main(["train", "--method", method, "--data", str(path), "--out", str(out),
-                         *map(str, common)]) == 0
+                         *map(str, common), *extra]) == 0
         shapes[method] = json.loads((out / "metrics.json").read_text())
         assert json.loads(capsys.readouterr().out) == shapes[method]
     dpo_metrics = shapes["dpo"]
@@ -166,6 +178,7 @@ def test_cli_train_method_dpo_writes_the_sft_metrics_shape_plus_preference_accur
     assert 0 <= dpo_metrics["base_eval"]["preference_accuracy"] <= 1
     assert 0 <= dpo_metrics["final_eval"]["preference_accuracy"] <= 1
     assert dpo_metrics["config"]["method"] == "dpo" and dpo_metrics["config"]["beta"] == 0.1
+    assert dpo_metrics["config"]["rpo_alpha"] == 0.5
 
 
 def test_a_dpo_run_continues_from_a_saved_sft_adapter(tmp_path, tiny_llama_dir):

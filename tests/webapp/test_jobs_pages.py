@@ -65,7 +65,7 @@ def test_the_form_shows_every_setting_with_its_default_and_an_explanation(member
         assert f'name="{name}" value="{default}"' in page, name
     # The settings the advisor proposes start from its values (tests/webapp/test_job_advice.py).
     advised = values(advise(llama.info, task="causal-lm", rows=dataset.rows))
-    for name in ("rank", "alpha", "epochs", "lr", "batch_size", "max_length"):
+    for name in ("rank", "alpha", "epochs", "lr", "batch_size", "max_length", "rpo_alpha"):
         assert f'name="{name}" value="{advised[name]}"' in page, name
     for name in ("eval_dataset", "task", "targets", "custom_targets", "rslora", "max_steps", "merge", "quantize",
                  "dtype", "gradient_checkpointing", "method", "keep", "start_from", "sample_answers",
@@ -75,7 +75,7 @@ def test_the_form_shows_every_setting_with_its_default_and_an_explanation(member
         assert f'<option value="{value}"' in page.split('name="quantize"', 1)[1].split("</select>", 1)[0]
     assert '<option value="auto" selected>' in page.split('name="dtype"', 1)[1].split("</select>", 1)[0]
     assert '<option value="normal" selected>' in page.split('name="priority"', 1)[1].split("</select>", 1)[0]
-    assert page.count('class="help"') == 34  # one per field
+    assert page.count('class="help"') == 35  # one per field
     assert llama.name in page and dataset.name in page
 
 

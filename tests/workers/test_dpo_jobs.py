@@ -33,7 +33,7 @@ def form(model, dataset, **changes):
     return {"name": "prefer lower case", "base_model": model.pk, "dataset": dataset.pk, "task": "", "rank": 8,
             "alpha": 16, "dropout": 0.0, "targets": "attention+mlp", "custom_targets": "", "epochs": 1,
             "max_steps": 8, "lr": 3e-2, "batch_size": 4, "grad_accum": 1, "max_length": 64, "warmup": 0.03,
-            "eval_fraction": 0.25, "seed": 0, "method": "dpo", "beta": 0.1, "eval_every": 4,
+            "eval_fraction": 0.25, "seed": 0, "method": "dpo", "beta": 0.1, "rpo_alpha": 0.5, "eval_every": 4,
             "sample_answers": "on", "sample_prompts": "Question 20:\nQuestion 21:", **changes}
 
 
@@ -51,7 +51,7 @@ def test_a_dpo_job_trains_on_the_worker_and_its_pages_show_the_preference_figure
     response = member_client.post(reverse("jobs:create"), form(llama, dataset))
     assert response.status_code == 302, response.content.decode()[:2000]
     job = Job.objects.get()
-    assert job.settings["method"] == "dpo" and job.settings["beta"] == 0.1
+    assert job.settings["method"] == "dpo" and job.settings["beta"] == 0.1 and job.settings["rpo_alpha"] == 0.5
     job = wait_for(lambda: (j := Job.objects.get(pk=job.pk)).state in ("succeeded", "failed") and j, 180,
                    what="the DPO job to finish")
     assert job.state == "succeeded", f"{job.error}\n{celery_worker.log()[-3000:]}"
@@ -67,6 +67,7 @@ def test_a_dpo_job_trains_on_the_worker_and_its_pages_show_the_preference_figure
     assert 'id="dpo-reward-chart"' in detail and 'id="dpo-logp-chart"' in detail
     results = member_client.get(reverse("results:job", args=[job.pk])).content.decode()
     assert "Preference accuracy (chosen more likely)" in results and "preference pairs" in results
+    assert job.metrics["config"]["rpo_alpha"] == 0.5 and "SFT weight (RPO alpha)" in results
     kept = job.metrics["kept_step"]
     assert job.metrics["keep"] == "best" and job.metrics["stop_reason"] == "completed" and kept in (4, 8)
     assert f"kept adapter (step {kept})" in results

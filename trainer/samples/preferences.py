@@ -4,9 +4,9 @@ Each row is `{"prompt", "chosen", "rejected"}`. Both answers carry the same fact
 the chosen one opens with a friendly greeting and closes with an offer of more help, the rejected one opens and
 closes curtly. What DPO learns is therefore the style: on the demo LM a job with the advised settings makes the
 tuned model prefer the friendly answer of held-out pairs, and of hand-written ones (tests/e2e/
-test_preference_path.py). DPO alone does not make the demo LM *write* the greeting (its base ends an answer at once
-after "Answer:", and DPO only moves the chosen answer relative to the rejected one); an SFT job on the same rows
-learns to write the chosen answers. The questions are about Python, the demo LM's only subject.
+test_preference_path.py), and with the advised SFT weight (rpo_alpha) its greedy answers open with one of the
+greetings. DPO alone (weight 0) does not make the demo LM *write* the greeting (its base ends an answer at once
+after "Answer:", and DPO only moves the chosen answer relative to the rejected one). The questions are about Python, the demo LM's only subject.
 """
 from __future__ import annotations
 

@@ -102,6 +102,8 @@ SCHEMAS = {
                                     "description": "stop after N periodic evals without improvement; 0: never"},
         "beta": {"type": "number", "exclusiveMinimum": 0, "maximum": 100,
                  "description": "dpo: how close the tuned model stays to its base (higher: closer)"},
+        "rpo_alpha": {"type": "number", "minimum": 0, "maximum": 100,
+                      "description": "dpo: weight of an SFT term on the chosen answers (TRL's rpo_alpha); 0: plain DPO"},
         "gradient_checkpointing": {"type": "boolean", "description": "recompute activations in the backward "
                                                                      "pass: less memory, more compute"},
         "quantize": {"type": "string", "enum": list(QUANTIZE_CHOICES),

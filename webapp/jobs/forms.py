@@ -27,9 +27,9 @@ DEFAULTS = TrainConfig(model="", data="", out="")
 LORA_FIELDS = ("rank", "alpha", "dropout", "rslora")
 TRAINING_FIELDS = ("epochs", "max_steps", "lr", "batch_size", "grad_accum", "max_length", "warmup",
                    "eval_fraction", "seed", "merge", "quantize", "dtype", "gradient_checkpointing", "method", "beta",
-                   "eval_every", "keep", "early_stopping_patience")
+                   "rpo_alpha", "eval_every", "keep", "early_stopping_patience")
 # Optional in a POST (absent: the engine's default), so older clients and forms keep working.
-OPTIONAL_FIELDS = ("method", "beta", "eval_every", "keep", "early_stopping_patience")
+OPTIONAL_FIELDS = ("method", "beta", "rpo_alpha", "eval_every", "keep", "early_stopping_patience")
 PREFERENCE_FORMAT = "preference"
 QUANTIZE_LABELS = {"none": "none: the base as it is stored", "nf4": "nf4: 4-bit base (QLoRA), about 1/4 of bf16",
                    "int8": "int8: 8-bit base, about 1/2 of bf16"}
@@ -105,6 +105,9 @@ class JobForm(forms.Form):
     beta = forms.FloatField(initial=DEFAULTS.beta, required=False, label="DPO beta",
                             help_text="DPO only: how close the tuned model stays to its base; higher keeps it "
                                       "closer (0.1 is the usual choice).")
+    rpo_alpha = forms.FloatField(initial=DEFAULTS.rpo_alpha, required=False, label="SFT weight (RPO alpha)",
+                                 help_text="DPO only: also learn to write the chosen answers, with this weight "
+                                           "(0: plain DPO). Small models need it to show the preferred style.")
     eval_every = forms.IntegerField(initial=DEFAULTS.eval_every, required=False, label="Eval every (steps)",
                                     help_text="Also evaluate on the held-out examples every this many steps "
                                               "(0: only before and after training).")

@@ -25,6 +25,7 @@ SETTING_LABELS = {
     "batch_size": "Batch size", "grad_accum": "Gradient accumulation", "lr": "Learning rate",
     "warmup": "Warmup (fraction)", "max_length": "Max length", "eval_fraction": "Eval fraction", "seed": "Seed",
     "merge": "Merge at end", "method": "Method", "beta": "DPO beta",
+    "rpo_alpha": "SFT weight (RPO alpha)",
 }
 
 
