@@ -79,7 +79,9 @@ def test_jobs_datasets_and_downloads_through_the_pages_are_recorded(member_clien
 def test_jobs_and_downloads_through_the_api_are_recorded_as_api(api, finished_run, tmp_path):
     team = Team.objects.get(name="Team A")
     model = tiny_entry("llama", tmp_path / "models")
-    dataset = stored_dataset(team, completion_rows(), task="causal-lm")
+    # Still validating: the job waits without reaching the broker, so the session's worker (if an earlier test
+    # started it) cannot pick it up and make the cancel a request to a running job, which is not deletable yet.
+    dataset = stored_dataset(team, completion_rows(), task="causal-lm", status="validating")
     created = api("POST", "/api/jobs", json_body={"base_model": model.pk, "dataset": dataset.pk, "name": "scripted",
                                                   "training": {"max_steps": 2, "max_length": 64}})
     assert created.status_code == 201
