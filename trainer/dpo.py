@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from trainer.data.batching import batch_order, collate
 from trainer.data.dataset import load_examples
-from trainer.data.preference import FORMAT
+from trainer.data.preference import FORMAT, prompt_layout
 from trainer.data.render import encode_answers, ensure_chat_template
 from trainer.data.split import split_indices
 from trainer.errors import DataError
@@ -158,7 +158,7 @@ def prepare_pairs(config, tokenizer) -> tuple[list[dict], list[dict], dict]:
         raise DataError(f"DPO trains on preference rows (prompt or messages, chosen, rejected; or OpenAI's input, "
                         f"preferred_output, non_preferred_output), but {config.data} is in the {fmt} format")
     stats = {"format": fmt, "task": config.task, "rows": len(examples) + skipped, "skipped_rows": skipped,
-             "problems": problems, "packed": False}
+             "problems": problems, "packed": False, "prompt_layout": prompt_layout(examples)}
     if config.eval_data:
         mapping = config.column_mapping if config.eval_column_mapping is None else config.eval_column_mapping
         _, held_out, stats["eval_skipped_rows"] = load_examples(config.eval_data, fmt, mapping)

@@ -197,3 +197,18 @@ def test_a_dpo_run_continues_from_a_saved_sft_adapter(tmp_path, tiny_llama_dir):
     # and takes its LoRA shape.
     assert metrics["base_eval"]["reward_margin"] != 0 and metrics["config"]["lora"]["rank"] == 4
     assert metrics["config"]["init_adapter"] == str(tmp_path / "sft" / "adapter")
+
+
+def test_the_runs_data_statistics_say_whether_the_prompts_are_chat_turns(tmp_path):
+    from trainer.data.dataset import prepare
+
+    _, tokenizer = tiny_models.tiny_llama()
+    plain = [{"prompt": f"Say {i}:", "chosen": f" {i}, friend!", "rejected": " no"} for i in range(10)]
+    chat = [{"messages": [{"role": "user", "content": f"Say {i}"}], "chosen": f"{i}, friend!", "rejected": "no"}
+            for i in range(10)]
+    for rows, layout in ((plain, "text"), (chat, "chat")):
+        data = str(_jsonl(tmp_path / f"{layout}.jsonl", rows))
+        for method in ("dpo", "sft"):  # an SFT run on preference rows learns the chosen answers in the same layout
+            config = TrainConfig(model="unused", data=data, out=str(tmp_path / "run"), method=method)
+            stats = dpo.prepare_pairs(config, tokenizer)[2] if method == "dpo" else prepare(config, tokenizer).stats
+            assert (stats["format"], stats["prompt_layout"]) == ("preference", layout), method

@@ -75,6 +75,21 @@ def test_a_seed_given_is_used_by_both_sides_and_a_blank_one_is_drawn_fresh_each_
     assert len(drawn) > 1 and all(0 <= seed < 2**31 for seed in drawn), drawn
 
 
+def test_a_job_on_preference_rows_is_prompted_in_the_layout_its_prompts_trained_in(team_a, llama_run):
+    from trainer.models import load_model
+    from webapp.results.playground import job_spec
+    from workers.serving_tasks import prompt_for
+
+    job = finished_jobs.make_job(team_a, llama_run)
+    tokenizer = load_model(str(llama_run / "base"), "causal-lm")[1]
+    for layout, expected in (("chat", "chat"), ("text", "preference")):
+        job.metrics = {**job.metrics, "data": {**job.metrics["data"], "format": "preference", "prompt_layout": layout}}
+        assert job_spec(job)["format"] == expected
+    # Chat turns go to the chat template as the user's message; a plain prompt is taken as it is.
+    assert prompt_for("chat", "Colour?", tokenizer) == [{"role": "user", "content": "Colour?"}]
+    assert prompt_for("preference", "Question: Colour?\nAnswer:", tokenizer) == "Question: Colour?\nAnswer:"
+
+
 def test_another_teams_job_cannot_be_run_and_its_answers_cannot_be_read(member_client, team_a, team_b, llama_run,
                                                                           client, settings):
     from webapp.results.playground import owner_key, redis_client

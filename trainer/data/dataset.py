@@ -24,6 +24,7 @@ from typing import NamedTuple
 from trainer.errors import DataError
 from trainer.data.batching import pack
 from trainer.data.labels import LabelMapping
+from trainer.data.preference import FORMAT as PREFERENCE_FORMAT, prompt_layout
 from trainer.data.reader import RowProblem, open_rows
 from trainer.data.render import encode_batch
 from trainer.data.split import split_indices
@@ -69,6 +70,8 @@ def prepare(config, tokenizer) -> Prepared:
     fmt, examples, skipped = load_examples(config.data, config.format, config.column_mapping, config.task, problems)
     stats = {"format": fmt, "task": config.task, "rows": len(examples) + skipped, "skipped_rows": skipped,
              "problems": problems}
+    if fmt == PREFERENCE_FORMAT:  # an SFT run on preference rows learns the chosen answers, in the prompts' layout
+        stats["prompt_layout"] = prompt_layout(examples)
     if config.eval_data:
         train_examples = examples
         eval_mapping = config.column_mapping if config.eval_column_mapping is None else config.eval_column_mapping

@@ -68,6 +68,12 @@ def answer_example(example: dict, side: str) -> tuple[dict, str]:
     return {"prompt": example["prompt"], "completion": example[side]}, "prompt_completion"
 
 
+def prompt_layout(examples: list[dict]) -> str:
+    """"chat" when every prompt is chat turns (the chat and OpenAI shapes, trained in the chat template), else
+    "text": recorded in a run's data statistics so the playground lays a prompt out as training did."""
+    return "chat" if examples and all("messages" in example for example in examples) else "text"
+
+
 def prompt_text(example: dict) -> tuple[str | list[dict], str]:
     """(the prompt as generation takes it, "chat" or "text"): the chat turns, or the plain prompt."""
     return (example["messages"], "chat") if "messages" in example else (example["prompt"], "text")

@@ -48,11 +48,14 @@ def job_spec(job) -> dict:
     config = (job.metrics or {}).get("config") or job.settings or {}
     data = (job.metrics or {}).get("data") or {}
     artifacts = job.artifacts or {}
+    layout = data.get("format") or getattr(job.dataset, "format", "") or "text"
+    if data.get("prompt_layout") == "chat":  # preference rows whose prompts are chat turns trained in the template
+        layout = "chat"
     return {
         "job_id": job.pk,
         "base": job.base_model.source,
         "task": job.task,
-        "format": data.get("format") or getattr(job.dataset, "format", "") or "text",
+        "format": layout,
         "seed": int(config.get("seed", 0)),
         "adapter": artifacts.get("adapter"),
         "merged": artifacts.get("merged"),
