@@ -16,4 +16,4 @@ RUN pip install --extra-index-url "$TORCH_INDEX" . && useradd --create-home lora
     && chown loraworks /data
 USER loraworks
 EXPOSE 8000
-CMD ["gunicorn", "webapp.wsgi", "--bind", "0.0.0.0:8000", "--worker-class", "gthread", "--threads", "8"]
+CMD ["gunicorn", "webapp.wsgi", "-c", "python:webapp.gunicorn_conf", "--bind", "0.0.0.0:8000"]

@@ -191,9 +191,9 @@ def main() -> None:
     cookie = f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
 
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "webapp.wsgi", "--bind", f"127.0.0.1:{port}",
-                               "--worker-class", "gthread", "--workers", str(args.workers), "--threads", "8",
-                               "--log-level", "warning"], cwd=ROOT, env=env)
+    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "webapp.wsgi", "-c", "python:webapp.gunicorn_conf",
+                               "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers), "--log-level", "warning"],
+                              cwd=ROOT, env=env)
     try:
         for _ in range(100):
             try:

@@ -31,8 +31,8 @@ TOKEN=$(.venv/bin/python manage.py shell < scripts/api_fuzz_seed.py | tail -1)
 PORT=${FUZZ_PORT:-$(.venv/bin/python -c 'from webapp.localrun import free_loopback_port; print(free_loopback_port())')}
 # No request-line or header-size limit: gunicorn would answer an over-long fuzzed URL itself (400, text/html), and
 # every request should reach the app, whose answers are what is checked.
-setsid .venv/bin/python -m gunicorn webapp.wsgi --bind "127.0.0.1:$PORT" --worker-class gthread --workers 1 \
-  --threads 8 --timeout 120 --limit-request-line 0 --limit-request-field_size 0 > "$VAR_DIR/server.log" 2>&1 &
+setsid .venv/bin/python -m gunicorn webapp.wsgi -c python:webapp.gunicorn_conf --bind "127.0.0.1:$PORT" \
+  --workers 1 --limit-request-line 0 --limit-request-field_size 0 > "$VAR_DIR/server.log" 2>&1 &
 SERVER=$!
 setsid .venv/bin/celery -A workers worker -Q default,train,infer -n "fuzz-$PORT@localhost" --concurrency 1 \
   --without-gossip --without-mingle > "$VAR_DIR/worker.log" 2>&1 &

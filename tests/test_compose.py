@@ -16,9 +16,9 @@ def test_compose_declares_every_service():
                                         "worker-infer", "worker-default", "minio", "minio-init"}
 
 
-def test_web_migrates_then_serves_with_gunicorn():
+def test_web_migrates_then_serves_with_gunicorn_configured_as_everywhere_else():
     command = " ".join(COMPOSE["services"]["web"]["command"])
-    assert command.index("migrate") < command.index("gunicorn webapp.wsgi")
+    assert command.index("migrate") < command.index("gunicorn webapp.wsgi -c python:webapp.gunicorn_conf")
 
 
 def test_training_worker_serves_the_train_queue_one_job_at_a_time_on_a_gpu():

@@ -160,9 +160,8 @@ def main() -> int:
              "--concurrency", str(worker_concurrency), "--loglevel", "INFO", "-n", "local@%h"],
             start_new_session=True))
         started.append(subprocess.Popen(
-            [python, "-m", "gunicorn", "webapp.wsgi", "--bind", f"{host}:{port}", "--worker-class", "gthread",
-             "--workers", str(web_concurrency), "--threads", "8", "--timeout", "120",
-             "--access-logfile", "-"], start_new_session=True))
+            [python, "-m", "gunicorn", "webapp.wsgi", "-c", "python:webapp.gunicorn_conf", "--bind", f"{host}:{port}",
+             "--workers", str(web_concurrency), "--access-logfile", "-"], start_new_session=True))
         url = f"http://{host}:{port}/"
         wait_for_http(url + "login/", started)
         print(f"\nLoraworks is running at {url}  (Ctrl-C stops everything)\n", flush=True)
