@@ -18,6 +18,7 @@ FALSE_WORDS = {"0", "false", "no", "off", ""}
 RATE_PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOCAL_HOSTS = ["localhost", "127.0.0.1", "[::1]"]
+PREPARE_THRESHOLD = 5  # runs of a query on one connection before PostgreSQL keeps it prepared (psycopg's default)
 
 
 class Rate(NamedTuple):
@@ -140,12 +141,31 @@ def database_from_url(url: str, base_dir: Path) -> dict:
             "PASSWORD": unquote(parts.password or ""),
             "HOST": parts.hostname or "",
             "PORT": str(port or ""),
-            "OPTIONS": dict(parse_qsl(parts.query)),
+            "OPTIONS": postgres_options(url, dict(parse_qsl(parts.query))),
             "CONN_MAX_AGE": 60,
             "CONN_HEALTH_CHECKS": True,
         }
     raise ImproperlyConfigured(f"DATABASE_URL={url!r} has an unsupported scheme {parts.scheme!r}: "
                                "use sqlite:/// or postgres://")
+
+
+def postgres_options(url: str, options: dict) -> dict:
+    """The connection OPTIONS of a postgres:// DATABASE_URL, from its query string.
+
+    Parameters are bound on the server, and a query run PREPARE_THRESHOLD times on a connection becomes a prepared
+    statement: PostgreSQL then skips parsing and planning the pages' repeated queries (about half its CPU per page
+    in benchmarks/web_load.py). A pooler in transaction mode (PgBouncer) cannot keep either across transactions:
+    `?server_side_binding=false&prepare_threshold=none` turns both off.
+    """
+    binding = options.get("server_side_binding", "true").lower()
+    if binding not in TRUE_WORDS | FALSE_WORDS:
+        raise ImproperlyConfigured(f"DATABASE_URL={url!r}: server_side_binding={binding!r} is not true or false")
+    threshold = options.get("prepare_threshold", str(PREPARE_THRESHOLD)).lower()
+    if threshold != "none" and not (threshold.isdigit() and threshold.isascii()):
+        raise ImproperlyConfigured(f"DATABASE_URL={url!r}: prepare_threshold={threshold!r} is not a count of runs "
+                                   "or none")
+    return {**options, "server_side_binding": binding in TRUE_WORDS,
+            "prepare_threshold": None if threshold == "none" else int(threshold)}
 
 
 def secret_key(production: bool, key_file: Path) -> str:

@@ -53,7 +53,31 @@ def test_postgres_url_gives_each_connection_part():
     db = env.database_from_url("postgres://bob:p%40ss@db.internal:6543/jobs?sslmode=require", Path("/"))
     assert (db["ENGINE"], db["NAME"], db["USER"], db["PASSWORD"], db["HOST"], db["PORT"]) == (
         "django.db.backends.postgresql", "jobs", "bob", "p@ss", "db.internal", "6543")
-    assert db["OPTIONS"] == {"sslmode": "require"}
+    assert db["OPTIONS"] == {"sslmode": "require", "server_side_binding": True, "prepare_threshold": 5}
+
+
+def test_a_postgres_url_can_turn_server_binding_and_prepared_statements_off_for_a_pooler():
+    db = env.database_from_url("postgres://h/jobs?server_side_binding=false&prepare_threshold=none", Path("/"))
+    assert db["OPTIONS"] == {"server_side_binding": False, "prepare_threshold": None}
+    assert env.database_from_url("postgres://h/jobs?prepare_threshold=0", Path("/"))["OPTIONS"]["prepare_threshold"] == 0
+
+
+def test_on_postgresql_a_repeated_query_runs_as_a_prepared_statement(django_db_blocker):
+    """Through Django's own PostgreSQL backend, configured from a URL as settings.py does (the server and the
+    database every test run has, queried read-only)."""
+    from django.db.utils import ConnectionHandler
+
+    handler = ConnectionHandler({"default": env.database_from_url("postgres://postgres@127.0.0.1:5432/test",
+                                                                  Path("/"))})
+    try:
+        with django_db_blocker.unblock(), handler["default"].cursor() as cursor:
+            for n in range(env.PREPARE_THRESHOLD + 1):
+                cursor.execute("SELECT %s + 1", [n])
+                assert cursor.fetchone() == (n + 1,)
+            cursor.execute("SELECT statement FROM pg_prepared_statements")
+            assert [row[0] for row in cursor.fetchall()] == ["SELECT $1 + 1"]
+    finally:
+        handler.close_all()
 
 
 @pytest.mark.parametrize("url, message", [
@@ -61,6 +85,8 @@ def test_postgres_url_gives_each_connection_part():
     ("postgres://host/", "names no database"),
     ("postgres://host:port/db", "port that is not a number"),
     ("sqlite://", "names no SQLite file"),
+    ("postgres://h/db?server_side_binding=maybe", "server_side_binding='maybe' is not true or false"),
+    ("postgres://h/db?prepare_threshold=-1", "prepare_threshold='-1' is not a count of runs or none"),
 ])
 def test_bad_database_urls_say_what_is_wrong(url, message):
     with pytest.raises(ImproperlyConfigured, match=message):
