@@ -35,14 +35,18 @@ def render_each(template_name: str, name: str, items: list[dict], scope) -> Safe
     if not items:
         return mark_safe("")
     template = get_template(template_name)
+
+    def rendered() -> str:
+        return "".join(template.render({name: item}) for item in items)
+
     key = fragment_key(template, scope, items)
     try:
         html = cache.get(key)
     except redis.RedisError as error:
         log.warning("fragment cache unreachable (%s): rendering", error)
-        return mark_safe("".join(template.render({name: item}) for item in items))
+        return mark_safe(rendered())
     if html is None:
-        html = "".join(template.render({name: item}) for item in items)
+        html = rendered()
         try:
             cache.set(key, html)
         except redis.RedisError as error:

@@ -1,5 +1,4 @@
-"""Training a job on a worker (queue `train`), resuming it after a lost worker, and sweeping jobs whose worker
-went silent.
+"""Training a job on a worker (queue `train`), and resuming it after a lost worker.
 
 `train_job` copies the dataset from storage to a local scratch folder, runs `trainer.train.train` with a
 `JobReporter` (on all of the worker's GPUs, and again after a lost process: workers.data_parallel_jobs), uploads
@@ -11,9 +10,7 @@ whose worker was killed is handed out again: the new delivery finds the job `run
 checkpoint and continues (`resume=True`). With MLFLOW_TRACKING_URI set, the run is also logged to MLflow
 (workers.tracking). The job lease (workers.progress) keeps two deliveries from both training.
 
-The sweeper (a thread in every worker) finds running jobs with no heartbeat for JOB_HEARTBEAT_TIMEOUT_S and
-enqueues their resumption, or fails them when they were already resumed JOB_MAX_RESUMES times; and it sends again
-the task of a job left waiting over JOB_REQUEUE_AFTER_S whose message the broker no longer has.
+Jobs whose worker went silent are found by the sweeper (workers.stale_job_tasks).
 """
 from __future__ import annotations
 
@@ -22,17 +19,11 @@ import json
 import logging
 import shutil
 import tempfile
-import threading
 import traceback
-from datetime import timedelta
 from pathlib import Path
 
-from celery.signals import worker_ready
-from django.db import connection
-from django.db.models.functions import Coalesce
-from django.utils import timezone
 
-from webapp.jobs import conf, live, queue, routing, states
+from webapp.jobs import conf, queue, states
 from webapp.jobs.storage import (delete_file, delete_tree, get_file, job_prefix, put_bytes, put_file, put_tree,
                                  read_bytes)
 from workers import capacity, tracking
@@ -94,7 +85,7 @@ def train_job(self, job_id: int) -> str:
             return "nothing to do"
         resuming = job.state == states.RUNNING
         if resuming and states.resume_count(job) >= conf.MAX_RESUMES:
-            _fail(job, None, lost_worker_message(job, states.resume_count(job)))
+            fail_job(job, None, lost_worker_message(job, states.resume_count(job)))
             return states.FAILED
         try:
             # Booked for accounting: the worker holds all its GPUs for the job, even one that trains on fewer.
@@ -118,13 +109,13 @@ def _dataset_gate(job) -> str:
     """For a job waiting on its dataset's validation: `validating` (still), `failed`, or `ready` (now queued)."""
     for dataset in filter(None, (job.dataset, job.eval_dataset)):
         if dataset.status == "invalid":
-            _fail(job, None, f"dataset {dataset.name!r} is invalid: {dataset.error or 'see its page'}. "
+            fail_job(job, None, f"dataset {dataset.name!r} is invalid: {dataset.error or 'see its page'}. "
                              "Fix the file (the dataset page lists the rows at fault) and start a new job.")
             return "failed"
     if any(d.status == "validating" for d in filter(None, (job.dataset, job.eval_dataset))):
         return "validating"
     if job.dataset.needs_row_confirmation:
-        _fail(job, None, f"{job.dataset.row_confirmation_message()} Then start this job again with Clone.")
+        fail_job(job, None, f"{job.dataset.row_confirmation_message()} Then start this job again with Clone.")
         return "failed"
     try:
         states.move(job, states.QUEUED, reason="dataset validated")
@@ -170,17 +161,17 @@ def _run(job, lease_token: str, resuming: bool) -> str:
         outcome = _finish(job, reporter, metrics, work / "out")
         return outcome
     except (TrainerError, StorageFull) as error:
-        return _fail(job, reporter, str(error))
+        return fail_job(job, reporter, str(error))
     except FileNotFoundError as error:
-        return _fail(job, reporter, f"a file this job needs is missing from storage ({error.filename or error}); "
+        return fail_job(job, reporter, f"a file this job needs is missing from storage ({error.filename or error}); "
                                     "upload the dataset again and start a new job")
     except Exception as error:  # anything else: the person gets the type and message, the log the traceback
         if scratch_is_full(error, work):  # storage's own "full" was raised as StorageFull at its call sites
             reporter.on_log(traceback.format_exc())
-            return _fail(job, reporter, scratch_full_message(error, root))
+            return fail_job(job, reporter, scratch_full_message(error, root))
         log.exception("job %s failed", job.pk)
         reporter.on_log(traceback.format_exc())
-        return _fail(job, reporter, f"the worker hit an unexpected error: {type(error).__name__}: {error}. "
+        return fail_job(job, reporter, f"the worker hit an unexpected error: {type(error).__name__}: {error}. "
                                     "The log has the details; if it happens again, tell an administrator.")
     finally:
         tracker.end(outcome, work / "out")
@@ -269,7 +260,7 @@ def raise_if_storage_full(error: OSError, doing: str, cleaned: str) -> None:
                           "Clone.") from error
 
 
-def _fail(job, reporter: JobReporter | None, message: str) -> str:
+def fail_job(job, reporter: JobReporter | None, message: str) -> str:
     extra = {}
     if reporter is not None:
         reporter.on_log(f"failed: {message}")
@@ -348,104 +339,3 @@ class CheckpointSync:
         for folder in folders:
             if folder != keep:
                 delete_tree(f"{self.prefix}{folder}/")
-
-
-# --- the stale-job sweep ---------------------------------------------------------------------------
-
-def sweep_stale_jobs(now=None) -> dict:
-    """Resume (or fail) running jobs whose worker sent no heartbeat for JOB_HEARTBEAT_TIMEOUT_S."""
-    from webapp.jobs.models import Job
-
-    now = now or timezone.now()
-    cutoff = now - timedelta(seconds=conf.HEARTBEAT_TIMEOUT_S)
-    outcome = {"resumed": [], "failed": []}
-    for job in Job.objects.filter(state=states.RUNNING, heartbeat_at__lt=cutoff):
-        # Claim it (several workers sweep): only the one whose update lands acts on it.
-        if not Job.objects.filter(pk=job.pk, state=states.RUNNING, heartbeat_at=job.heartbeat_at).update(
-                heartbeat_at=now):
-            continue
-        resumes = states.resume_count(job)
-        if resumes >= conf.MAX_RESUMES:
-            _fail(job, None, lost_worker_message(job, resumes))
-            outcome["failed"].append(job.pk)
-        else:
-            queue.send(job.pk)
-            outcome["resumed"].append(job.pk)
-    return outcome
-
-
-def resend_lost_tasks(now=None) -> list[int]:
-    """Send again the task of each job waiting (queued, or validating) for over JOB_REQUEUE_AFTER_S whose message
-    is in no queue of the broker and not held by a worker: lost in a Redis restart without persistence, or never
-    sent because the broker was down at submit. The ids of the jobs sent again.
-
-    A message the scan misses (in flight between a queue and a worker) only costs a duplicate delivery, which is
-    harmless: the job lease lets one delivery at a time in, and the state compare-and-set (queued -> running
-    once; a terminal job is skipped) makes any later one find nothing to do."""
-    from webapp.jobs.models import Job
-
-    now = now or timezone.now()
-    cutoff = now - timedelta(seconds=conf.REQUEUE_AFTER_S)
-    # A job without a task id was never submitted (queue.submit gives one before sending): not ours to send.
-    waiting = list(Job.objects.filter(state__in=(states.QUEUED, states.VALIDATING))
-                   .exclude(celery_task_id="")
-                   .annotate(waiting_since=Coalesce("queued_at", "created_at"))
-                   .filter(waiting_since__lt=cutoff))
-    if not waiting:
-        return []
-    in_broker = task_ids_in_broker({routing.queue_for(job.worker_class) for job in waiting})
-    resent = []
-    for job in waiting:
-        # Several workers sweep: the first to set this key (it expires after one threshold) sends, the others skip.
-        if job.celery_task_id in in_broker or not live.client().set(live.key(job.pk, "resent"), "1", nx=True,
-                                                                     ex=conf.REQUEUE_AFTER_S):
-            continue
-        if Job.objects.filter(pk=job.pk, state=job.state).exists():  # not started or cancelled since the scan
-            queue.send(job.pk, job.celery_task_id)
-            resent.append(job.pk)
-    return resent
-
-
-def task_ids_in_broker(queues: set[str]) -> set[str]:
-    """The task ids of the messages waiting in `queues` (each priority's Redis list) and of those delivered to a
-    worker but not acknowledged yet (kombu's `unacked` hash): Celery's Redis transport layout."""
-    ids = set()
-    with app.connection_for_read() as broker:
-        channel = broker.default_channel
-        client = channel.client
-        for name in queues:
-            for listed in priority_lists(channel, name):
-                ids.update(_task_id(raw) for raw in client.lrange(listed, 0, -1))
-        ids.update(_task_id(raw, unacked=True) for raw in client.hvals(channel.unacked_key))
-    return ids
-
-
-def priority_lists(channel, queue_name: str) -> list[str]:
-    """The Redis lists holding `queue_name`'s messages, one per priority step, in the order a worker serves them
-    (a job's priority picks its list: webapp.jobs.priority)."""
-    return [channel._q_for_pri(queue_name, step) for step in channel.priority_steps]
-
-
-def _task_id(raw: bytes, unacked: bool = False) -> str | None:
-    message = json.loads(raw)
-    return (message[0] if unacked else message).get("headers", {}).get("id")
-
-
-def _sweep_forever(interval_s: float) -> None:
-    stop = threading.Event()
-    while not stop.wait(interval_s):
-        try:
-            found = sweep_stale_jobs()
-            found["sent again"] = resend_lost_tasks()
-            if any(found.values()):
-                log.info("stale jobs: %s", found)
-        except Exception as error:  # the sweeper must outlive a database or broker blip
-            log.warning("stale-job sweep failed: %s", error)
-        finally:
-            connection.close()
-
-
-@worker_ready.connect
-def start_sweeper(sender=None, **kwargs):
-    interval = max(conf.HEARTBEAT_TIMEOUT_S / 4, 2)
-    threading.Thread(target=_sweep_forever, args=(interval,), name="stale-job-sweeper", daemon=True).start()

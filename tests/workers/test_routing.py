@@ -20,7 +20,7 @@ from webapp.jobs.models import Job
 from webapp.ops import checks
 from webapp.teams.models import Team
 from workers.celery_app import app
-from workers.training_tasks import priority_lists, sweep_stale_jobs
+from workers.stale_job_tasks import priority_lists, sweep_stale_jobs
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 CLASS = "gpu-routing"

@@ -309,7 +309,7 @@ def test_a_job_on_a_sigkilled_worker_resumes_from_its_last_checkpoint_and_ends_a
 
 def test_the_sweep_resumes_a_silent_job_and_fails_one_already_resumed_too_often(celery_worker, team, llama):
     from webapp.jobs import conf
-    from workers.training_tasks import sweep_stale_jobs
+    from workers.stale_job_tasks import sweep_stale_jobs
 
     dataset = stored_dataset(team, completion_rows(), task="causal-lm")
     now = timezone.now()
@@ -342,7 +342,7 @@ def drop_from_broker(task_id: str, queue_name: str) -> int:
     """Delete the task's message from the broker's Redis list of `queue_name`, as a Redis restart without persistence
     loses it; how many were deleted."""
     from workers.celery_app import app
-    from workers.training_tasks import priority_lists
+    from workers.stale_job_tasks import priority_lists
 
     with app.connection_for_write() as broker:
         client = broker.default_channel.client
@@ -353,7 +353,7 @@ def drop_from_broker(task_id: str, queue_name: str) -> int:
 def test_a_queued_job_whose_message_the_broker_lost_runs_once_the_sweep_sends_it_again(celery_worker, team, llama):
     from webapp.jobs import conf
     from workers.health_tasks import health
-    from workers.training_tasks import resend_lost_tasks, task_ids_in_broker
+    from workers.stale_job_tasks import resend_lost_tasks, task_ids_in_broker
 
     dataset = stored_dataset(team, completion_rows(), task="causal-lm")
     health.apply_async(queue="train").get(timeout=60)  # the broker's routes are in place before the worker goes
@@ -399,7 +399,7 @@ def test_a_job_created_while_the_broker_is_down_is_queued_and_the_sweep_sends_it
     from test_faults import celery_broker
 
     from webapp.jobs import conf
-    from workers.training_tasks import resend_lost_tasks
+    from workers.stale_job_tasks import resend_lost_tasks
 
     dataset = stored_dataset(team_a, completion_rows(), task="causal-lm")
     form = {"name": "while the broker is down", "base_model": llama.pk, "dataset": dataset.pk, "task": "",

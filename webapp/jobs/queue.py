@@ -41,7 +41,7 @@ def enqueue(task_name: str, args: Sequence, on: str, task_id: str | None = None,
 
 def submit(job) -> None:
     """Give a saved job its task id and send the task once the transaction commits. A send that fails (broker down)
-    leaves the job waiting, with a line in its log: the workers' sweep (workers.training_tasks) sends it later."""
+    leaves the job waiting, with a line in its log: the workers' sweep (workers.stale_job_tasks) sends it later."""
     from webapp.jobs.models import Job
 
     job.celery_task_id = uuid.uuid4().hex
