@@ -33,8 +33,11 @@ def env_str(name: str, default: str) -> str:
 
 def env_bool(name: str, default: bool) -> bool:
     raw = os.environ.get(name)
-    if raw is None:
-        return default
+    return default if raw is None else yes_no(raw, name)
+
+
+def yes_no(raw: str, name: str) -> bool:
+    """`raw` read as a yes/no word; ImproperlyConfigured naming `name` when it is none."""
     word = raw.strip().lower()
     if word in TRUE_WORDS:
         return True
@@ -157,14 +160,12 @@ def postgres_options(url: str, options: dict) -> dict:
     in benchmarks/web_load.py). A pooler in transaction mode (PgBouncer) cannot keep either across transactions:
     `?server_side_binding=false&prepare_threshold=none` turns both off.
     """
-    binding = options.get("server_side_binding", "true").lower()
-    if binding not in TRUE_WORDS | FALSE_WORDS:
-        raise ImproperlyConfigured(f"DATABASE_URL={url!r}: server_side_binding={binding!r} is not true or false")
+    binding = yes_no(options.get("server_side_binding", "true"), f"DATABASE_URL={url!r}: server_side_binding")
     threshold = options.get("prepare_threshold", str(PREPARE_THRESHOLD)).lower()
     if threshold != "none" and not (threshold.isdigit() and threshold.isascii()):
         raise ImproperlyConfigured(f"DATABASE_URL={url!r}: prepare_threshold={threshold!r} is not a count of runs "
                                    "or none")
-    return {**options, "server_side_binding": binding in TRUE_WORDS,
+    return {**options, "server_side_binding": binding,
             "prepare_threshold": None if threshold == "none" else int(threshold)}
 
 

@@ -59,7 +59,8 @@ def test_postgres_url_gives_each_connection_part():
 def test_a_postgres_url_can_turn_server_binding_and_prepared_statements_off_for_a_pooler():
     db = env.database_from_url("postgres://h/jobs?server_side_binding=false&prepare_threshold=none", Path("/"))
     assert db["OPTIONS"] == {"server_side_binding": False, "prepare_threshold": None}
-    assert env.database_from_url("postgres://h/jobs?prepare_threshold=0", Path("/"))["OPTIONS"]["prepare_threshold"] == 0
+    prepare_always = env.database_from_url("postgres://h/jobs?prepare_threshold=0", Path("/"))
+    assert prepare_always["OPTIONS"]["prepare_threshold"] == 0
 
 
 def test_on_postgresql_a_repeated_query_runs_as_a_prepared_statement(django_db_blocker):
@@ -85,7 +86,7 @@ def test_on_postgresql_a_repeated_query_runs_as_a_prepared_statement(django_db_b
     ("postgres://host/", "names no database"),
     ("postgres://host:port/db", "port that is not a number"),
     ("sqlite://", "names no SQLite file"),
-    ("postgres://h/db?server_side_binding=maybe", "server_side_binding='maybe' is not true or false"),
+    ("postgres://h/db?server_side_binding=maybe", "server_side_binding='maybe' is not a yes/no value"),
     ("postgres://h/db?prepare_threshold=-1", "prepare_threshold='-1' is not a count of runs or none"),
 ])
 def test_bad_database_urls_say_what_is_wrong(url, message):
