@@ -4,20 +4,14 @@ so that waiting clients queue in the kernel for whichever worker frees a thread 
 import http.client
 import os
 import re
-import socket
 from pathlib import Path
 
 from gunicorn_server import gunicorn_serving
+from webapp.localrun import free_loopback_port
 from worker_process import database_url
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = "python:webapp.gunicorn_conf"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_each_response_closes_its_connection(transactional_db, tmp_path, settings):
@@ -25,7 +19,7 @@ def test_each_response_closes_its_connection(transactional_db, tmp_path, setting
 
     env = dict(os.environ, DATABASE_URL=database_url(connection.settings_dict), REDIS_URL=settings.REDIS_URL,
                VAR_DIR=str(settings.VAR_DIR), MEDIA_ROOT=str(settings.MEDIA_ROOT))
-    port = free_port()
+    port = free_loopback_port()
     with gunicorn_serving(env, port, tmp_path / "gunicorn.log", "-c", CONF, "--workers", "2"):
         client = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         client.request("GET", "/healthz")  # HTTP/1.1: the client asks to keep the connection

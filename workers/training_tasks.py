@@ -22,7 +22,6 @@ import tempfile
 import traceback
 from pathlib import Path
 
-
 from webapp.jobs import conf, queue, states
 from webapp.jobs.storage import (delete_file, delete_tree, get_file, job_prefix, put_bytes, put_file, put_tree,
                                  read_bytes)
@@ -110,7 +109,7 @@ def _dataset_gate(job) -> str:
     for dataset in filter(None, (job.dataset, job.eval_dataset)):
         if dataset.status == "invalid":
             fail_job(job, None, f"dataset {dataset.name!r} is invalid: {dataset.error or 'see its page'}. "
-                             "Fix the file (the dataset page lists the rows at fault) and start a new job.")
+                                "Fix the file (the dataset page lists the rows at fault) and start a new job.")
             return "failed"
     if any(d.status == "validating" for d in filter(None, (job.dataset, job.eval_dataset))):
         return "validating"
@@ -163,8 +162,8 @@ def _run(job, lease_token: str, resuming: bool) -> str:
     except (TrainerError, StorageFull) as error:
         return fail_job(job, reporter, str(error))
     except FileNotFoundError as error:
-        return fail_job(job, reporter, f"a file this job needs is missing from storage ({error.filename or error}); "
-                                    "upload the dataset again and start a new job")
+        return fail_job(job, reporter, f"a file this job needs is missing from storage "
+                                       f"({error.filename or error}); upload the dataset again and start a new job")
     except Exception as error:  # anything else: the person gets the type and message, the log the traceback
         if scratch_is_full(error, work):  # storage's own "full" was raised as StorageFull at its call sites
             reporter.on_log(traceback.format_exc())
@@ -172,7 +171,7 @@ def _run(job, lease_token: str, resuming: bool) -> str:
         log.exception("job %s failed", job.pk)
         reporter.on_log(traceback.format_exc())
         return fail_job(job, reporter, f"the worker hit an unexpected error: {type(error).__name__}: {error}. "
-                                    "The log has the details; if it happens again, tell an administrator.")
+                                       "The log has the details; if it happens again, tell an administrator.")
     finally:
         tracker.end(outcome, work / "out")
         heartbeat.stop()
